@@ -1,0 +1,4 @@
+#ifndef PIXTRACK_CNGHTTP2_SHIM_H
+#define PIXTRACK_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

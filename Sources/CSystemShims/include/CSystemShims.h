@@ -1,0 +1,17 @@
+#ifndef PIXTRACK_CSYSTEMSHIMS_H
+#define PIXTRACK_CSYSTEMSHIMS_H
+/* Linux calls that Swift's Glibc module does not export (epoll, eventfd, accept4). */
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC; glibc declares accept4 only under _GNU_SOURCE.
+int pt_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len);
+
+/// epoll_event is packed on x86_64; these keep Swift away from its layout.
+int pt_epoll_add(int epfd, int fd, uint32_t events);
+int pt_epoll_mod(int epfd, int fd, uint32_t events);
+int pt_epoll_del(int epfd, int fd);
+/// Waits for up to `max` events; writes their fds and event masks to the two arrays.
+int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms);
+#endif

@@ -1,0 +1,208 @@
+import RPC
+
+/// gRPC call semantics on top of HTTP/2 streams: header validation, auth, deadlines, message
+/// framing limits, running handlers off the loop and handing their results back to it.
+/// Every method runs on the connection's loop thread.
+struct CallDispatcher: Sendable {
+    let router: RPCRouter
+    let config: HTTP2Server.Configuration
+    let logger: Logger
+    let counters: ServerCounters
+
+    func headersComplete(_ s: H2Stream, on c: H2Connection) {
+        if s.headersTooLarge {
+            return c.respondTrailersOnly(s, httpStatus: 431, code: .resourceExhausted,
+                                         message: "request headers exceed \(config.maxHeaderListBytes) bytes")
+        }
+        guard s.method == "POST" else {
+            return c.respondTrailersOnly(s, httpStatus: 405, code: .unimplemented, message: "gRPC requires POST, got \(s.method)")
+        }
+        guard Self.isGRPCContentType(s.contentType) else {
+            return c.respondTrailersOnly(s, httpStatus: 415, code: .internal,
+                                         message: "content-type must be application/grpc, got \(s.contentType.isEmpty ? "none" : s.contentType)")
+        }
+        guard let method = router.method(for: s.path) else {
+            let service = String(s.path.dropFirst().prefix { $0 != "/" })
+            let known = router.serviceNames.contains(service)
+            return c.respondTrailersOnly(s, code: .unimplemented,
+                                         message: known ? "unknown method \(s.path)" : "unknown service \(service)")
+        }
+        if let key = s.invalidMetadataKey {
+            return c.respondTrailersOnly(s, code: .invalidArgument,
+                                         message: "metadata \(key) is not printable ASCII (binary values need a -bin key)")
+        }
+        if method.requiresAuth, let token = config.authToken, !Self.bearerMatches(s.authorization, token: token) {
+            return c.respondTrailersOnly(s, code: .unauthenticated, message: "missing or invalid bearer token")
+        }
+        var deadline: ContinuousClock.Instant?
+        if let t = s.timeout {
+            guard let d = GRPCWire.parseTimeout(t) else {
+                return c.respondTrailersOnly(s, code: .internal, message: "malformed grpc-timeout")
+            }
+            deadline = s.started + d
+        }
+        let requestID = s.requestID ?? Self.newRequestID()
+        s.requestID = requestID
+        s.rpc = method
+        s.context = RPCContext(path: s.path, metadata: s.metadata, deadline: deadline, requestID: requestID, peer: c.peer)
+        counters.inFlight.add(1, ordering: .relaxed)
+        if let deadline { armDeadline(deadline, stream: s.id, on: c) }
+        if case .bidiStreaming(let handler) = method.kind { startStreaming(handler, s, on: c) }
+    }
+
+    func data(_ s: H2Stream, _ bytes: UnsafeRawBufferPointer, on c: H2Connection) {
+        guard let method = s.rpc else { return }
+        let messages: [[UInt8]]
+        do {
+            messages = try s.deframer.append(bytes)
+        } catch .tooLarge(let announced, let limit) {
+            return c.respondTrailersOnly(s, code: .resourceExhausted,
+                                         message: "request message of \(announced) bytes exceeds the limit of \(limit) bytes")
+        } catch .compressed {
+            if s.encoding == "identity" || s.encoding.isEmpty {
+                return c.respondTrailersOnly(s, code: .internal, message: "compressed message without grpc-encoding")
+            }
+            return c.respondTrailersOnly(s, code: .unimplemented, message: "grpc-encoding \(s.encoding) is not supported",
+                                         extra: [("grpc-accept-encoding", "identity")])
+        } catch {
+            return c.respondTrailersOnly(s, code: .internal, message: "invalid message framing")
+        }
+        switch method.kind {
+        case .unary:
+            s.requestMessages += messages
+            if s.requestMessages.count > 1 {
+                c.respondTrailersOnly(s, code: .internal, message: "unary call received more than one request message")
+            }
+        case .bidiStreaming:
+            for m in messages { s.inbound?.yield(m) }
+        }
+    }
+
+    func requestEnded(_ s: H2Stream, on c: H2Connection) {
+        guard let method = s.rpc else { return }
+        if s.deframer.pendingBytes > 0 {
+            return c.respondTrailersOnly(s, code: .internal, message: "request ended inside a message (length prefix larger than the body)")
+        }
+        switch method.kind {
+        case .bidiStreaming:
+            s.inbound?.finish()
+        case .unary(let handler):
+            guard s.requestMessages.count == 1, let context = s.context else {
+                return c.respondTrailersOnly(s, code: .internal,
+                                             message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
+            }
+            let request = s.requestMessages[0]
+            s.requestMessages = []
+            let id = s.id
+            let logger = self.logger
+            s.task = Task {
+                let result: Result<[UInt8], RPCError>
+                do {
+                    result = .success(try await handler(request, context))
+                } catch {
+                    result = .failure(RPCError(mapping: error))
+                    Self.logUnexpected(error, context: context, logger: logger)
+                }
+                c.loop.execute {
+                    guard let st = c.stream(id) else { return }
+                    switch result {
+                    case .success(let bytes):
+                        c.sendMessage(st, bytes)
+                        c.finish(st, code: .ok, message: "")
+                    case .failure(let e):
+                        c.finish(st, code: e.code, message: e.message)
+                    }
+                }
+            }
+        }
+    }
+
+    private func startStreaming(_ handler: @escaping BidiStreamingHandler, _ s: H2Stream, on c: H2Connection) {
+        guard let context = s.context else { return }
+        let (requests, continuation) = AsyncStream.makeStream(of: [UInt8].self)
+        s.inbound = continuation
+        let id = s.id
+        let logger = self.logger
+        let writer = RPCResponseWriter { bytes in
+            try Task.checkCancellation()
+            c.loop.execute { if let st = c.stream(id) { c.sendMessage(st, bytes) } }
+        }
+        s.task = Task {
+            let final: RPCError
+            do {
+                try await handler(requests, writer, context)
+                final = RPCError(.ok, "")
+            } catch {
+                final = RPCError(mapping: error)
+                Self.logUnexpected(error, context: context, logger: logger)
+            }
+            c.loop.execute { if let st = c.stream(id) { c.finish(st, code: final.code, message: final.message) } }
+        }
+    }
+
+    private func armDeadline(_ deadline: ContinuousClock.Instant, stream id: Int32, on c: H2Connection) {
+        let task = Task {
+            do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
+            c.loop.execute {
+                guard let st = c.stream(id), !st.answered else { return }
+                c.finish(st, code: .deadlineExceeded, message: "deadline exceeded")
+            }
+        }
+        c.stream(id)?.deadlineTask = task
+    }
+
+    /// Called once per stream when its final status is decided.
+    func callEnded(_ s: H2Stream, code: RPCCode, on c: H2Connection) {
+        s.deadlineTask?.cancel()
+        if s.rpc != nil { counters.inFlight.subtract(1, ordering: .relaxed) }
+        logCall(s, code: code, note: nil, on: c)
+    }
+
+    func logCall(_ s: H2Stream, code: RPCCode, note: String?, on c: H2Connection) {
+        counters.calls.add(1, ordering: .relaxed)
+        // Failed and slow calls are logged at info; routine successes only at debug (the
+        // counters carry them), so a busy server does not spend a syscall per call on logs.
+        let elapsed = ContinuousClock.now - s.started
+        let level: Logger.Level = (code == .ok && elapsed < .seconds(1)) ? .debug : .info
+        guard logger.minimum <= level else { return }
+        let ms = Double(elapsed / .microseconds(1)) / 1000
+        var fields: [(String, String)] = [
+            ("method", s.path.isEmpty ? "-" : s.path), ("code", code.name),
+            ("duration_ms", String(ms)), ("request_id", s.requestID ?? "-"), ("peer", c.peer),
+        ]
+        if let note { fields.append(("note", note)) }
+        logger.log(level, "rpc", fields)
+    }
+
+    private static func logUnexpected(_ error: any Error, context: RPCContext, logger: Logger) {
+        if let e = error as? RPCError {
+            if let cause = e.cause { logger.warning("rpc_error_cause", ("request_id", context.requestID), ("cause", String(describing: cause))) }
+        } else if !(error is CancellationError) {
+            logger.error("rpc_internal_error", ("request_id", context.requestID), ("method", context.path), ("error", String(describing: error)))
+        }
+    }
+
+    static func isGRPCContentType(_ ct: String) -> Bool {
+        let base = ct.prefix { $0 != ";" }.lowercased()
+        return base == "application/grpc" || base == "application/grpc+proto"
+    }
+
+    /// Constant-time comparison of `authorization` with `Bearer <token>`: the time taken does
+    /// not depend on where the first differing byte is.
+    static func bearerMatches(_ header: [UInt8]?, token: String) -> Bool {
+        let expected = Array("Bearer \(token)".utf8)
+        let given = header ?? []
+        var diff = UInt8(given.count == expected.count ? 0 : 1)
+        for i in 0..<expected.count {
+            diff |= expected[i] ^ (i < given.count ? given[i] : 0)
+        }
+        return diff == 0
+    }
+
+    static func newRequestID() -> String {
+        var g = SystemRandomNumberGenerator()
+        let v = g.next() as UInt64
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

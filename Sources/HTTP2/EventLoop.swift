@@ -1,0 +1,136 @@
+import CSystemShims
+import Glibc
+import Synchronization
+import Foundation
+
+/// Something registered with an `EventLoop` for readiness events on a file descriptor.
+/// Called on the loop's thread only.
+protocol EventLoopHandler: AnyObject {
+    func handleEvents(_ events: UInt32)
+}
+
+/// One epoll thread. Sockets registered here are read, written and parsed on this thread only;
+/// other threads hand work over with `execute`, which wakes the loop through an eventfd.
+///
+/// Invariant that makes `@unchecked Sendable` safe: `handlers`, `dirty` and `afterTick` are
+/// touched only on the loop thread; the cross-thread queue is guarded by `queue`'s mutex.
+final class EventLoop: @unchecked Sendable {
+    let index: Int
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private let queue = Mutex<[@Sendable () -> Void]>([])
+    private var handlers: [Int32: EventLoopHandler] = [:]
+    /// Flushed once per loop iteration, after events and queued work ran.
+    private var dirty: [ObjectIdentifier: () -> Void] = [:]
+    private let stopped = Atomic<Bool>(false)
+    private var thread: Thread?
+    /// Scratch space for socket reads; loop thread only, never escapes a read.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+
+    init(index: Int) throws {
+        self.index = index
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard epfd >= 0 else { throw SystemError.errno("epoll_create1") }
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard wakeFD >= 0 else { throw SystemError.errno("eventfd") }
+        guard pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0 else { throw SystemError.errno("epoll_ctl") }
+    }
+
+    deinit {
+        close(epfd)
+        close(wakeFD)
+        readBuffer.deallocate()
+    }
+
+    func start() {
+        let t = Thread { [self] in self.run() }
+        t.name = "pixtrack-io-\(index)"
+        t.stackSize = 1 << 20
+        thread = t
+        t.start()
+    }
+
+    /// Runs `work` on the loop thread, soon. Safe from any thread.
+    func execute(_ work: @escaping @Sendable () -> Void) {
+        let wasEmpty = queue.withLock { q in
+            q.append(work)
+            return q.count == 1
+        }
+        if wasEmpty { wake() }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        wake()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
+    }
+
+    // MARK: loop-thread API
+
+    func register(_ fd: Int32, _ handler: EventLoopHandler, events: UInt32) throws {
+        guard pt_epoll_add(epfd, fd, events) == 0 else { throw SystemError.errno("epoll_ctl(ADD)") }
+        handlers[fd] = handler
+    }
+
+    func modify(_ fd: Int32, events: UInt32) {
+        _ = pt_epoll_mod(epfd, fd, events)
+    }
+
+    func unregister(_ fd: Int32) {
+        _ = pt_epoll_del(epfd, fd)
+        handlers[fd] = nil
+    }
+
+    func forEachHandler(_ body: (EventLoopHandler) -> Void) {
+        for h in Array(handlers.values) { body(h) }
+    }
+
+    /// Asks for `flush` to run at the end of this iteration (coalesces many writes into one).
+    func markDirty(_ owner: AnyObject, _ flush: @escaping () -> Void) {
+        dirty[ObjectIdentifier(owner)] = flush
+    }
+
+    private func run() {
+        var fds = [Int32](repeating: 0, count: 256)
+        var events = [UInt32](repeating: 0, count: 256)
+        while !stopped.load(ordering: .acquiring) {
+            let n = pt_epoll_wait(epfd, &fds, &events, 256, 1000)
+            if n < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for i in 0..<Int(n) {
+                let fd = fds[i]
+                if fd == wakeFD {
+                    var buf: UInt64 = 0
+                    _ = withUnsafeMutableBytes(of: &buf) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+                    continue
+                }
+                handlers[fd]?.handleEvents(events[i])
+            }
+            let work = queue.withLock { q -> [@Sendable () -> Void] in
+                let w = q
+                q.removeAll(keepingCapacity: true)
+                return w
+            }
+            for w in work { w() }
+            while !dirty.isEmpty {
+                let flushes = dirty
+                dirty.removeAll(keepingCapacity: true)
+                for (_, f) in flushes { f() }
+            }
+        }
+    }
+}
+
+/// An errno captured at the failing call, with the call's name.
+struct SystemError: Error, CustomStringConvertible {
+    let call: String
+    let code: Int32
+    static func errno(_ call: String) -> SystemError { SystemError(call: call, code: Glibc.errno) }
+    var description: String { "\(call): \(String(cString: strerror(code)))" }
+}

@@ -1,0 +1,371 @@
+import CNghttp2
+import CSystemShims
+import Glibc
+import RPC
+
+/// One accepted TCP connection. Decides HTTP/2 (prior knowledge) versus HTTP/1.1 from the first
+/// bytes, then drives an nghttp2 server session. Loop thread only (see `EventLoop`); handler
+/// tasks hand results back with `loop.execute`, which is why it is `@unchecked Sendable`.
+final class H2Connection: EventLoopHandler, @unchecked Sendable {
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    let fd: Int32
+    let loop: EventLoop
+    let core: ServerCore
+    let peer: String
+    private var session: OpaquePointer?
+    private enum Mode { case sniffing, http2, http1, closed }
+    private var mode = Mode.sniffing
+    private var sniffed: [UInt8] = []
+    private var out: [UInt8] = []
+    private var outOffset = 0
+    private var pollingOut = false
+    private var streams: [Int32: H2Stream] = [:]
+    private var draining = false
+
+    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String) {
+        self.fd = fd
+        self.loop = loop
+        self.core = core
+        self.peer = peer
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+    }
+
+    // MARK: socket events
+
+    func handleEvents(_ events: UInt32) {
+        if events & EPOLLOUT.rawValue != 0 { writeOut() }
+        if mode == .closed { return }
+        if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { readIn() }
+    }
+
+    private func readIn() {
+        // Hold off reading while the peer is not draining what we wrote (bounded memory).
+        if out.count - outOffset > core.config.maxOutboundBuffer { return }
+        let buf = loop.readBuffer
+        let n = Glibc.read(fd, buf.baseAddress, buf.count)
+        if n == 0 { close(reason: "eof"); return }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            close(reason: "read_error"); return
+        }
+        feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        scheduleFlush()
+    }
+
+    private func feed(_ bytes: UnsafeRawBufferPointer) {
+        switch mode {
+        case .http2:
+            receive(bytes)
+        case .sniffing:
+            sniffed.append(contentsOf: bytes)
+            let k = min(sniffed.count, Self.preface.count)
+            if sniffed[0..<k].elementsEqual(Self.preface[0..<k]) {
+                guard sniffed.count >= Self.preface.count else { return }
+                startHTTP2()
+                let first = sniffed
+                sniffed = []
+                first.withUnsafeBytes { receive($0) }
+            } else {
+                mode = .http1
+                answerHTTP1()
+            }
+        case .http1, .closed:
+            break
+        }
+    }
+
+    /// Until the HTTP/1.1 side door exists, a plain request gets a clear answer and the close.
+    private func answerHTTP1() {
+        let body = "{\"code\":\"unimplemented\",\"message\":\"this port speaks gRPC over HTTP/2 (prior knowledge)\"}"
+        let head = "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        out.append(contentsOf: (head + body).utf8)
+        writeOut()
+        if mode != .closed { close(reason: "http1_unsupported") }
+    }
+
+    private func startHTTP2() {
+        mode = .http2
+        var s: OpaquePointer?
+        let ud = Unmanaged.passUnretained(self).toOpaque()
+        guard nghttp2_session_server_new2(&s, h2Callbacks, ud, h2Options) == 0, let s else {
+            close(reason: "session_alloc"); return
+        }
+        session = s
+        let cfg = core.config
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(cfg.maxConcurrentStreams)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(cfg.maxHeaderListBytes)),
+        ]
+        _ = nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        _ = nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 16 << 20)
+        if draining { beginDrain() }
+    }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer) {
+        guard let session else { return }
+        let rv = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+        if rv < 0 {
+            core.logger.warning("h2_protocol_error", ("peer", peer), ("error", String(cString: nghttp2_strerror(Int32(rv)))))
+            core.counters.protocolErrors.add(1, ordering: .relaxed)
+            // nghttp2 queued a GOAWAY for most errors: send what is pending, then close.
+            flush()
+            if mode != .closed { close(reason: "protocol_error") }
+        }
+    }
+
+    // MARK: output
+
+    func scheduleFlush() {
+        guard mode == .http2 else { return }
+        loop.markDirty(self) { [self] in flush() }
+    }
+
+    private func flush() {
+        guard mode == .http2, let session else { return }
+        while out.count - outOffset < core.config.maxOutboundBuffer {
+            var p: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &p)
+            if n < 0 { close(reason: "send_error"); return }
+            if n == 0 { break }
+            out.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+        }
+        writeOut()
+        if mode == .http2, out.count == outOffset,
+           nghttp2_session_want_read(session) == 0, nghttp2_session_want_write(session) == 0 {
+            close(reason: draining ? "drained" : "done")
+        }
+    }
+
+    private func writeOut() {
+        while outOffset < out.count {
+            let n = out.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outOffset, out.count - outOffset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { break }
+                close(reason: "write_error"); return
+            }
+            outOffset += n
+        }
+        if outOffset == out.count {
+            out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
+            outOffset = 0
+            if pollingOut { pollingOut = false; loop.modify(fd, events: EPOLLIN.rawValue) }
+            // We had stopped reading for back-pressure, and may have been asked to flush more.
+            if mode == .http2, let session, nghttp2_session_want_write(session) != 0 { scheduleFlush() }
+        } else if !pollingOut {
+            pollingOut = true
+            loop.modify(fd, events: EPOLLIN.rawValue | EPOLLOUT.rawValue)
+        }
+    }
+
+    func close(reason: String) {
+        guard mode != .closed else { return }
+        mode = .closed
+        for (_, s) in streams {
+            if !s.answered, s.rpc != nil { core.counters.inFlight.subtract(1, ordering: .relaxed) }
+            s.deadlineTask?.cancel()
+            s.task?.cancel()
+            s.inbound?.finish()
+        }
+        streams.removeAll()
+        loop.unregister(fd)
+        Glibc.close(fd)
+        core.connectionClosed()
+        core.logger.debug("connection_closed", ("peer", peer), ("reason", reason))
+    }
+
+    // MARK: graceful shutdown
+
+    /// GOAWAY: announce shutdown now, refuse new streams shortly after; open calls finish.
+    func beginDrain() {
+        draining = true
+        switch mode {
+        case .sniffing, .http1: close(reason: "shutdown")
+        case .closed: break
+        case .http2:
+            guard let session else { return }
+            _ = nghttp2_submit_shutdown_notice(session)
+            scheduleFlush()
+            let loop = self.loop
+            Task { [self] in
+                try? await Task.sleep(for: .milliseconds(200))
+                loop.execute { [self] in self.finalGoaway() }
+            }
+        }
+    }
+
+    private func finalGoaway() {
+        guard mode == .http2, let session else { return }
+        let last = nghttp2_session_get_last_proc_stream_id(session)
+        _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        scheduleFlush()
+    }
+
+    // MARK: stream events (from the nghttp2 callbacks)
+
+    func beginStream(_ id: Int32) {
+        streams[id] = H2Stream(id: id, messageLimit: core.config.maxMessageBytes)
+    }
+
+    func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        guard let s = streams[id] else { return }
+        s.headerBytes += name.count + value.count + 32
+        if s.headerBytes > core.config.maxHeaderListBytes { s.headersTooLarge = true; return }
+        // Matched as bytes: this runs for every header of every call. nghttp2 has already
+        // checked that names are lowercase tokens and values carry no NUL/CR/LF.
+        func text(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
+        if name.first == UInt8(ascii: ":") {
+            if name.equals(":method") { s.method = text(value) } else if name.equals(":path") { s.path = text(value) }
+            return
+        }
+        if name.equals("content-type") { s.contentType = text(value); return }
+        if name.equals("te") || name.equals("grpc-accept-encoding") || name.equals("user-agent") { return }
+        if name.equals("grpc-timeout") { s.timeout = text(value); return }
+        if name.equals("grpc-encoding") { s.encoding = text(value); return }
+        if name.equals("authorization") {
+            // Kept apart from metadata so handlers (and their logs) never see the token.
+            s.authorization = Array(value)
+            return
+        }
+        let key = text(name)
+        if !key.hasSuffix("-bin"), !value.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) {
+            s.invalidMetadataKey = s.invalidMetadataKey ?? key
+            return
+        }
+        let v = text(value)
+        if key == "x-request-id" { s.requestID = String(v.prefix(64)) }
+        s.metadata.add(lowercasedKey: key, v)
+    }
+
+    func headersComplete(stream id: Int32) {
+        guard let s = streams[id] else { return }
+        core.dispatcher.headersComplete(s, on: self)
+    }
+
+    func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
+        guard let s = streams[id], !s.answered else { return }
+        core.dispatcher.data(s, bytes, on: self)
+    }
+
+    func requestEnded(stream id: Int32) {
+        guard let s = streams[id] else { return }
+        s.requestEnded = true
+        if !s.answered { core.dispatcher.requestEnded(s, on: self) }
+    }
+
+    func streamClosed(_ id: Int32, errorCode: UInt32) {
+        guard let s = streams.removeValue(forKey: id) else { return }
+        if !s.answered {
+            // The client reset the stream (cancelled) before we answered.
+            s.answered = true
+            s.task?.cancel()
+            s.deadlineTask?.cancel()
+            if s.rpc != nil { core.counters.inFlight.subtract(1, ordering: .relaxed) }
+            core.dispatcher.logCall(s, code: .cancelled, note: "stream reset by peer (h2 error \(errorCode))", on: self)
+        }
+        s.inbound?.finish()
+    }
+
+    func stream(_ id: Int32) -> H2Stream? { streams[id] }
+
+    // MARK: responses
+
+    /// Trailers-Only (or a plain HTTP error status) for a call answered before any message.
+    func respondTrailersOnly(_ s: H2Stream, httpStatus: Int = 200, code: RPCCode, message: String, extra: [(String, String)] = []) {
+        guard let session, !s.answered else { return }
+        s.answered = true
+        s.finalCode = code
+        var h: [(String, String)] = [(":status", String(httpStatus)), ("content-type", "application/grpc"), ("grpc-status", String(code.rawValue))]
+        if !message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(message))) }
+        h += extra
+        _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
+        core.dispatcher.callEnded(s, code: code, on: self)
+        s.task?.cancel()
+        s.inbound?.finish()
+        scheduleFlush()
+    }
+
+    /// Queues one response message, sending the response headers first if needed.
+    func sendMessage(_ s: H2Stream, _ message: [UInt8]) {
+        guard let session, !s.answered else { return }
+        startResponse(s, session)
+        s.outbound.append(contentsOf: GRPCWire.frame(message))
+        resume(s, session)
+    }
+
+    /// Ends a call: trailers after its messages, or Trailers-Only when none was sent.
+    func finish(_ s: H2Stream, code: RPCCode, message: String) {
+        guard let session, !s.answered else { return }
+        if !s.responseStarted {
+            respondTrailersOnly(s, code: code, message: message)
+            return
+        }
+        s.answered = true
+        s.finalCode = code
+        s.trailers = (code, message)
+        core.dispatcher.callEnded(s, code: code, on: self)
+        s.task?.cancel()
+        s.inbound?.finish()
+        resume(s, session)
+    }
+
+    private func startResponse(_ s: H2Stream, _ session: OpaquePointer) {
+        guard !s.responseStarted else { return }
+        s.responseStarted = true
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
+        let h: [(String, String)] = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")]
+        _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, &provider) }
+        scheduleFlush()
+    }
+
+    private func resume(_ s: H2Stream, _ session: OpaquePointer) {
+        if s.deferred {
+            s.deferred = false
+            _ = nghttp2_session_resume_data(session, s.id)
+        }
+        scheduleFlush()
+    }
+
+    /// The data source of every response: queued message bytes, then trailers.
+    func readResponse(stream id: Int32, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let s = streams[id], let session else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        let n = min(buf.count, s.pendingOutbound)
+        if n > 0 {
+            s.outbound.withUnsafeBytes { src in
+                buf.baseAddress!.copyMemory(from: src.baseAddress! + s.outboundOffset, byteCount: n)
+            }
+            s.outboundOffset += n
+            if s.outboundOffset == s.outbound.count {
+                s.outbound.removeAll(keepingCapacity: false)
+                s.outboundOffset = 0
+            }
+        }
+        if s.pendingOutbound == 0, let t = s.trailers {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            var h: [(String, String)] = [("grpc-status", String(t.code.rawValue))]
+            if !t.message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(t.message))) }
+            _ = withHeaderList(h) { nghttp2_submit_trailer(session, id, $0, $1) }
+            return n
+        }
+        if n == 0 {
+            s.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        return n
+    }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    /// Byte-wise equality with an ASCII literal, without building a String.
+    @inline(__always)
+    func equals(_ literal: StaticString) -> Bool {
+        count == literal.utf8CodeUnitCount && (count == 0 || memcmp(baseAddress!, literal.utf8Start, count) == 0)
+    }
+}

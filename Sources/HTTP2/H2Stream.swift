@@ -1,0 +1,49 @@
+import RPC
+
+/// One HTTP/2 stream carrying one gRPC call. Owned by its `H2Connection`; loop thread only.
+final class H2Stream {
+    let id: Int32
+    let started = ContinuousClock.now
+
+    // Request side, filled while headers arrive.
+    var method = ""
+    var path = ""
+    var contentType = ""
+    var encoding = "identity"
+    var timeout: String?
+    var metadata = Metadata()
+    var requestID: String?
+    var authorization: [UInt8]?
+    var headerBytes = 0
+    var headersTooLarge = false
+    /// A metadata key whose value is not printable ASCII (the gRPC spec's ASCII-Value).
+    var invalidMetadataKey: String?
+    var deframer: GRPCDeframer
+    var requestMessages: [[UInt8]] = []
+    var requestEnded = false
+
+    // The call.
+    var rpc: RPCMethod?
+    var context: RPCContext?
+    var task: Task<Void, Never>?
+    var deadlineTask: Task<Void, Never>?
+    var inbound: AsyncStream<[UInt8]>.Continuation?
+
+    // Response side.
+    var responseStarted = false
+    /// The final status is decided (sent or queued); nothing more is answered.
+    var answered = false
+    var outbound: [UInt8] = []
+    var outboundOffset = 0
+    var trailers: (code: RPCCode, message: String)?
+    /// The data source returned `NGHTTP2_ERR_DEFERRED`; new output needs `resume_data`.
+    var deferred = false
+    var finalCode: RPCCode?
+
+    init(id: Int32, messageLimit: Int) {
+        self.id = id
+        self.deframer = GRPCDeframer(limit: messageLimit)
+    }
+
+    var pendingOutbound: Int { outbound.count - outboundOffset }
+}

@@ -1,0 +1,66 @@
+/// A unary handler: one encoded request message in, one encoded response message out.
+/// Codecs live above this layer; the RPC core only moves bytes.
+public typealias UnaryHandler = @Sendable (_ request: [UInt8], _ context: RPCContext) async throws -> [UInt8]
+
+/// A bidirectional-streaming handler: reads request messages from `requests` until it ends,
+/// writes any number of responses with `send`. Returning ends the call with `OK`; throwing ends
+/// it with the mapped status.
+public typealias BidiStreamingHandler = @Sendable (
+    _ requests: AsyncStream<[UInt8]>, _ send: RPCResponseWriter, _ context: RPCContext
+) async throws -> Void
+
+/// Sends one response message on a streaming call. Suspends until the transport accepted it.
+public struct RPCResponseWriter: Sendable {
+    private let write: @Sendable ([UInt8]) async throws -> Void
+    public init(_ write: @escaping @Sendable ([UInt8]) async throws -> Void) { self.write = write }
+    public func send(_ message: [UInt8]) async throws { try await write(message) }
+}
+
+/// One method the server answers.
+public struct RPCMethod: Sendable {
+    public enum Kind: Sendable {
+        case unary(UnaryHandler)
+        case bidiStreaming(BidiStreamingHandler)
+    }
+
+    /// `/package.Service/Method`.
+    public let path: String
+    public let kind: Kind
+    /// False for health and reflection: they answer without the bearer token.
+    public let requiresAuth: Bool
+
+    public init(service: String, method: String, requiresAuth: Bool = true, kind: Kind) {
+        self.path = "/\(service)/\(method)"
+        self.kind = kind
+        self.requiresAuth = requiresAuth
+    }
+
+    public var service: String {
+        String(path.dropFirst().prefix { $0 != "/" })
+    }
+}
+
+/// The method table: immutable once the server starts.
+public struct RPCRouter: Sendable {
+    private var methods: [String: RPCMethod] = [:]
+
+    public init(_ methods: [RPCMethod] = []) {
+        for m in methods { register(m) }
+    }
+
+    public mutating func register(_ method: RPCMethod) {
+        precondition(methods[method.path] == nil, "method registered twice: \(method.path)")
+        methods[method.path] = method
+    }
+
+    public mutating func register(contentsOf list: [RPCMethod]) {
+        for m in list { register(m) }
+    }
+
+    public func method(for path: String) -> RPCMethod? { methods[path] }
+
+    /// Fully-qualified names of the services that have at least one registered method.
+    public var serviceNames: [String] { Set(methods.values.map(\.service)).sorted() }
+
+    public var allMethods: [RPCMethod] { methods.values.sorted { $0.path < $1.path } }
+}

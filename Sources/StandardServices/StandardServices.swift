@@ -1,0 +1,106 @@
+import ProtoCodec
+import RPC
+
+/// The services every PixTrack server can expose besides its domain: gRPC health checking,
+/// gRPC server reflection (v1 and v1alpha) and, for tests only, `pixtrack.testing.v1.TestService`.
+///
+/// Each function returns the methods to register in the server's `RPCRouter`.
+public enum StandardServices {
+    /// Whether the server can do its work right now (e.g. the database answers).
+    public typealias HealthStatusProvider = @Sendable () async -> Bool
+
+    public static let healthServiceName = "grpc.health.v1.Health"
+    public static let reflectionServiceNames = [
+        "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    public static let testServiceName = "pixtrack.testing.v1.TestService"
+
+    /// `grpc.health.v1.Health/Check` (no auth). An empty service name asks about the whole
+    /// server; a name in `knownServices` (typically every registered service) gets the same
+    /// answer; any other name fails with `NOT_FOUND`. `isServing` is asked on every call.
+    ///
+    /// `Watch` is not registered (it is server-streaming): the transport answers UNIMPLEMENTED,
+    /// which the health protocol tells clients to accept without retrying.
+    public static func health(knownServices: [String], isServing: @escaping HealthStatusProvider) -> [RPCMethod] {
+        let known = Set(knownServices)
+        let check: UnaryHandler = { request, _ in
+            let service = try decodeRequest(request, as: "grpc.health.v1.HealthCheckRequest").string("service")
+            guard service.isEmpty || known.contains(service) else {
+                throw RPCError(.notFound, "unknown service '\(service)'")
+            }
+            let status: Int32 = await isServing() ? 1 : 2  // SERVING : NOT_SERVING
+            return try encodeResponse(ProtoMessage("grpc.health.v1.HealthCheckResponse", ["status": .enumValue(status)]))
+        }
+        return [RPCMethod(service: healthServiceName, method: "Check", requiresAuth: false, kind: .unary(check))]
+    }
+
+    /// `ServerReflectionInfo` of `grpc.reflection.v1` and `v1alpha` (no auth; bidirectional).
+    ///
+    /// `services` is what `list_services` answers (typically `RPCRouter.serviceNames`); the two
+    /// reflection services are always added. Files and symbols come from `index`.
+    public static func reflection(services: [String], index: ReflectionIndex) -> [RPCMethod] {
+        let listed = Set(services).union(reflectionServiceNames).sorted()
+        return reflectionServiceNames.map { service in
+            let responder = ReflectionResponder(
+                package: String(service.dropLast(".ServerReflection".count)), services: listed, index: index)
+            let handler: BidiStreamingHandler = { requests, writer, _ in
+                for await request in requests {
+                    try Task.checkCancellation()
+                    try await writer.send(try responder.respond(to: request))
+                }
+            }
+            return RPCMethod(service: service, method: "ServerReflectionInfo", requiresAuth: false,
+                             kind: .bidiStreaming(handler))
+        }
+    }
+
+    /// `pixtrack.testing.v1.TestService` (auth required): register only when the server runs
+    /// with test methods enabled.
+    ///
+    /// - `Sleep` waits `millis` and answers `slept_millis`; cancellation ends it at once.
+    /// - `Echo` fails with `fail_code`/`fail_message` when `fail_code` is non-zero (unknown codes
+    ///   become UNKNOWN), else echoes `text` and `payload` plus every request metadata entry.
+    public static func testing() -> [RPCMethod] {
+        let sleep: UnaryHandler = { request, _ in
+            let millis = try decodeRequest(request, as: "pixtrack.testing.v1.SleepRequest").uint32("millis")
+            try await Task.sleep(for: .milliseconds(Int(millis)))
+            return try encodeResponse(ProtoMessage("pixtrack.testing.v1.SleepResponse", ["slept_millis": .uint32(millis)]))
+        }
+        let echo: UnaryHandler = { request, context in
+            let req = try decodeRequest(request, as: "pixtrack.testing.v1.EchoRequest")
+            let failCode = req.int32("fail_code")
+            if failCode != 0 {
+                throw RPCError(RPCCode(rawValue: Int(failCode)) ?? .unknown, req.string("fail_message"))
+            }
+            let metadata = context.metadata.map { entry in
+                ProtoValue.message(ProtoMessage("pixtrack.testing.v1.MetadataEntry",
+                                                ["key": .string(entry.key), "value": .string(entry.value)]))
+            }
+            return try encodeResponse(ProtoMessage("pixtrack.testing.v1.EchoResponse", [
+                "text": .string(req.string("text")), "payload": .bytes(req.bytes("payload")), "metadata": .list(metadata),
+            ]))
+        }
+        return [
+            RPCMethod(service: testServiceName, method: "Sleep", requiresAuth: true, kind: .unary(sleep)),
+            RPCMethod(service: testServiceName, method: "Echo", requiresAuth: true, kind: .unary(echo)),
+        ]
+    }
+}
+
+/// A request that does not parse is the caller's fault: INVALID_ARGUMENT.
+func decodeRequest(_ bytes: [UInt8], as typeName: String) throws -> ProtoMessage {
+    do {
+        return try ProtoCodec.decode(bytes, as: typeName)
+    } catch let error as ProtoCodecError {
+        throw RPCError(.invalidArgument, "request is not a valid \(typeName)", cause: error)
+    }
+}
+
+/// A response that does not encode is our bug: INTERNAL, detail kept server-side.
+func encodeResponse(_ message: ProtoMessage) throws -> [UInt8] {
+    do {
+        return try ProtoCodec.encode(message)
+    } catch let error as ProtoCodecError {
+        throw RPCError(.internal, "internal error", cause: error)
+    }
+}

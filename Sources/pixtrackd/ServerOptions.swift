@@ -1,0 +1,92 @@
+import Glibc
+
+/// pixtrackd's settings: flags override environment variables, which override defaults.
+struct ServerOptions {
+    var host = "127.0.0.1"
+    var port = 50051
+    var maxMessageBytes = 4 << 20
+    var graceSeconds = 10.0
+    var allowUnauthenticated = false
+    var enableTestService = false
+    var eventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    var logLevel = "info"
+    /// From `PIXTRACK_RPC_TOKEN` only: a flag would show up in `ps`.
+    var rpcToken: String?
+
+    static let usage = """
+    pixtrackd: the PixTrack server (gRPC over HTTP/2 on one port).
+
+    usage: pixtrackd [options]
+
+    options:
+      --host ADDR               listen address (default 127.0.0.1; env PIXTRACK_HOST)
+      --port N                  listen port, 0 picks a free one (default 50051; env PIXTRACK_PORT)
+      --max-message-bytes N     largest request message accepted (default 4194304; env PIXTRACK_MAX_MESSAGE_BYTES)
+      --grace-seconds S         how long shutdown waits for open calls (default 10; env PIXTRACK_GRACE_SECONDS)
+      --event-loops N           I/O threads (default: one per core; env PIXTRACK_EVENT_LOOPS)
+      --log-level LEVEL         debug, info, warning or error (default info; env PIXTRACK_LOG_LEVEL)
+      --allow-unauthenticated   permit a non-loopback address without PIXTRACK_RPC_TOKEN (logs a warning)
+      --enable-test-service     register pixtrack.testing.v1.TestService (tests only; env PIXTRACK_TEST_SERVICE=1)
+      -h, --help                this text
+
+    environment:
+      PIXTRACK_RPC_TOKEN        when set, every RPC except health and reflection needs
+                                'authorization: Bearer <token>'
+    """
+
+    struct UsageError: Error { let message: String }
+
+    static func parse(arguments: [String], environment: [String: String]) throws(UsageError) -> ServerOptions? {
+        var o = ServerOptions()
+        func int(_ v: String, _ name: String, min: Int, max: Int) throws(UsageError) -> Int {
+            guard let n = Int(v), n >= min, n <= max else { throw UsageError(message: "\(name) must be an integer in \(min)...\(max), got '\(v)'") }
+            return n
+        }
+        func double(_ v: String, _ name: String) throws(UsageError) -> Double {
+            guard let d = Double(v), d >= 0, d <= 3600 else { throw UsageError(message: "\(name) must be a number of seconds in 0...3600, got '\(v)'") }
+            return d
+        }
+        if let v = environment["PIXTRACK_HOST"], !v.isEmpty { o.host = v }
+        if let v = environment["PIXTRACK_PORT"], !v.isEmpty { o.port = try int(v, "PIXTRACK_PORT", min: 0, max: 65535) }
+        if let v = environment["PIXTRACK_MAX_MESSAGE_BYTES"], !v.isEmpty { o.maxMessageBytes = try int(v, "PIXTRACK_MAX_MESSAGE_BYTES", min: 1, max: 1 << 30) }
+        if let v = environment["PIXTRACK_GRACE_SECONDS"], !v.isEmpty { o.graceSeconds = try double(v, "PIXTRACK_GRACE_SECONDS") }
+        if let v = environment["PIXTRACK_EVENT_LOOPS"], !v.isEmpty { o.eventLoops = try int(v, "PIXTRACK_EVENT_LOOPS", min: 1, max: 256) }
+        if let v = environment["PIXTRACK_LOG_LEVEL"], !v.isEmpty { o.logLevel = v }
+        if environment["PIXTRACK_TEST_SERVICE"] == "1" { o.enableTestService = true }
+        if let v = environment["PIXTRACK_RPC_TOKEN"], !v.isEmpty { o.rpcToken = v }
+
+        var i = 0
+        func value(_ flag: String) throws(UsageError) -> String {
+            i += 1
+            guard i < arguments.count else { throw UsageError(message: "\(flag) needs a value") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            let arg = arguments[i]
+            switch arg {
+            case "-h", "--help": return nil
+            case "--host": o.host = try value(arg)
+            case "--port": o.port = try int(try value(arg), arg, min: 0, max: 65535)
+            case "--max-message-bytes": o.maxMessageBytes = try int(try value(arg), arg, min: 1, max: 1 << 30)
+            case "--grace-seconds": o.graceSeconds = try double(try value(arg), arg)
+            case "--event-loops": o.eventLoops = try int(try value(arg), arg, min: 1, max: 256)
+            case "--log-level": o.logLevel = try value(arg)
+            case "--allow-unauthenticated": o.allowUnauthenticated = true
+            case "--enable-test-service": o.enableTestService = true
+            default: throw UsageError(message: "unknown option '\(arg)' (see --help)")
+            }
+            i += 1
+        }
+        guard ["debug", "info", "warning", "error"].contains(o.logLevel) else {
+            throw UsageError(message: "--log-level must be debug, info, warning or error, got '\(o.logLevel)'")
+        }
+        if o.rpcToken == nil && !isLoopback(o.host) && !o.allowUnauthenticated {
+            throw UsageError(message: "refusing to listen on \(o.host) without PIXTRACK_RPC_TOKEN; set the token, or pass --allow-unauthenticated to accept unauthenticated calls from the network")
+        }
+        return o
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}

@@ -1,0 +1,24 @@
+import ProtoCodec
+import RPC
+import StandardServices
+
+/// Builds the method table: which services this process answers, and with what.
+enum ServiceWiring {
+    /// The product's own services. Methods without a handler yet answer UNIMPLEMENTED (the
+    /// transport does that for any path it does not know), but reflection still describes them.
+    static let productServices = ["pixtrack.v1.TrackingService", "pixtrack.v1.PaymentService"]
+
+    static func router(options: ServerOptions, logger: Logger) throws -> RPCRouter {
+        var router = RPCRouter()
+        var served = productServices
+        if options.enableTestService {
+            router.register(contentsOf: StandardServices.testing())
+            served.append(StandardServices.testServiceName)
+        }
+        router.register(contentsOf: StandardServices.health(knownServices: served) { true })
+        served.append(StandardServices.healthServiceName)
+        let index = try ReflectionIndex.embedded()
+        router.register(contentsOf: StandardServices.reflection(services: served, index: index))
+        return router
+    }
+}
