@@ -8,6 +8,7 @@ struct CallDispatcher: Sendable {
     let config: HTTP2Server.Configuration
     let logger: Logger
     let counters: ServerCounters
+    let metrics: Metrics
 
     func headersComplete(_ s: H2Stream, on c: H2Connection) {
         if s.headersTooLarge {
@@ -31,7 +32,7 @@ struct CallDispatcher: Sendable {
             return c.respondTrailersOnly(s, code: .invalidArgument,
                                          message: "metadata \(key) is not printable ASCII (binary values need a -bin key)")
         }
-        if method.requiresAuth, let token = config.authToken, !Self.bearerMatches(s.authorization, token: token) {
+        if method.requiresAuth, let token = config.authToken, !BearerToken.matches(s.authorization, token: token) {
             return c.respondTrailersOnly(s, code: .unauthenticated, message: "missing or invalid bearer token")
         }
         var deadline: ContinuousClock.Instant?
@@ -41,7 +42,7 @@ struct CallDispatcher: Sendable {
             }
             deadline = s.started + d
         }
-        let requestID = s.requestID ?? Self.newRequestID()
+        let requestID = s.requestID ?? BearerToken.newRequestID()
         s.requestID = requestID
         s.rpc = method
         s.context = RPCContext(path: s.path, metadata: s.metadata, deadline: deadline, requestID: requestID, peer: c.peer)
@@ -156,6 +157,8 @@ struct CallDispatcher: Sendable {
         s.deadlineTask?.cancel()
         if s.rpc != nil { counters.inFlight.subtract(1, ordering: .relaxed) }
         logCall(s, code: code, note: nil, on: c)
+        let seconds = Double((ContinuousClock.now - s.started) / .microseconds(1)) / 1e6
+        metrics.recordCall(method: s.rpc?.path ?? "unknown", code: code, seconds: seconds, transport: "grpc")
     }
 
     func logCall(_ s: H2Stream, code: RPCCode, note: String?, on c: H2Connection) {
@@ -187,22 +190,4 @@ struct CallDispatcher: Sendable {
         return base == "application/grpc" || base == "application/grpc+proto"
     }
 
-    /// Constant-time comparison of `authorization` with `Bearer <token>`: the time taken does
-    /// not depend on where the first differing byte is.
-    static func bearerMatches(_ header: [UInt8]?, token: String) -> Bool {
-        let expected = Array("Bearer \(token)".utf8)
-        let given = header ?? []
-        var diff = UInt8(given.count == expected.count ? 0 : 1)
-        for i in 0..<expected.count {
-            diff |= expected[i] ^ (i < given.count ? given[i] : 0)
-        }
-        return diff == 0
-    }
-
-    static func newRequestID() -> String {
-        var g = SystemRandomNumberGenerator()
-        let v = g.next() as UInt64
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
-    }
 }

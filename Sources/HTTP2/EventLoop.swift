@@ -7,6 +7,12 @@ import Foundation
 /// Called on the loop's thread only.
 protocol EventLoopHandler: AnyObject {
     func handleEvents(_ events: UInt32)
+    /// About once a second, for timeouts.
+    func tick(now: ContinuousClock.Instant)
+}
+
+extension EventLoopHandler {
+    func tick(now: ContinuousClock.Instant) {}
 }
 
 /// One epoll thread. Sockets registered here are read, written and parsed on this thread only;
@@ -95,6 +101,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func run() {
+        var lastTick = ContinuousClock.now
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         while !stopped.load(ordering: .acquiring) {
@@ -118,6 +125,11 @@ final class EventLoop: @unchecked Sendable {
                 return w
             }
             for w in work { w() }
+            let now = ContinuousClock.now
+            if now - lastTick >= .seconds(1) {
+                lastTick = now
+                for h in Array(handlers.values) { h.tick(now: now) }
+            }
             while !dirty.isEmpty {
                 let flushes = dirty
                 dirty.removeAll(keepingCapacity: true)

@@ -22,6 +22,14 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var pollingOut = false
     private var streams: [Int32: H2Stream] = [:]
     private var draining = false
+    private let created = ContinuousClock.now
+    private var lastActivity = ContinuousClock.now
+
+    // HTTP/1.1 side door: parsed requests are answered one at a time, in order.
+    private var h1: H1Session?
+    private var h1Queue: [H1Session.Completed] = []
+    private var h1Busy = false
+    private var closeAfterWrite = false
 
     init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String) {
         self.fd = fd
@@ -52,6 +60,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if errno == EAGAIN || errno == EINTR { return }
             close(reason: "read_error"); return
         }
+        lastActivity = .now
         feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
         scheduleFlush()
     }
@@ -71,20 +80,16 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                 first.withUnsafeBytes { receive($0) }
             } else {
                 mode = .http1
-                answerHTTP1()
+                h1 = H1Session(limits: core.config.http1Limits, peer: peer)
+                let first = sniffed
+                sniffed = []
+                first.withUnsafeBytes { feedHTTP1($0) }
             }
-        case .http1, .closed:
+        case .http1:
+            feedHTTP1(bytes)
+        case .closed:
             break
         }
-    }
-
-    /// Until the HTTP/1.1 side door exists, a plain request gets a clear answer and the close.
-    private func answerHTTP1() {
-        let body = "{\"code\":\"unimplemented\",\"message\":\"this port speaks gRPC over HTTP/2 (prior knowledge)\"}"
-        let head = "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
-        out.append(contentsOf: (head + body).utf8)
-        writeOut()
-        if mode != .closed { close(reason: "http1_unsupported") }
     }
 
     private func startHTTP2() {
@@ -154,6 +159,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         if outOffset == out.count {
             out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
             outOffset = 0
+            if closeAfterWrite { close(reason: "http1_close"); return }
             if pollingOut { pollingOut = false; loop.modify(fd, events: EPOLLIN.rawValue) }
             // We had stopped reading for back-pressure, and may have been asked to flush more.
             if mode == .http2, let session, nghttp2_session_want_write(session) != 0 { scheduleFlush() }
@@ -179,13 +185,97 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         core.logger.debug("connection_closed", ("peer", peer), ("reason", reason))
     }
 
+    // MARK: HTTP/1.1
+
+    private func feedHTTP1(_ bytes: UnsafeRawBufferPointer) {
+        guard let h1, !closeAfterWrite else { return }
+        h1.feed(bytes)
+        if !h1.interim.isEmpty {
+            out += h1.interim
+            h1.interim.removeAll()
+            writeOut()
+        }
+        h1Queue += h1.takeCompleted()
+        pumpHTTP1()
+    }
+
+    /// Starts the next queued request, or answers a parse failure once the queue is empty.
+    private func pumpHTTP1() {
+        guard mode == .http1, !h1Busy, let h1 else { return }
+        if h1Queue.isEmpty {
+            if let failure = h1.failure {
+                let response: HTTPResponse = switch failure {
+                case .badRequest(let m): .jsonError(400, code: "invalid_argument", message: m)
+                case .headersTooLarge: .jsonError(431, code: "resource_exhausted", message: "request headers exceed \(core.config.http1Limits.maxHeaderBytes) bytes")
+                case .bodyTooLarge: .jsonError(413, code: "resource_exhausted", message: "request body exceeds \(core.config.http1Limits.maxBodyBytes) bytes")
+                case .versionNotSupported: .jsonError(505, code: "unimplemented", message: "only HTTP/1.0, HTTP/1.1 and HTTP/2 (prior knowledge) are spoken here")
+                }
+                writeHTTP1(response, keepAlive: false)
+            }
+            return
+        }
+        let next = h1Queue.removeFirst()
+        guard let handler = core.httpHandler else {
+            writeHTTP1(.jsonError(404, code: "not_found", message: "no HTTP routes"), keepAlive: next.keepAlive)
+            return pumpHTTP1()
+        }
+        h1Busy = true
+        let request = next.request
+        let keepAlive = next.keepAlive && !draining
+        Task { [self] in
+            let response = await handler(request)
+            loop.execute { [self] in
+                h1Busy = false
+                guard mode == .http1 else { return }
+                writeHTTP1(response, keepAlive: keepAlive)
+                pumpHTTP1()
+            }
+        }
+    }
+
+    private func writeHTTP1(_ r: HTTPResponse, keepAlive: Bool) {
+        var head = "HTTP/1.1 \(r.status) \(HTTPResponse.reason(r.status))\r\n"
+        for (n, v) in r.headers where n != "content-length" && n != "connection" {
+            head += "\(n): \(v)\r\n"
+        }
+        head += "content-length: \(r.body.count)\r\n"
+        if !keepAlive { head += "connection: close\r\n" }
+        head += "\r\n"
+        out.append(contentsOf: head.utf8)
+        out.append(contentsOf: r.body)
+        if !keepAlive { closeAfterWrite = true }
+        writeOut()
+    }
+
+    /// Once a second: slow or idle peers are let go.
+    func tick(now: ContinuousClock.Instant) {
+        let limits = core.config.timeouts
+        switch mode {
+        case .sniffing:
+            if now - created > limits.headerRead { close(reason: "preface_timeout") }
+        case .http1:
+            guard let h1, !closeAfterWrite else { return }
+            if let started = h1.messageStarted {
+                let limit = h1.headersDone ? limits.bodyRead : limits.headerRead
+                if now - started > limit, !h1Busy, h1Queue.isEmpty {
+                    writeHTTP1(.jsonError(408, code: "deadline_exceeded", message: h1.headersDone ? "request body not received in time" : "request headers not received in time"), keepAlive: false)
+                }
+            } else if !h1Busy, h1Queue.isEmpty, now - lastActivity > limits.idle {
+                close(reason: "idle")
+            }
+        case .http2, .closed:
+            break
+        }
+    }
+
     // MARK: graceful shutdown
 
     /// GOAWAY: announce shutdown now, refuse new streams shortly after; open calls finish.
     func beginDrain() {
         draining = true
         switch mode {
-        case .sniffing, .http1: close(reason: "shutdown")
+        case .sniffing: close(reason: "shutdown")
+        case .http1: if !h1Busy && h1Queue.isEmpty && h1?.inMessage != true { close(reason: "shutdown") }
         case .closed: break
         case .http2:
             guard let session else { return }

@@ -18,12 +18,14 @@ final class ServerCore: Sendable {
     let logger: Logger
     let dispatcher: CallDispatcher
     let counters: ServerCounters
+    let httpHandler: HTTPHandler?
 
-    init(config: HTTP2Server.Configuration, router: RPCRouter, logger: Logger, counters: ServerCounters) {
+    init(config: HTTP2Server.Configuration, router: RPCRouter, httpHandler: HTTPHandler?, logger: Logger, metrics: Metrics, counters: ServerCounters) {
         self.config = config
+        self.httpHandler = httpHandler
         self.logger = logger
         self.counters = counters
-        self.dispatcher = CallDispatcher(router: router, config: config, logger: logger, counters: counters)
+        self.dispatcher = CallDispatcher(router: router, config: config, logger: logger, counters: counters, metrics: metrics)
     }
 
     func connectionClosed() { counters.connections.subtract(1, ordering: .relaxed) }
@@ -43,6 +45,26 @@ public final class HTTP2Server: Sendable {
         public var eventLoops = 2
         /// When set, methods with `requiresAuth` need `authorization: Bearer <token>`.
         public var authToken: String?
+        /// HTTP/1.1 request limits (headers → 431, body → 413).
+        public var http1Limits = HTTP1Limits()
+        public var timeouts = Timeouts()
+        public init() {}
+    }
+
+    public struct HTTP1Limits: Sendable {
+        public var maxHeaderBytes = 16 << 10
+        public var maxBodyBytes = 4 << 20
+        public init() {}
+    }
+
+    /// Slow-peer protection (slowloris) and idle keep-alive.
+    public struct Timeouts: Sendable {
+        /// From a connection's or request's first byte to the end of its headers.
+        public var headerRead: Duration = .seconds(10)
+        /// From the first byte of a request to the end of its body.
+        public var bodyRead: Duration = .seconds(30)
+        /// An HTTP/1.1 connection with nothing in flight is closed after this.
+        public var idle: Duration = .seconds(60)
         public init() {}
     }
 
@@ -52,8 +74,19 @@ public final class HTTP2Server: Sendable {
 
     public var counters: ServerCounters { core.counters }
 
-    public init(configuration: Configuration, router: RPCRouter, logger: Logger, counters: ServerCounters = ServerCounters()) throws {
-        core = ServerCore(config: configuration, router: router, logger: logger, counters: counters)
+    /// `httpHandler` answers HTTP/1.1 requests on the same port (nil: every one gets 404).
+    public init(configuration: Configuration, router: RPCRouter, httpHandler: HTTPHandler? = nil,
+                logger: Logger, metrics: Metrics = Metrics(), counters: ServerCounters = ServerCounters()) throws {
+        core = ServerCore(config: configuration, router: router, httpHandler: httpHandler, logger: logger, metrics: metrics, counters: counters)
+        metrics.gauge("pixtrack_rpc_in_flight", help: "gRPC calls started and not yet answered.") {
+            [([], Double(counters.inFlight.load(ordering: .relaxed)))]
+        }
+        metrics.gauge("pixtrack_connections_open", help: "Open TCP connections (HTTP/2 and HTTP/1.1).") {
+            [([], Double(counters.connections.load(ordering: .relaxed)))]
+        }
+        metrics.gauge("pixtrack_http2_protocol_errors_total", help: "Connections ended by an HTTP/2 protocol error.") {
+            [([], Double(counters.protocolErrors.load(ordering: .relaxed)))]
+        }
         loops = try (0..<max(1, configuration.eventLoops)).map { try EventLoop(index: $0) }
     }
 

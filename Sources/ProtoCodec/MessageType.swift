@@ -52,6 +52,8 @@ struct FieldInfo: @unchecked Sendable {
     let quantifierOffset: Int
     /// For `.message` fields, the nested type's descriptor (static const data).
     let messageDescriptor: UnsafeRawPointer?
+    /// For `.enumValue` fields, the enum's `ProtobufCEnumDescriptor` (static const data).
+    let enumDescriptor: UnsafeRawPointer?
     /// protobuf-c's default pointer (proto2 defaults); an optional string equal to it is unset.
     let defaultValue: UnsafeRawPointer?
 }
@@ -98,6 +100,7 @@ final class MessageType: @unchecked Sendable {
             name: String(cString: f.name), number: f.id, kind: kind(f.type), presence: presence,
             offset: Int(f.offset), quantifierOffset: Int(f.quantifier_offset),
             messageDescriptor: f.type == PROTOBUF_C_TYPE_MESSAGE ? f.descriptor : nil,
+            enumDescriptor: f.type == PROTOBUF_C_TYPE_ENUM ? f.descriptor : nil,
             defaultValue: f.default_value)
     }
 

@@ -5,6 +5,7 @@ import HTTP2
 import ProtoCodec
 import RPC
 import StandardServices
+import WebRoutes
 
 /// Entry point: read options, wire services to the server, serve until SIGTERM/SIGINT.
 @main
@@ -51,10 +52,19 @@ enum Pixtrackd {
         config.eventLoops = options.eventLoops
         config.authToken = options.rpcToken
 
+        let metrics = Metrics()
+        var routes = HTTPRoutes()
+        StandardRoutes.install(into: &routes, metrics: metrics, readiness: [])
+        routes.fallback(ConnectGateway(router: router, authToken: options.rpcToken, metrics: metrics, logger: logger).handler)
+        config.http1Limits.maxBodyBytes = options.maxMessageBytes
+        config.timeouts.headerRead = .milliseconds(options.headerTimeoutMs)
+        config.timeouts.bodyRead = .milliseconds(options.bodyTimeoutMs)
+        config.timeouts.idle = .milliseconds(options.idleTimeoutMs)
+
         let server: HTTP2Server
         let port: Int
         do {
-            server = try HTTP2Server(configuration: config, router: router, logger: logger)
+            server = try HTTP2Server(configuration: config, router: router, httpHandler: routes.handler, logger: logger, metrics: metrics)
             port = try server.start()
         } catch {
             logger.error("startup_failed", ("error", String(describing: error)))

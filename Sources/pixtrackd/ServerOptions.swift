@@ -10,6 +10,9 @@ struct ServerOptions {
     var enableTestService = false
     var eventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     var logLevel = "info"
+    var headerTimeoutMs = 10_000
+    var bodyTimeoutMs = 30_000
+    var idleTimeoutMs = 60_000
     /// From `PIXTRACK_RPC_TOKEN` only: a flag would show up in `ps`.
     var rpcToken: String?
 
@@ -25,6 +28,9 @@ struct ServerOptions {
       --grace-seconds S         how long shutdown waits for open calls (default 10; env PIXTRACK_GRACE_SECONDS)
       --event-loops N           I/O threads (default: one per core; env PIXTRACK_EVENT_LOOPS)
       --log-level LEVEL         debug, info, warning or error (default info; env PIXTRACK_LOG_LEVEL)
+      --header-timeout-ms N     slow-client limit: request headers must arrive within N ms (default 10000)
+      --body-timeout-ms N       an HTTP/1.1 request body must arrive within N ms (default 30000)
+      --idle-timeout-ms N       idle HTTP/1.1 keep-alive connections close after N ms (default 60000)
       --allow-unauthenticated   permit a non-loopback address without PIXTRACK_RPC_TOKEN (logs a warning)
       --enable-test-service     register pixtrack.testing.v1.TestService (tests only; env PIXTRACK_TEST_SERVICE=1)
       -h, --help                this text
@@ -71,6 +77,9 @@ struct ServerOptions {
             case "--grace-seconds": o.graceSeconds = try double(try value(arg), arg)
             case "--event-loops": o.eventLoops = try int(try value(arg), arg, min: 1, max: 256)
             case "--log-level": o.logLevel = try value(arg)
+            case "--header-timeout-ms": o.headerTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
+            case "--body-timeout-ms": o.bodyTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
+            case "--idle-timeout-ms": o.idleTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
             case "--allow-unauthenticated": o.allowUnauthenticated = true
             case "--enable-test-service": o.enableTestService = true
             default: throw UsageError(message: "unknown option '\(arg)' (see --help)")

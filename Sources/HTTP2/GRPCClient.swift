@@ -1,0 +1,223 @@
+import CNghttp2
+import Glibc
+import RPC
+
+/// A small blocking gRPC client over HTTP/2 prior knowledge (h2c) on nghttp2, for the CLI and
+/// tests. One connection, calls made one after another from one thread; not for serving paths.
+public final class GRPCClient {
+    /// What a call came back with: messages, final status, and the headers and trailers.
+    public struct Response: Sendable {
+        public var messages: [[UInt8]] = []
+        public var code: RPCCode = .unknown
+        public var message = ""
+        public var headers: [(String, String)] = []
+        public var trailers: [(String, String)] = []
+        public var httpStatus = 0
+    }
+
+    public struct ClientError: Error, CustomStringConvertible {
+        public let code: RPCCode
+        public let description: String
+    }
+
+    private let fd: Int32
+    private let authority: String
+    private var session: OpaquePointer?
+    fileprivate var current: Response?
+    fileprivate var currentStream: Int32 = -1
+    fileprivate var closed = false
+    fileprivate var body: [UInt8] = []
+    fileprivate var bodyOffset = 0
+    fileprivate var inTrailers = false
+
+    /// Connects to `host:port` within `timeout`.
+    public init(host: String, port: Int, timeout: Duration) throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &res) == 0, let ai = res else {
+            throw ClientError(code: .unavailable, description: "cannot resolve \(host)")
+        }
+        defer { freeaddrinfo(res) }
+        fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ClientError(code: .unavailable, description: "socket failed") }
+        authority = "\(host):\(port)"
+        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        if tv.tv_sec == 0 && tv.tv_usec == 0 { tv.tv_usec = 1000 }
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw ClientError(code: .unavailable, description: "cannot connect to \(host):\(port): \(String(cString: strerror(e)))")
+        }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var s: OpaquePointer?
+        nghttp2_session_client_new(&s, clientCallbacks, Unmanaged.passUnretained(self).toOpaque())
+        session = s
+        _ = nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0)
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+        Glibc.close(fd)
+    }
+
+    /// One call: sends `requests` (each framed), half-closes, waits for the status.
+    /// `timeout` bounds the whole call and is sent as `grpc-timeout`.
+    public func call(_ path: String, requests: [[UInt8]], metadata: [(String, String)] = [], timeout: Duration) throws -> Response {
+        guard let session, !closed else { throw ClientError(code: .unavailable, description: "connection closed") }
+        current = Response()
+        inTrailers = false
+        body = requests.flatMap { GRPCWire.frame($0) }
+        bodyOffset = 0
+        var headers: [(String, String)] = [
+            (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
+            ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", GRPCWire.formatTimeout(timeout)),
+            ("user-agent", "pixtrack-cli"),
+        ]
+        headers += metadata.map { ($0.0.lowercased(), $0.1) }
+        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: clientReadBody)
+        currentStream = withHeaderList(headers) { nghttp2_submit_request(session, nil, $0, $1, &provider, nil) }
+        guard currentStream > 0 else { throw ClientError(code: .internal, description: "cannot submit request") }
+        let deadline = ContinuousClock.now + timeout + .milliseconds(500)
+        while currentStream > 0 {
+            try pump(until: deadline)
+        }
+        guard let r = current else { throw ClientError(code: .internal, description: "no response") }
+        return r
+    }
+
+    private func pump(until deadline: ContinuousClock.Instant) throws {
+        guard let session else { return }
+        while nghttp2_session_want_write(session) != 0 {
+            var p: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &p)
+            if n <= 0 { break }
+            var off = 0
+            while off < n {
+                let w = send(fd, p! + off, n - off, Int32(MSG_NOSIGNAL))
+                if w <= 0 { closed = true; throw ClientError(code: .unavailable, description: "connection lost while sending") }
+                off += w
+            }
+        }
+        let left = deadline - ContinuousClock.now
+        guard left > .zero else { throw ClientError(code: .deadlineExceeded, description: "no answer before the deadline") }
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))
+        guard poll(&pfd, 1, ms) > 0 else { return }
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &buf, buf.count, 0)
+        if n <= 0 {
+            closed = true
+            if currentStream > 0 { throw ClientError(code: .unavailable, description: "connection closed by the server") }
+            return
+        }
+        let rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+        if rv < 0 { closed = true; throw ClientError(code: .internal, description: "HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rv))))") }
+    }
+
+    fileprivate func onHeader(_ name: String, _ value: String) {
+        if name == ":status" { current?.httpStatus = Int(value) ?? 0; return }
+        if inTrailers || name == "grpc-status" || name == "grpc-message" {
+            current?.trailers.append((name, value))
+        } else {
+            current?.headers.append((name, value))
+        }
+    }
+
+    fileprivate func finishStream(errorCode: UInt32) {
+        guard var r = current else { return }
+        var deframer = GRPCDeframer(limit: 64 << 20)
+        let raw = r.messages.first ?? []
+        r.messages = (try? raw.withUnsafeBytes { try deframer.append($0) }) ?? []
+        if let s = r.trailers.first(where: { $0.0 == "grpc-status" })?.1, let v = Int(s), let c = RPCCode(rawValue: v) {
+            r.code = c
+            r.message = GRPCWire.percentDecode(r.trailers.first { $0.0 == "grpc-message" }?.1 ?? "")
+        } else if errorCode != 0 {
+            r.code = .internal
+            r.message = "stream reset by the server (HTTP/2 error \(errorCode))"
+        } else {
+            r.code = r.httpStatus == 200 ? .internal : Self.codeForHTTP(r.httpStatus)
+            r.message = "no grpc-status in the response (HTTP \(r.httpStatus))"
+        }
+        current = r
+        currentStream = -1
+    }
+
+    static func codeForHTTP(_ status: Int) -> RPCCode {
+        switch status {
+        case 400: .internal
+        case 401: .unauthenticated
+        case 403: .permissionDenied
+        case 404: .unimplemented
+        case 429, 502, 503, 504: .unavailable
+        default: .unknown
+        }
+    }
+
+    fileprivate func appendData(_ b: UnsafeRawBufferPointer) {
+        if current?.messages.isEmpty == true { current?.messages.append([]) }
+        current?.messages[0].append(contentsOf: b)
+    }
+
+    fileprivate func readBody(into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        let n = min(buf.count, body.count - bodyOffset)
+        if n > 0 {
+            body.withUnsafeBytes { buf.baseAddress!.copyMemory(from: $0.baseAddress! + bodyOffset, byteCount: n) }
+            bodyOffset += n
+        }
+        if bodyOffset == body.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+        return n
+    }
+}
+
+@inline(__always)
+private func client(_ ud: UnsafeMutableRawPointer?) -> GRPCClient {
+    Unmanaged<GRPCClient>.fromOpaque(ud!).takeUnretainedValue()
+}
+
+private func clientOnHeader(_ s: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ name: UnsafePointer<UInt8>?, _ nlen: Int,
+                            _ value: UnsafePointer<UInt8>?, _ vlen: Int, _ flags: UInt8, _ ud: UnsafeMutableRawPointer?) -> Int32 {
+    let c = client(ud)
+    guard let frame, frame.pointee.hd.stream_id == c.currentStream else { return 0 }
+    c.onHeader(String(decoding: UnsafeBufferPointer(start: name, count: nlen), as: UTF8.self),
+               String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self))
+    return 0
+}
+
+private func clientOnFrameRecv(_ s: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ ud: UnsafeMutableRawPointer?) -> Int32 {
+    let c = client(ud)
+    guard let frame, frame.pointee.hd.stream_id == c.currentStream else { return 0 }
+    if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) { c.inTrailers = true }
+    return 0
+}
+
+private func clientOnData(_ s: OpaquePointer?, _ flags: UInt8, _ sid: Int32, _ data: UnsafePointer<UInt8>?, _ len: Int, _ ud: UnsafeMutableRawPointer?) -> Int32 {
+    let c = client(ud)
+    if sid == c.currentStream { c.appendData(UnsafeRawBufferPointer(start: data, count: len)) }
+    return 0
+}
+
+private func clientOnClose(_ s: OpaquePointer?, _ sid: Int32, _ err: UInt32, _ ud: UnsafeMutableRawPointer?) -> Int32 {
+    let c = client(ud)
+    if sid == c.currentStream { c.finishStream(errorCode: err) }
+    return 0
+}
+
+private func clientReadBody(_ s: OpaquePointer?, _ sid: Int32, _ buf: UnsafeMutablePointer<UInt8>?, _ len: Int,
+                            _ flags: UnsafeMutablePointer<UInt32>?, _ src: UnsafeMutablePointer<nghttp2_data_source>?,
+                            _ ud: UnsafeMutableRawPointer?) -> Int {
+    client(ud).readBody(into: UnsafeMutableRawBufferPointer(start: buf, count: len), flags: flags!)
+}
+
+nonisolated(unsafe) private let clientCallbacks: OpaquePointer = {
+    var cbs: OpaquePointer?
+    precondition(nghttp2_session_callbacks_new(&cbs) == 0)
+    nghttp2_session_callbacks_set_on_header_callback(cbs, clientOnHeader)
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, clientOnFrameRecv)
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, clientOnData)
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, clientOnClose)
+    return cbs!
+}()

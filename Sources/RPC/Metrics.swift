@@ -1,0 +1,142 @@
+import Synchronization
+
+/// Process metrics in the Prometheus text format: counters and histograms with labels, plus
+/// gauges read at scrape time. Families are declared on first use with their help text.
+public final class Metrics: Sendable {
+    public typealias Labels = [(String, String)]
+
+    private struct Key: Hashable {
+        let name: String
+        let labels: [String]  // names and values alternating, declaration order; escaped at render
+    }
+
+    private struct Histogram {
+        var buckets: [Double]
+        var counts: [UInt64]
+        var sum = 0.0
+        var count: UInt64 = 0
+    }
+
+    private struct State {
+        var help: [String: (type: String, help: String)] = [:]
+        var order: [String] = []
+        var counters: [Key: Double] = [:]
+        var histograms: [Key: Histogram] = [:]
+        var gauges: [String: @Sendable () -> [(Labels, Double)]] = [:]
+    }
+
+    /// Latency buckets in seconds: 0.5 ms … 10 s.
+    public static let latencyBuckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    private static func declare(_ s: inout State, _ name: String, _ type: String, _ help: String) {
+        if s.help[name] == nil {
+            s.help[name] = (type, help)
+            s.order.append(name)
+        }
+    }
+
+    private static func key(_ name: String, _ labels: Labels) -> Key {
+        var flat: [String] = []
+        flat.reserveCapacity(labels.count * 2)
+        for (k, v) in labels { flat.append(k); flat.append(v) }
+        return Key(name: name, labels: flat)
+    }
+
+    public func increment(_ name: String, help: String, labels: Labels = [], by amount: Double = 1) {
+        state.withLock { s in
+            Self.declare(&s, name, "counter", help)
+            s.counters[Self.key(name, labels), default: 0] += amount
+        }
+    }
+
+    public func observe(_ name: String, help: String, labels: Labels = [], value: Double, buckets: [Double] = Metrics.latencyBuckets) {
+        state.withLock { s in
+            Self.declare(&s, name, "histogram", help)
+            let k = Self.key(name, labels)
+            var h = s.histograms[k] ?? Histogram(buckets: buckets, counts: Array(repeating: 0, count: buckets.count))
+            for (i, b) in h.buckets.enumerated() where value <= b { h.counts[i] += 1 }
+            h.sum += value
+            h.count += 1
+            s.histograms[k] = h
+        }
+    }
+
+    /// A gauge whose samples are read at scrape time.
+    public func gauge(_ name: String, help: String, read: @escaping @Sendable () -> [(Labels, Double)]) {
+        state.withLock { s in
+            Self.declare(&s, name, "gauge", help)
+            s.gauges[name] = read
+        }
+    }
+
+    /// One finished RPC: `pixtrack_rpc_calls_total{method,code,transport}` and the latency histogram.
+    public func recordCall(method: String, code: RPCCode, seconds: Double, transport: String) {
+        increment("pixtrack_rpc_calls_total", help: "RPCs finished, by method, status code and transport.",
+                  labels: [("method", method), ("code", code.name), ("transport", transport)])
+        observe("pixtrack_rpc_duration_seconds", help: "RPC latency from request headers to final status.",
+                labels: [("method", method)], value: seconds)
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    public func render() -> String {
+        let (s, gauges) = state.withLock { s in (s, s.gauges) }
+        var out = ""
+        for name in s.order {
+            guard let meta = s.help[name] else { continue }
+            out += "# HELP \(name) \(meta.help)\n# TYPE \(name) \(meta.type)\n"
+            switch meta.type {
+            case "counter":
+                for (k, v) in s.counters where k.name == name { out += "\(name)\(Self.braces(k.labels)) \(Self.format(v))\n" }
+            case "histogram":
+                for (k, h) in s.histograms where k.name == name {
+                    // counts[i] is already cumulative: observe() adds to every bucket >= value.
+                    for (i, b) in h.buckets.enumerated() {
+                        out += "\(name)_bucket\(Self.braces(k.labels, "le=\"\(Self.format(b))\"")) \(h.counts[i])\n"
+                    }
+                    out += "\(name)_bucket\(Self.braces(k.labels, "le=\"+Inf\"")) \(h.count)\n"
+                    out += "\(name)_sum\(Self.braces(k.labels)) \(Self.format(h.sum))\n"
+                    out += "\(name)_count\(Self.braces(k.labels)) \(h.count)\n"
+                }
+            default:
+                for (labels, v) in gauges[name]?() ?? [] {
+                    out += "\(name)\(Self.braces(Self.key(name, labels).labels)) \(Self.format(v))\n"
+                }
+            }
+        }
+        return out
+    }
+
+    private static func braces(_ flat: [String], _ extra: String? = nil) -> String {
+        var parts: [String] = []
+        var i = 0
+        while i + 1 < flat.count {
+            parts.append("\(flat[i])=\"\(escape(flat[i + 1]))\"")
+            i += 2
+        }
+        if let extra { parts.append(extra) }
+        return parts.isEmpty ? "" : "{" + parts.joined(separator: ",") + "}"
+    }
+
+    private static func format(_ v: Double) -> String {
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return String(v)
+    }
+
+    private static func escape(_ v: String) -> String {
+        guard v.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else { return v }
+        var out = ""
+        for c in v.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+}

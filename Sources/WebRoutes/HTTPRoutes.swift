@@ -1,0 +1,80 @@
+import RPC
+
+/// The HTTP/1.1 route table: `GET /healthz`, `GET /go/{slug}`, `POST /webhooks/{gateway}/{secret}`…
+/// Patterns are literal segments or `{name}` captures (one whole segment each).
+public struct HTTPRoutes: Sendable {
+    public typealias Handler = @Sendable (_ request: HTTPRequest, _ params: [String: String]) async -> HTTPResponse
+
+    private struct Route: Sendable {
+        let method: String
+        let segments: [Substring]
+        let handler: Handler
+    }
+
+    private var routes: [Route] = []
+    /// Answers requests no route matched whose path looks like an RPC (`/pkg.Service/Method`).
+    private var fallback: HTTPHandler?
+
+    public init() {}
+
+    public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
+        routes.append(Route(method: method, segments: pattern.split(separator: "/"), handler: handler))
+    }
+
+    public mutating func fallback(_ handler: @escaping HTTPHandler) { fallback = handler }
+
+    /// The handler the server calls for every HTTP/1.1 request.
+    public var handler: HTTPHandler {
+        let table = self
+        return { request in await table.route(request) }
+    }
+
+    func route(_ request: HTTPRequest) async -> HTTPResponse {
+        let parts = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        var pathMatched = false
+        for r in routes {
+            guard let params = Self.match(r.segments, Array(parts)) else { continue }
+            pathMatched = true
+            if r.method == request.method || (r.method == "GET" && request.method == "HEAD") {
+                var response = await r.handler(request, params)
+                if request.method == "HEAD" { response.body = [] }
+                return response
+            }
+        }
+        if let fallback, !pathMatched, parts.count == 2, parts.first!.contains("."), !parts.last!.isEmpty {
+            return await fallback(request)
+        }
+        if pathMatched { return .jsonError(405, code: "unimplemented", message: "\(request.method) is not allowed on \(request.path)") }
+        return .jsonError(404, code: "not_found", message: "no route for \(request.method) \(request.path)")
+    }
+
+    static func match(_ pattern: [Substring], _ path: [Substring]) -> [String: String]? {
+        guard pattern.count == path.count else { return nil }
+        var params: [String: String] = [:]
+        for (p, s) in zip(pattern, path) {
+            if p.hasPrefix("{") && p.hasSuffix("}") {
+                guard !s.isEmpty, let decoded = percentDecode(s) else { return nil }
+                params[String(p.dropFirst().dropLast())] = decoded
+            } else if p != s {
+                return nil
+            }
+        }
+        return params
+    }
+
+    /// Decodes `%XX` escapes of one path segment; nil when malformed or not UTF-8.
+    static func percentDecode(_ s: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var it = Array(s.utf8)[...]
+        while let b = it.popFirst() {
+            if b == UInt8(ascii: "%") {
+                guard it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) else { return nil }
+                bytes.append(v)
+                it = it.dropFirst(2)
+            } else {
+                bytes.append(b)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+}

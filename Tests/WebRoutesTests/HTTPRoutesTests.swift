@@ -1,0 +1,51 @@
+import Testing
+import RPC
+@testable import WebRoutes
+
+@Suite struct HTTPRoutesTests {
+    static func request(_ method: String, _ target: String) -> HTTPRequest {
+        HTTPRequest(method: method, target: target, headers: [], body: [], peer: "test")
+    }
+
+    @Test func capturesDecodedSegments() {
+        #expect(HTTPRoutes.match(["go", "{slug}"], ["go", "promo%20x"]) == ["slug": "promo x"])
+        #expect(HTTPRoutes.match(["go", "{slug}"], ["go", ""]) == nil)
+        #expect(HTTPRoutes.match(["go", "{slug}"], ["go", "%ff"]) == nil, "not UTF-8")
+        #expect(HTTPRoutes.match(["go", "{slug}"], ["go", "%4"]) == nil, "truncated escape")
+        #expect(HTTPRoutes.match(["webhooks", "{gateway}", "{secret}"], ["webhooks", "paradise", "s"]) == ["gateway": "paradise", "secret": "s"])
+        #expect(HTTPRoutes.match(["healthz"], ["healthz", "x"]) == nil)
+    }
+
+    @Test func routesByMethodAndFallsBackOnlyForRPCPaths() async {
+        var routes = HTTPRoutes()
+        routes.add("GET", "/go/{slug}") { _, p in .text(200, p["slug"] ?? "") }
+        routes.fallback { _ in .text(299, "rpc") }
+        #expect(await routes.route(Self.request("GET", "/go/abc?x=1")).body == Array("abc".utf8))
+        #expect(await routes.route(Self.request("HEAD", "/go/abc")).body == [])
+        #expect(await routes.route(Self.request("POST", "/go/abc")).status == 405)
+        #expect(await routes.route(Self.request("POST", "/pkg.Svc/Method")).status == 299)
+        #expect(await routes.route(Self.request("GET", "/nothing")).status == 404)
+        #expect(await routes.route(Self.request("GET", "/a/b/c")).status == 404)
+    }
+
+    @Test func connectErrorsUseConnectNamesAndStatuses() {
+        let r = ConnectGateway.errorResponse(RPCError(.notFound, "pagamento \"x\" não existe"))
+        #expect(r.status == 404)
+        #expect(String(decoding: r.body, as: UTF8.self) == #"{"code":"not_found","message":"pagamento \"x\" não existe"}"#)
+        #expect(ConnectGateway.errorResponse(RPCError(.cancelled, "")).body.starts(with: Array(#"{"code":"canceled""#.utf8)))
+        #expect(ConnectGateway.errorResponse(RPCError(.resourceExhausted, "")).status == 429)
+    }
+
+    @Test func metricsRenderInPrometheusTextFormat() {
+        let m = Metrics()
+        m.recordCall(method: "/a.B/C", code: .ok, seconds: 0.003, transport: "grpc")
+        m.recordCall(method: "/a.B/C", code: .ok, seconds: 0.2, transport: "grpc")
+        m.increment("x_total", help: "x", labels: [("k", "va\"l\nue")])
+        let text = m.render()
+        #expect(text.contains(#"pixtrack_rpc_calls_total{method="/a.B/C",code="OK",transport="grpc"} 2"#))
+        #expect(text.contains(#"pixtrack_rpc_duration_seconds_bucket{method="/a.B/C",le="0.005"} 1"#))
+        #expect(text.contains(#"pixtrack_rpc_duration_seconds_bucket{method="/a.B/C",le="0.25"} 2"#))
+        #expect(text.contains(#"pixtrack_rpc_duration_seconds_count{method="/a.B/C"} 2"#))
+        #expect(text.contains(#"x_total{k="va\"l\nue"} 1"#))
+    }
+}
