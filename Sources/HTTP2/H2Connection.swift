@@ -384,7 +384,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     func sendMessage(_ s: H2Stream, _ message: [UInt8]) {
         guard let session, !s.answered else { return }
         startResponse(s, session)
-        s.outbound.append(contentsOf: GRPCWire.frame(message))
+        let n = UInt32(message.count)
+        s.outbound.reserveCapacity(s.outbound.count + message.count + 5)
+        s.outbound.append(0)
+        s.outbound.append(UInt8(n >> 24)); s.outbound.append(UInt8((n >> 16) & 0xFF))
+        s.outbound.append(UInt8((n >> 8) & 0xFF)); s.outbound.append(UInt8(n & 0xFF))
+        s.outbound.append(contentsOf: message)
         resume(s, session)
     }
 
@@ -408,8 +413,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         guard !s.responseStarted else { return }
         s.responseStarted = true
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
-        let h: [(String, String)] = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")]
-        _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, &provider) }
+        _ = nghttp2_submit_response(session, s.id, StaticHeaders.responseStart.pointer, StaticHeaders.responseStart.count, &provider)
         scheduleFlush()
     }
 
@@ -439,9 +443,13 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
         if s.pendingOutbound == 0, let t = s.trailers {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-            var h: [(String, String)] = [("grpc-status", String(t.code.rawValue))]
-            if !t.message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(t.message))) }
-            _ = withHeaderList(h) { nghttp2_submit_trailer(session, id, $0, $1) }
+            if t.code == .ok && t.message.isEmpty {
+                _ = nghttp2_submit_trailer(session, id, StaticHeaders.trailersOK.pointer, StaticHeaders.trailersOK.count)
+            } else {
+                var h: [(String, String)] = [("grpc-status", String(t.code.rawValue))]
+                if !t.message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(t.message))) }
+                _ = withHeaderList(h) { nghttp2_submit_trailer(session, id, $0, $1) }
+            }
             return n
         }
         if n == 0 {

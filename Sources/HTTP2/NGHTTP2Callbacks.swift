@@ -108,3 +108,30 @@ func withHeaderList<T>(_ headers: [(String, String)], _ body: (UnsafePointer<ngh
         return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
     }
 }
+
+/// Header lists sent on every call, built once and never freed, so nghttp2 may reference them
+/// without copying (`NO_COPY_NAME`/`NO_COPY_VALUE`) for as long as any session lives.
+enum StaticHeaders {
+    struct List: @unchecked Sendable {
+        // Immutable after creation; only read by nghttp2 during submit calls.
+        let pointer: UnsafePointer<nghttp2_nv>
+        let count: Int
+
+        init(_ headers: [(String, String)]) {
+            let nva = UnsafeMutablePointer<nghttp2_nv>.allocate(capacity: headers.count)
+            for (i, (n, v)) in headers.enumerated() {
+                let nb = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: n.utf8.count)
+                _ = nb.initialize(from: n.utf8)
+                let vb = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, v.utf8.count))
+                _ = vb.initialize(from: v.utf8)
+                nva[i] = nghttp2_nv(name: nb.baseAddress!, value: vb.baseAddress!, namelen: n.utf8.count, valuelen: v.utf8.count,
+                                    flags: UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue))
+            }
+            pointer = UnsafePointer(nva)
+            count = headers.count
+        }
+    }
+
+    static let responseStart = List([(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")])
+    static let trailersOK = List([("grpc-status", "0")])
+}

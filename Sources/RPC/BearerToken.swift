@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Checks `authorization: Bearer <token>` for internal callers.
 public enum BearerToken {
     /// Constant-time comparison of an `authorization` header value with `Bearer <token>`: the
@@ -12,10 +14,18 @@ public enum BearerToken {
         return diff == 0
     }
 
-    /// A request id: 16 random hex digits.
+    /// A request id: 16 hex digits, a random per-process prefix and a counter (unique within
+    /// the process, no syscall per call).
     public static func newRequestID() -> String {
-        var g = SystemRandomNumberGenerator()
-        let s = String(g.next() as UInt64, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
+        let n = requestCounter.add(1, ordering: .relaxed).newValue
+        return hex8(requestPrefix) + hex8(UInt32(truncatingIfNeeded: n))
+    }
+
+    private static func hex8(_ v: UInt32) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 8 - s.count) + s
     }
 }
+
+private let requestPrefix = UInt32.random(in: 0...UInt32.max)
+private let requestCounter = Atomic<UInt64>(0)

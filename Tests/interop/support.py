@@ -22,6 +22,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -308,7 +309,8 @@ class StreamResult:
 class H2Client:
     """A minimal HTTP/2 client on the `h2` library for requests grpcio would never send."""
 
-    def __init__(self, port: int, timeout: float = 5.0, validate: bool = True):
+    def __init__(self, port: int, timeout: float = 5.0, validate: bool = True,
+                 initial_window: int | None = None):
         self.port = port
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         cfg = h2.config.H2Configuration(
@@ -317,6 +319,8 @@ class H2Client:
             validate_inbound_headers=False, normalize_inbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
+        if initial_window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window})
         self.streams: dict[int, StreamResult] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.remote_settings: dict[int, int] = {}
@@ -340,11 +344,24 @@ class H2Client:
             hdrs.append(("content-type", content_type))
         hdrs += [("te", "trailers"), *headers]
         self.conn.send_headers(sid, hdrs, end_stream=end_stream and not body)
-        if body:
-            self.conn.send_data(sid, body, end_stream=end_stream)
         self.streams[sid] = StreamResult(sid)
         self.flush()
+        if body:
+            self.send_body(sid, body, end_stream)
         return sid
+
+    def send_body(self, sid: int, body: bytes, end_stream: bool, timeout: float = 10.0) -> None:
+        """DATA frames within the peer's frame size and flow-control windows."""
+        deadline = time.monotonic() + timeout
+        while body:
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if room <= 0:
+                if time.monotonic() > deadline or not self.pump(0.1):
+                    raise TimeoutError(f"no flow-control window to send on stream {sid}")
+                continue
+            chunk, body = body[:room], body[room:]
+            self.conn.send_data(sid, chunk, end_stream=end_stream and not body)
+            self.flush()
 
     def pump(self, timeout: float) -> bool:
         """Read once (up to `timeout`) and handle events; False when nothing more can come."""

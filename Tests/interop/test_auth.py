@@ -1,6 +1,7 @@
 """PIXTRACK_RPC_TOKEN and the refusal to listen beyond loopback without it."""
 
 import secrets
+import socket
 import time
 
 import grpc
@@ -113,3 +114,16 @@ def test_non_loopback_bind_with_token_starts():
     finally:
         support.stop_and_check(server)
     assert TOKEN not in server.log()
+
+
+def test_ipv6_loopback_needs_no_token():
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    server = support.start_server("--host", "::1", "--enable-test-service", name="pixtrackd (::1)")
+    try:
+        with grpc.insecure_channel(f"[::1]:{server.port}") as ch:
+            assert support.health_check(ch).status == 1
+    finally:
+        support.stop_and_check(server)

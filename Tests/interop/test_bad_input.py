@@ -143,7 +143,7 @@ def test_invalid_utf8_in_a_string_field(server):
         assert st.grpc_status is not None, st.describe()
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
+@pytest.mark.parametrize("content_type", ["text/plain", "image/png"])
 def test_non_grpc_content_type_is_415(server, content_type):
     with support.H2Client(server.port) as c:
         st = c.wait(c.request(ECHO, echo_body(text="x"), content_type=content_type))
@@ -208,8 +208,10 @@ def test_silent_connections_do_not_block_others(server):
     try:
         for i in range(20):
             s = socket.create_connection((support.HOST, server.port), timeout=5)
-            if i % 2:
+            if i % 3 == 1:
                 s.sendall(PREFACE[:10])
+            elif i % 3 == 2:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
             socks.append(s)
         t0 = time.monotonic()
         support.assert_serving(server)
@@ -217,3 +219,63 @@ def test_silent_connections_do_not_block_others(server):
     finally:
         for s in socks:
             s.close()
+
+
+def test_tiny_client_window_is_respected(server):
+    """The client allows 100 bytes per stream window: a 20 KiB answer must trickle through
+    WINDOW_UPDATEs; sending more than the window is a flow-control error in h2."""
+    payload = bytes(range(256)) * 80
+    with support.H2Client(server.port, initial_window=100) as c:
+        c.settle(0.2)
+        st = c.wait(c.request(ECHO, echo_body(payload=payload)), timeout=10)
+        error = c.protocol_error
+    assert error is None, f"server broke flow control: {error!r}"
+    assert st.grpc_status == 0, st.describe()
+    n = int.from_bytes(st.data[1:5], "big")
+    assert testing_pb2.EchoResponse.FromString(st.data[5:5 + n]).payload == payload
+
+
+def test_ping_is_answered(server):
+    with support.H2Client(server.port) as c:
+        c.conn.ping(b"pixtrack")
+        c.flush()
+        deadline = time.monotonic() + 3
+        acked = False
+        while time.monotonic() < deadline and not acked and not c.closed:
+            c.sock.settimeout(0.2)
+            try:
+                data = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            acked = any(f.type == FRAME_PING and f.flags & 0x1 and f.payload == b"pixtrack"
+                        for f in support.parse_frames(data))
+    assert acked, "no PING ACK"
+
+
+def test_message_split_across_tiny_data_frames(server):
+    """The 5-byte prefix and the message arrive in 3-byte DATA frames."""
+    body = echo_body(text="fragmented", payload=bytes(range(100)))
+    with support.H2Client(server.port) as c:
+        sid = c.request(ECHO, end_stream=False)
+        for i in range(0, len(body), 3):
+            chunk = body[i:i + 3]
+            c.conn.send_data(sid, chunk, end_stream=i + 3 >= len(body))
+            c.flush()
+        st = c.wait(sid)
+    assert st.grpc_status == 0, st.describe()
+    n = int.from_bytes(st.data[1:5], "big")
+    resp = testing_pb2.EchoResponse.FromString(st.data[5:5 + n])
+    assert resp.text == "fragmented" and resp.payload == bytes(range(100))
+
+
+def test_padded_data_frames(server):
+    body = echo_body(text="padded")
+    with support.H2Client(server.port) as c:
+        sid = c.request(ECHO, end_stream=False)
+        c.conn.send_data(sid, body[:4], pad_length=50)
+        c.conn.send_data(sid, body[4:], end_stream=True, pad_length=7)
+        c.flush()
+        st = c.wait(sid)
+    assert st.grpc_status == 0, st.describe()
+    n = int.from_bytes(st.data[1:5], "big")
+    assert testing_pb2.EchoResponse.FromString(st.data[5:5 + n]).text == "padded"

@@ -3,7 +3,6 @@
 import threading
 import time
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pixtrack.testing.v1 import testing_pb2, testing_pb2_grpc
 

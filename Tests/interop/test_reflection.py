@@ -138,3 +138,19 @@ def test_reflection_answers_before_the_client_half_closes(server, path):
         finally:
             requests.put(None)
         assert list(responses) == []
+
+
+def test_every_listed_service_can_be_described(server):
+    """What `grpcurl describe` does: each listed name resolves to a service with its types."""
+    with support.channel(server.port) as ch:
+        names = ProtoReflectionDescriptorDatabase(ch).get_services()
+        failures = {}
+        for name in names:
+            pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
+            try:
+                svc = pool.FindServiceByName(name)
+                for m in svc.methods:
+                    assert m.input_type.full_name and m.output_type.full_name
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                failures[name] = repr(e)
+    assert not failures, failures

@@ -137,3 +137,61 @@ def test_undecodable_request_then_next_call_works(ch, stub):
         ch.unary_unary(ECHO)(b"\xff\xff\xff\xff", timeout=5)
     assert e.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), e.value
     assert stub.Echo(testing_pb2.EchoRequest(text="next"), timeout=5).text == "next"
+
+
+def test_binary_metadata_is_accepted(stub):
+    resp = stub.Echo(testing_pb2.EchoRequest(text="bin"),
+                     metadata=[("x-blob-bin", b"\x00\xff\x10 binary"), ("x-text", "plain")], timeout=5)
+    assert resp.text == "bin"
+    assert ("x-text", "plain") in {(m.key, m.value) for m in resp.metadata}
+
+
+def test_large_echo_round_trip(stub):
+    """3 MiB each way: the response must go through HTTP/2 flow control in many windows."""
+    payload = bytes(range(256)) * (3 * 1024 * 4)
+    t0 = time.monotonic()
+    resp = stub.Echo(testing_pb2.EchoRequest(payload=payload), timeout=20)
+    support.figure(f"Echo of 3 MiB: {time.monotonic() - t0:.2f} s")
+    assert resp.payload == payload
+
+
+def test_concurrent_large_echoes_share_the_connection(stub):
+    payloads = [bytes([i]) * (256 * 1024) for i in range(20)]
+    futures = [stub.Echo.future(testing_pb2.EchoRequest(payload=p), timeout=20) for p in payloads]
+    assert [f.result().payload for f in futures] == payloads
+
+
+@pytest.mark.parametrize("timeout,expected", [
+    ("300m", 0.3), ("300000u", 0.3), ("99999999n", 0.1), ("1S", 1.0),
+])
+def test_grpc_timeout_units(server, timeout, expected):
+    req = testing_pb2.SleepRequest(millis=3000).SerializeToString()
+    with support.H2Client(server.port) as c:
+        t0 = time.monotonic()
+        st = c.wait(c.request(SLEEP, support.grpc_message(req), headers=[("grpc-timeout", timeout)]),
+                    timeout=5)
+        elapsed = time.monotonic() - t0
+    assert st.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], st.describe()
+    assert expected - 0.05 <= elapsed < expected + 1.0, elapsed
+
+
+def test_unimplemented_is_a_proper_grpc_response(server):
+    """Trailers-Only: HTTP 200, a gRPC content-type and grpc-status 12."""
+    with support.H2Client(server.port) as c:
+        st = c.wait(c.request("/no.such.Service/Method", support.grpc_message(b"")))
+    assert st.http_status == 200, st.describe()
+    assert st.headers.get(b"content-type", b"").startswith(b"application/grpc"), st.describe()
+    assert st.grpc_status == grpc.StatusCode.UNIMPLEMENTED.value[0], st.describe()
+
+
+def test_unary_call_without_a_message_is_an_error(server):
+    with support.H2Client(server.port) as c:
+        st = c.wait(c.request(ECHO, b""))  # HEADERS with END_STREAM, no message at all
+    assert st.grpc_status not in (None, 0), st.describe()
+
+
+def test_unary_call_with_two_messages_is_an_error(server):
+    one = support.grpc_message(testing_pb2.EchoRequest(text="a").SerializeToString())
+    with support.H2Client(server.port) as c:
+        st = c.wait(c.request(ECHO, one + one))
+    assert st.grpc_status not in (None, 0), st.describe()

@@ -81,3 +81,34 @@ def test_idle_server_exits_promptly():
     support.stop_and_check(server)
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0, f"idle shutdown took {elapsed:.2f} s"
+
+
+def test_cancelled_and_expired_calls_free_their_handlers():
+    """Sleep honours cancellation: after a cancelled call, an expired one and a vanished
+    client, nothing is in flight, so SIGTERM (grace 10 s) exits at once."""
+    server = support.start_server("--enable-test-service", name="pixtrackd (cancellation)")
+    try:
+        with support.channel(server.port) as ch:
+            stub = testing_pb2_grpc.TestServiceStub(ch)
+            fut = stub.Sleep.future(testing_pb2.SleepRequest(millis=20000), timeout=30)
+            try:
+                stub.Sleep(testing_pb2.SleepRequest(millis=20000), timeout=0.3)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            fut.cancel()
+            c = support.H2Client(server.port)
+            c.request("/pixtrack.testing.v1.TestService/Sleep",
+                      support.grpc_message(testing_pb2.SleepRequest(millis=20000).SerializeToString()))
+            time.sleep(0.2)
+            c.close()
+            time.sleep(0.3)
+        t0 = time.monotonic()
+        server.signal(signal.SIGTERM)
+        rc = server.wait(15)
+        exit_after = time.monotonic() - t0
+    finally:
+        server.kill()
+    support.figure(f"SIGTERM after cancelled/expired/abandoned Sleep(20000) calls: exit {rc} "
+                   f"after {exit_after:.2f} s")
+    assert rc == 0, f"{support.exit_description(rc)}:\n{server.log()}"
+    assert exit_after < 2.0, "a cancelled Sleep kept running until the grace period ended"
