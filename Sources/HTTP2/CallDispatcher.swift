@@ -24,9 +24,8 @@ struct CallDispatcher: Sendable {
         }
         guard let method = router.method(for: s.path) else {
             let service = String(s.path.dropFirst().prefix { $0 != "/" })
-            let known = router.serviceNames.contains(service)
             return c.respondTrailersOnly(s, code: .unimplemented,
-                                         message: known ? "unknown method \(s.path)" : "unknown service \(service)")
+                                         message: router.knows(service: service) ? "method \(s.path) is not implemented" : "unknown service \(service)")
         }
         if let key = s.invalidMetadataKey {
             return c.respondTrailersOnly(s, code: .invalidArgument,

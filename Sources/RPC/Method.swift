@@ -43,6 +43,7 @@ public struct RPCMethod: Sendable {
 /// The method table: immutable once the server starts.
 public struct RPCRouter: Sendable {
     private var methods: [String: RPCMethod] = [:]
+    private var declared: Set<String> = []
 
     public init(_ methods: [RPCMethod] = []) {
         for m in methods { register(m) }
@@ -58,6 +59,13 @@ public struct RPCRouter: Sendable {
     }
 
     public func method(for path: String) -> RPCMethod? { methods[path] }
+
+    /// Marks a service as part of this server's contract even while some (or all) of its
+    /// methods have no handler yet: those answer "not implemented", not "unknown service".
+    public mutating func declare(service: String) { declared.insert(service) }
+
+    /// True when the service is registered or declared.
+    public func knows(service: String) -> Bool { declared.contains(service) || methods.values.contains { $0.service == service } }
 
     /// Fully-qualified names of the services that have at least one registered method.
     public var serviceNames: [String] { Set(methods.values.map(\.service)).sorted() }

@@ -10,6 +10,7 @@ enum ServiceWiring {
 
     static func router(options: ServerOptions, logger: Logger) throws -> RPCRouter {
         var router = RPCRouter()
+        for service in productServices { router.declare(service: service) }
         var served = productServices
         if options.enableTestService {
             router.register(contentsOf: StandardServices.testing())
