@@ -39,6 +39,11 @@ let package = Package(
         // HTTP/1.1 routes on the same port: /healthz, /readyz, /metrics, Connect JSON calls.
         .target(name: "WebRoutes", dependencies: ["RPC", "ProtoCodec"]),
 
+        // Storage wrappers: one thin, safe Swift layer per C library (blocking calls stay off the
+        // cooperative pool).
+        .target(name: "Postgres", dependencies: ["CLibpq", "RPC"]),
+        .target(name: "Redis", dependencies: ["CHiredis", "RPC"]),
+
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec"]),
 
@@ -48,6 +53,8 @@ let package = Package(
         .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes"]),
 
         .testTarget(name: "RPCTests", dependencies: ["RPC"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC"]),
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
         .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),

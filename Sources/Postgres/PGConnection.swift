@@ -1,0 +1,207 @@
+import Glibc
+
+/// Options applied to every connection a pool opens.
+public struct PGConnectionOptions: Sendable {
+    /// libpq's `connect_timeout` (whole seconds, rounded up; libpq treats anything below 2 s as 2 s).
+    public var connectTimeout: Duration = .seconds(5)
+    /// The session's `statement_timeout`; `.zero` disables it, and the client deadline with it.
+    public var statementTimeout: Duration = .seconds(10)
+    /// The client-side deadline is `statementTimeout + clientTimeoutMargin`: it catches a server
+    /// or network that stops answering altogether (the connection is then dropped).
+    public var clientTimeoutMargin: Duration = .seconds(2)
+    /// `application_name`, visible in `pg_stat_activity`.
+    public var applicationName: String = "pixtrackd"
+
+    public init() {}
+}
+
+/// One PostgreSQL connection (owns a `PGconn *`). Blocking: use it from the thread that runs the
+/// pool's body (`PGPool.withConnection`), never from Swift's cooperative pool, and never from two
+/// threads at once. That is why it is not `Sendable`.
+///
+/// Only parameterized statements (`PQexecParams` semantics, sent with `PQsendQueryParams` and
+/// awaited with `poll` so a client-side deadline applies); `executeScript` is for trusted,
+/// parameterless SQL such as migrations.
+public final class PGConnection {
+    private var handle: OpaquePointer?
+    /// The current session `statement_timeout` (`.zero`: none).
+    public private(set) var statementTimeout: Duration
+    private let clientTimeoutMargin: Duration
+
+    private init(handle: OpaquePointer, options: PGConnectionOptions) {
+        self.handle = handle
+        self.statementTimeout = .zero
+        self.clientTimeoutMargin = options.clientTimeoutMargin
+    }
+
+    /// Connects (blocking, up to the connect timeout) and applies the session settings.
+    /// - Parameter url: `postgresql://user[:password]@host:port/db[?…]` or a libpq key/value string.
+    /// - Throws: `PGError` `.unavailable` when the server cannot be reached or refuses us.
+    public static func connect(url: String, options: PGConnectionOptions = PGConnectionOptions()) throws -> PGConnection {
+        let seconds = max(2, Int((options.connectTimeout + .nanoseconds(999_999_999)).components.seconds))
+        // Later keywords override what the URL (expanded from `dbname`) says.
+        let pairs: [(String, String)] = [
+            ("dbname", url), ("connect_timeout", String(seconds)),
+            ("application_name", options.applicationName), ("client_encoding", "UTF8"),
+        ]
+        let handle = withCStringArray(pairs.map { $0.0 }) { keys in
+            withCStringArray(pairs.map { $0.1 }) { values in LibPQ.connect(keywords: keys, values: values) }
+        }
+        guard let handle else { throw PGError(.unavailable, "could not allocate a PostgreSQL connection") }
+        guard LibPQ.isConnectionOK(handle) else {
+            let detail = LibPQ.errorMessage(handle)
+            LibPQ.finish(handle)
+            throw PGError(.unavailable, "could not connect to PostgreSQL", serverMessage: detail)
+        }
+        LibPQ.silenceNotices(handle)
+        let connection = PGConnection(handle: handle, options: options)
+        try connection.setStatementTimeout(options.statementTimeout)
+        return connection
+    }
+
+    deinit { close() }
+
+    /// Closes the connection (idempotent). Later calls throw `.unavailable`.
+    public func close() {
+        if let handle { LibPQ.finish(handle) }
+        handle = nil
+    }
+
+    /// False once closed or broken.
+    public var isUsable: Bool { handle.map(LibPQ.isConnectionOK) ?? false }
+
+    /// True when idle outside a transaction block (what a pooled connection must be).
+    public var isIdle: Bool { handle.map(LibPQ.isIdle) ?? false }
+
+    /// Runs one parameterized statement and returns its rows (`$1`, `$2`, … in `sql`).
+    /// - Throws: `PGError`; `.invalidArgument` before sending when a text parameter holds a NUL byte.
+    @discardableResult
+    public func query(_ sql: String, _ params: [PGValue?] = []) throws -> PGRows {
+        guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
+        guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
+        var texts: [String?] = []
+        var types: [UInt32] = []
+        for (i, p) in params.enumerated() {
+            guard let p else { texts.append(nil); types.append(0); continue }
+            guard let text = p.textEncoding else {
+                throw PGError(.invalidArgument, "parameter $\(i + 1) contains a NUL byte (PostgreSQL text cannot hold one)")
+            }
+            texts.append(text)
+            types.append(p.typeOID)
+        }
+        let sent = withCStringArray(texts) { LibPQ.sendQueryParams(conn, sql, types, $0) }
+        guard sent else { throw failure(PGError(result: nil, connection: conn)) }
+        return try collectResults(conn)
+    }
+
+    /// Runs one parameterized statement and returns the number of rows it affected.
+    @discardableResult
+    public func execute(_ sql: String, _ params: [PGValue?] = []) throws -> Int {
+        try query(sql, params).affectedRows
+    }
+
+    /// Runs trusted SQL that may hold several statements, without parameters (simple query
+    /// protocol). For migrations and fixed setup SQL only: never build `sql` from input.
+    public func executeScript(_ sql: String) throws {
+        guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
+        guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
+        guard LibPQ.sendQuery(conn, sql) else { throw failure(PGError(result: nil, connection: conn)) }
+        _ = try collectResults(conn)
+    }
+
+    /// Changes the session's `statement_timeout` (`.zero`: none); the client deadline follows.
+    public func setStatementTimeout(_ timeout: Duration) throws {
+        let ms = max(0, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        try query("SELECT set_config('statement_timeout', $1, false)", [.text(String(ms))])
+        statementTimeout = timeout
+    }
+
+    /// Makes a connection that sat idle in a pool fit for reuse: reads what the server sent in
+    /// the meantime without blocking (a termination notice after a restart, EOF). False when it
+    /// is closed or broken and must be replaced.
+    func refreshIfIdle() -> Bool {
+        guard let conn = handle, LibPQ.isConnectionOK(conn) else { return false }
+        var rounds = 0
+        while rounds < 8, LibPQ.waitReadable(conn, timeoutMs: 0) == 1 {
+            if !LibPQ.consumeInput(conn) { return false }
+            rounds += 1
+        }
+        return LibPQ.isConnectionOK(conn)
+    }
+
+    // MARK: - Results
+
+    private func collectResults(_ conn: OpaquePointer) throws -> PGRows {
+        let deadline: ContinuousClock.Instant? = statementTimeout == .zero
+            ? nil : .now + statementTimeout + clientTimeoutMargin
+        var rows: PGRows?
+        var firstError: PGError?
+        while true {
+            try waitUntilNotBusy(conn, deadline: deadline)
+            guard let result = LibPQ.getResult(conn) else { break }
+            defer { LibPQ.clear(result) }
+            switch LibPQ.resultKind(result) {
+            case .commandOK, .tuples:
+                if firstError == nil { rows = Self.copyRows(result) }
+            case .error:
+                if firstError == nil { firstError = PGError(result: result, connection: conn) }
+            case .unexpected:
+                // COPY and other sub-protocols are not supported: the session cannot be resumed.
+                throw failure(PGError(.unavailable, "unsupported result (COPY?); connection dropped"), drop: true)
+            }
+        }
+        if let firstError { throw failure(firstError) }
+        guard LibPQ.isConnectionOK(conn) else { throw failure(PGError(result: nil, connection: conn)) }
+        return rows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: "")
+    }
+
+    /// Waits with `poll` until libpq has a whole result, honouring the client-side deadline.
+    private func waitUntilNotBusy(_ conn: OpaquePointer, deadline: ContinuousClock.Instant?) throws {
+        while LibPQ.isBusy(conn) {
+            var timeoutMs: Int32 = -1
+            if let deadline {
+                let remaining = deadline - .now
+                if remaining <= .zero {
+                    throw failure(PGError(.timeout, "no answer from PostgreSQL within the client deadline"), drop: true)
+                }
+                let (s, atto) = remaining.components
+                timeoutMs = Int32(clamping: s * 1000 + atto / 1_000_000_000_000_000 + 1)
+            }
+            switch LibPQ.waitReadable(conn, timeoutMs: timeoutMs) {
+            case 0: continue
+            case 1: if !LibPQ.consumeInput(conn) { return } // the next PQgetResult reports the failure
+            default: throw failure(PGError(.unavailable, "waiting for PostgreSQL failed"), drop: true)
+            }
+        }
+    }
+
+    /// Drops the connection when the error leaves it unusable, then hands the error back.
+    private func failure(_ error: PGError, drop: Bool = false) -> PGError {
+        if drop || error.isConnectionFailure || !isUsable { close() }
+        return error
+    }
+
+    private static func copyRows(_ result: OpaquePointer) -> PGRows {
+        let width = LibPQ.columnCount(result)
+        let count = LibPQ.rowCount(result)
+        let columns = PGColumns(names: (0..<width).map { LibPQ.columnName(result, $0) },
+                                typeOIDs: (0..<width).map { LibPQ.columnType(result, $0) })
+        var cells: [String?] = []
+        cells.reserveCapacity(width * count)
+        for r in 0..<count {
+            for c in 0..<width { cells.append(LibPQ.value(result, r, c)) }
+        }
+        let affected = width > 0 ? count : LibPQ.affectedRows(result)
+        return PGRows(columns: columns, cells: cells, affectedRows: affected, commandTag: LibPQ.commandTag(result))
+    }
+}
+
+/// Calls `body` with a C string array (`const char *const *`) for `strings`, followed by one
+/// extra NULL entry (the terminator libpq's keyword arrays need; never a dangling empty array).
+/// nil entries stay NULL. The copies live exactly as long as the call.
+func withCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.flatMap { strdup($0) } } + [nil]
+    defer { for p in copies { free(p) } }
+    let pointers = copies.map { UnsafePointer($0) }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+
+/// A throwaway Redis owned by one test (so it can be shut down and started again on the same
+/// port), started the way `scripts/services` does.
+final class PrivateRedis {
+    let port: Int
+    let dir: String
+    private let server: String
+    private let cli: String
+
+    var url: String { "redis://127.0.0.1:\(port)/0" }
+
+    private init() throws {
+        server = try executablePath("redis-server")
+        cli = try executablePath("redis-cli")
+        var template = Array("/tmp/pixtrack-redistest.XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
+        dir = String(cString: made)
+        port = spareTCPPort()
+    }
+
+    static func launch() async throws -> PrivateRedis {
+        let redis = try PrivateRedis()
+        do {
+            try await redis.start()
+        } catch {
+            await redis.destroy()
+            throw error
+        }
+        return redis
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    func start() async throws {
+        let result = try await runCommand(server, [
+            "--port", String(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile", "\(dir)/redis.pid",
+            "--dir", dir, "--logfile", "\(dir)/redis.log", "--save", "", "--appendonly", "no",
+        ])
+        guard result.status == 0 else { throw CommandFailed(what: "redis-server", output: result.output) }
+        for _ in 0..<100 {
+            if try await runCommand(cli, ["-p", String(port), "ping"]).output.contains("PONG") { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailed(what: "redis-server", output: "no PONG on port \(port)")
+    }
+
+    /// `redis-cli shutdown nosave`, then waits until the port refuses connections.
+    func stop() async throws {
+        _ = try await runCommand(cli, ["-p", String(port), "shutdown", "nosave"])
+        for _ in 0..<100 {
+            if try await runCommand(cli, ["-p", String(port), "ping"]).output.contains("PONG") == false { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailed(what: "redis shutdown", output: "still answering on port \(port)")
+    }
+
+    func destroy() async {
+        _ = try? await runCommand(cli, ["-p", String(port), "shutdown", "nosave"])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

@@ -1,0 +1,126 @@
+import Testing
+@testable import Redis
+
+/// Redis down, unreachable or silent: typed errors within the timeouts, never a hang, and
+/// recovery without help.
+@Suite struct RedisFailureTests {
+    @Test func downRedisFailsFastAndTheClientReconnectsByItself() async throws {
+        let server = try await PrivateRedis.launch()
+        do {
+            try await downAndUp(server)
+        } catch {
+            await server.destroy()
+            throw error
+        }
+        await server.destroy()
+    }
+
+    private func downAndUp(_ server: PrivateRedis) async throws {
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.poolSize = 2
+        configuration.commandTimeout = .seconds(1)
+        configuration.connectTimeout = .seconds(1)
+        configuration.reconnectBackoff = .milliseconds(100)
+        let redis = RedisClient(configuration, logger: .init(minimum: .error))
+        try await redis.set("k", "before", ttlSeconds: 60)
+
+        // A restart while a connection sits idle: the first call afterwards already works.
+        try await server.stop()
+        try await server.start()
+        #expect(try await redis.get("k") == nil, "fresh server (no persistence), reached on the first try")
+
+        try await server.stop()
+        for attempt in 0..<5 {
+            let (error, elapsed) = await measure { await redisError { try await redis.set("k", "while down") } }
+            guard case .unavailable? = error else {
+                Issue.record("attempt \(attempt): expected .unavailable, got \(String(describing: error))")
+                return
+            }
+            #expect(elapsed < .milliseconds(500), "well before the 1 s timeouts: attempt \(attempt) took \(elapsed)")
+        }
+        let pingDown = await redisError { try await redis.ping() }
+        #expect(pingDown?.rpcError.code == .unavailable)
+
+        try await server.start()
+        let start = ContinuousClock.now
+        var recovered = false
+        while ContinuousClock.now - start < .seconds(3) {
+            if (try? await redis.ping()) != nil { recovered = true; break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(recovered, "reconnected after Redis came back")
+        #expect(ContinuousClock.now - start < .seconds(1), "soon after the 100 ms backoff (\(ContinuousClock.now - start))")
+        try await redis.set("k", "after", ttlSeconds: 60)
+        #expect(try await redis.getString("k") == "after")
+        await redis.close()
+    }
+
+    @Test func aBlackHoleTimesOutWithinTheCommandTimeout() async throws {
+        let hole = try BlackHoleListener()
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: hole.port)
+        configuration.commandTimeout = .milliseconds(300)
+        let redis = RedisClient(configuration, logger: .init(minimum: .error))
+        for _ in 0..<2 {
+            let (error, elapsed) = await measure { await redisError { try await redis.ping() } }
+            guard case .timeout? = error else {
+                Issue.record("expected .timeout, got \(String(describing: error))")
+                return
+            }
+            #expect(elapsed >= .milliseconds(280) && elapsed < .milliseconds(1500), "took \(elapsed)")
+        }
+        let pipelined = await redisError { try await redis.pipeline([["SET", "a", "1"], ["SET", "b", "2"]]) }
+        #expect(pipelined.map { if case .timeout = $0 { true } else { false } } == true)
+        await redis.close()
+    }
+
+    @Test func aClosedPortIsUnavailableAtOnce() async throws {
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: spareTCPPort())
+        configuration.reconnectBackoff = .zero
+        configuration.connectTimeout = .seconds(2)
+        let redis = RedisClient(configuration, logger: .init(minimum: .error))
+        let (error, elapsed) = await measure { await redisError { try await redis.ping() } }
+        guard case .unavailable? = error else {
+            Issue.record("expected .unavailable, got \(String(describing: error))")
+            return
+        }
+        #expect(elapsed < .seconds(1), "refused at once, not after the 2 s connect timeout (\(elapsed))")
+        await redis.close()
+        let closed = await redisError { try await redis.ping() }
+        #expect(closed.map { if case .unavailable = $0 { true } else { false } } == true)
+    }
+}
+
+/// No server needed.
+@Suite struct RedisConfigurationTests {
+    @Test func parsesURLs() throws {
+        let plain = try RedisConfiguration(url: "redis://127.0.0.1:6380/2")
+        #expect(plain.host == "127.0.0.1" && plain.port == 6380 && plain.database == 2 && plain.password == nil)
+        let defaults = try RedisConfiguration(url: "redis://cache")
+        #expect(defaults.host == "cache" && defaults.port == 6379 && defaults.database == 0)
+        let auth = try RedisConfiguration(url: "redis://:s3cret@h:1/0")
+        #expect(auth.password == "s3cret" && auth.username == nil)
+        let acl = try RedisConfiguration(url: "redis://app:p%40ss@[::1]:7000/3")
+        #expect(acl.username == "app" && acl.password == "p@ss" && acl.host == "::1" && acl.port == 7000 && acl.database == 3)
+        #expect(!acl.description.contains("p@ss"))
+        for bad in ["http://h", "redis://", "redis://h:0", "redis://h:99999", "redis://h/x", "redis://:%zz@h"] {
+            #expect(throws: RedisError.self, "\(bad)") { try RedisConfiguration(url: bad) }
+        }
+    }
+
+    @Test func timeoutsRoundUpToWholeMilliseconds() {
+        #expect(Duration.milliseconds(300).redisMilliseconds == 300)
+        #expect(Duration.microseconds(1).redisMilliseconds == 1)
+        #expect(Duration.zero.redisMilliseconds == 1)
+        #expect(Duration.seconds(2).redisMilliseconds == 2000)
+    }
+
+    @Test func errorsMapToStatuses() {
+        #expect(RedisError.timeout("x").rpcError.code == .unavailable)
+        #expect(RedisError.server("ERR x").rpcError.code == .internal)
+        #expect(RedisError.timeout("x").breaksConnection)
+        #expect(!RedisError.server("x").breaksConnection)
+        #expect(RedisError.server(reply: "ERR unknown command 'FOO', with args beginning with: 'secret-key' ")
+            == .server("ERR unknown command 'FOO'"))
+        #expect(RedisError.server(reply: "WRONGTYPE Operation against a key") == .server("WRONGTYPE Operation against a key"))
+    }
+}
