@@ -11,7 +11,16 @@ let package = Package(
     products: [
         .executable(name: "pixtrackd", targets: ["pixtrackd"]),
         // BEGIN plugin products
+        .library(name: "atomopay", type: .dynamic, targets: ["AtomoPayPlugin"]),
+        .library(name: "paradise", type: .dynamic, targets: ["ParadisePlugin"]),
+        .library(name: "umbrellapag", type: .dynamic, targets: ["UmbrellaPagPlugin"]),
+        .library(name: "syncpay", type: .dynamic, targets: ["SyncPayPlugin"]),
+        .library(name: "sandbox", type: .dynamic, targets: ["SandboxPlugin"]),
+        .executable(name: "pixtrack", targets: ["pixtrack"]),
         // END plugin products
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // C libraries: one module map each (+ a shim header for what Swift cannot call).
@@ -48,9 +57,47 @@ let package = Package(
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec"]),
 
         // BEGIN plugin targets
+        .target(name: "GatewayABI", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
+        .target(name: "HTTPClient", dependencies: ["CCurl"]),
+        .target(name: "BRCode"),
+        .target(name: "CSHA256", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
+        .target(name: "PluginHost", dependencies: ["GatewayABI", "HTTPClient", "BRCode", "CSHA256", "ProtoCodec", "RPC"]),
+        // Shared by our Swift plugins (linked into each .so): ABI glue, JSON, gateway answer rules.
+        .target(name: "PluginKit", dependencies: ["GatewayABI", "BRCode", "ProtoCodec"]),
+        // Gateway plugins: one dynamic library each (Plugins/README.md); conformance.json is the
+        // recorded exchange `pixtrack plugin check` replays. -Bsymbolic binds each plugin's own
+        // copies of PluginKit/ProtoCodec to itself, whatever the host process exports.
+        .target(name: "AtomoPayPlugin", dependencies: ["PluginKit"], path: "Plugins/atomopay",
+                exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
+        .target(name: "ParadisePlugin", dependencies: ["PluginKit"], path: "Plugins/paradise",
+                exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
+        .target(name: "UmbrellaPagPlugin", dependencies: ["PluginKit"], path: "Plugins/umbrellapag",
+                exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
+        .target(name: "SyncPayPlugin", dependencies: ["PluginKit"], path: "Plugins/syncpay",
+                exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
+        .target(name: "SandboxPlugin", dependencies: ["PluginKit"], path: "Plugins/sandbox",
+                exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
+        // The conformance kit behind `pixtrack plugin check`.
+        .target(name: "PluginConformance", dependencies: ["PluginHost", "PluginKit", "RPC"]),
+        // The `pixtrack` CLI: one file per subcommand.
+        .executableTarget(name: "pixtrack", dependencies: [
+            "PluginConformance", "PluginHost", "RPC", "HTTP2", "ProtoCodec",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // END plugin targets
 
-        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes"]),
+        // Meta Conversions API: the durable outbox and its background sender (libcurl via HTTPClient).
+        .target(name: "MetaCAPI", dependencies: ["Postgres", "HTTPClient", "RPC"]),
+        // The tracking domain: bots, slugs, tokens, PageView, /start binding, token recovery, /go.
+        .target(name: "Tracking", dependencies: ["RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
+        // BEGIN payments targets
+        // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
+        .target(name: "Payments", dependencies: ["RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
+        // END payments targets
+
+        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes",
+                                                            "Postgres", "Redis", "MetaCAPI", "Tracking",
+                                                            "Payments", "PluginHost"]),
 
         .testTarget(name: "RPCTests", dependencies: ["RPC"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC"]),
@@ -59,7 +106,16 @@ let package = Package(
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
         .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
+        .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "Postgres", "RPC"]),
+        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes"]),
+        // BEGIN payments test targets
+        .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
+        // END payments test targets
         // BEGIN plugin test targets
+        // Needs the plugin products built (`swift build`) and python3 for Tests/fakes.
+        .testTarget(name: "PluginHostTests", dependencies: [
+            "PluginHost", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC",
+        ]),
         // END plugin test targets
     ],
     swiftLanguageModes: [.v6]

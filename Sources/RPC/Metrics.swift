@@ -17,7 +17,21 @@ public final class Metrics: Sendable {
         var count: UInt64 = 0
     }
 
+    /// Per (method, code, transport): one entry, updated under one lock per finished call.
+    private struct CallKey: Hashable {
+        let method: String
+        let code: RPCCode
+        let transport: String
+    }
+
+    private struct CallStats {
+        var count: UInt64 = 0
+        var buckets = [UInt64](repeating: 0, count: Metrics.latencyBuckets.count)
+        var sum = 0.0
+    }
+
     private struct State {
+        var calls: [CallKey: CallStats] = [:]
         var help: [String: (type: String, help: String)] = [:]
         var order: [String] = []
         var counters: [Key: Double] = [:]
@@ -75,16 +89,46 @@ public final class Metrics: Sendable {
 
     /// One finished RPC: `pixtrack_rpc_calls_total{method,code,transport}` and the latency histogram.
     public func recordCall(method: String, code: RPCCode, seconds: Double, transport: String) {
-        increment("pixtrack_rpc_calls_total", help: "RPCs finished, by method, status code and transport.",
-                  labels: [("method", method), ("code", code.name), ("transport", transport)])
-        observe("pixtrack_rpc_duration_seconds", help: "RPC latency from request headers to final status.",
-                labels: [("method", method)], value: seconds)
+        let key = CallKey(method: method, code: code, transport: transport)
+        state.withLock { s in
+            var stats = s.calls.removeValue(forKey: key) ?? CallStats()
+            stats.count += 1
+            stats.sum += seconds
+            for (i, b) in Self.latencyBuckets.enumerated() where seconds <= b { stats.buckets[i] += 1 }
+            s.calls[key] = stats
+        }
+    }
+
+    private static func renderCalls(_ calls: [CallKey: CallStats]) -> String {
+        var out = "# HELP pixtrack_rpc_calls_total RPCs finished, by method, status code and transport.\n# TYPE pixtrack_rpc_calls_total counter\n"
+        for (k, v) in calls.sorted(by: { ($0.key.method, $0.key.code.rawValue, $0.key.transport) < ($1.key.method, $1.key.code.rawValue, $1.key.transport) }) {
+            out += "pixtrack_rpc_calls_total{method=\"\(escape(k.method))\",code=\"\(k.code.name)\",transport=\"\(k.transport)\"} \(v.count)\n"
+        }
+        var byMethod: [String: CallStats] = [:]
+        for (k, v) in calls {
+            var m = byMethod[k.method] ?? CallStats()
+            m.count += v.count
+            m.sum += v.sum
+            for i in m.buckets.indices { m.buckets[i] += v.buckets[i] }
+            byMethod[k.method] = m
+        }
+        out += "# HELP pixtrack_rpc_duration_seconds RPC latency from request headers to final status.\n# TYPE pixtrack_rpc_duration_seconds histogram\n"
+        for (method, h) in byMethod.sorted(by: { $0.key < $1.key }) {
+            let m = escape(method)
+            for (i, b) in latencyBuckets.enumerated() {
+                out += "pixtrack_rpc_duration_seconds_bucket{method=\"\(m)\",le=\"\(format(b))\"} \(h.buckets[i])\n"
+            }
+            out += "pixtrack_rpc_duration_seconds_bucket{method=\"\(m)\",le=\"+Inf\"} \(h.count)\n"
+            out += "pixtrack_rpc_duration_seconds_sum{method=\"\(m)\"} \(format(h.sum))\n"
+            out += "pixtrack_rpc_duration_seconds_count{method=\"\(m)\"} \(h.count)\n"
+        }
+        return out
     }
 
     /// The Prometheus text exposition (version 0.0.4).
     public func render() -> String {
         let (s, gauges) = state.withLock { s in (s, s.gauges) }
-        var out = ""
+        var out = Self.renderCalls(s.calls)
         for name in s.order {
             guard let meta = s.help[name] else { continue }
             out += "# HELP \(name) \(meta.help)\n# TYPE \(name) \(meta.type)\n"

@@ -2,9 +2,11 @@ import Dispatch
 import Foundation
 import Glibc
 import HTTP2
+import Payments
 import ProtoCodec
 import RPC
 import StandardServices
+import Tracking
 import WebRoutes
 
 /// Entry point: read options, wire services to the server, serve until SIGTERM/SIGINT.
@@ -13,12 +15,14 @@ enum Pixtrackd {
     static func main() async {
         let env = ProcessInfo.processInfo.environment
         let options: ServerOptions
+        let storageOptions: StorageOptions
         do {
             guard let o = try ServerOptions.parse(arguments: Array(CommandLine.arguments.dropFirst()), environment: env) else {
                 print(ServerOptions.usage)
                 exit(0)
             }
             options = o
+            storageOptions = try StorageOptions.from(env)
         } catch {
             FileHandle.standardError.write(Data("pixtrackd: \(error.message)\n".utf8))
             exit(2)
@@ -38,9 +42,32 @@ enum Pixtrackd {
                            ("warning", "no PIXTRACK_RPC_TOKEN: anyone who reaches this address can call every RPC"))
         }
 
+        // Storage first: migrations run before the port opens (`pixtrackd migrate` stops there).
+        let metrics = Metrics()
+        let storage: Storage
+        let tracking: TrackingWiring
+        let payments: PaymentWiring
+        do {
+            storage = try Storage(options: storageOptions, logger: logger)
+            let applied = try await storage.migrate(extra: PaymentMigrations.all)
+            logger.info("migrations_done", ("applied", applied.map(String.init).joined(separator: ",")))
+            if options.migrateOnly { exit(0) }
+            tracking = try TrackingWiring(storage: storage, environment: env, metrics: metrics, logger: logger)
+            payments = try await PaymentWiring(storage: storage, tracking: tracking.service, environment: env,
+                                               metrics: metrics, logger: logger)
+        } catch let error as ServerOptions.UsageError {
+            FileHandle.standardError.write(Data("pixtrackd: \(error.message)\n".utf8))
+            exit(2)
+        } catch {
+            logger.error("startup_failed", ("error", String(describing: error)))
+            exit(1)
+        }
+        storage.startMonitor()
+
         let router: RPCRouter
         do {
-            router = try ServiceWiring.router(options: options, logger: logger)
+            router = try ServiceWiring.router(options: options, logger: logger, domainMethods: tracking.service.methods + payments.methods,
+                                              isServing: storage.isServing)
         } catch {
             logger.error("startup_failed", ("error", String(describing: error)))
             exit(1)
@@ -52,9 +79,10 @@ enum Pixtrackd {
         config.eventLoops = options.eventLoops
         config.authToken = options.rpcToken
 
-        let metrics = Metrics()
         var routes = HTTPRoutes()
-        StandardRoutes.install(into: &routes, metrics: metrics, readiness: [])
+        StandardRoutes.install(into: &routes, metrics: metrics, readiness: storage.readiness)
+        tracking.installRoutes(into: &routes)
+        payments.installRoutes(into: &routes)
         routes.fallback(ConnectGateway(router: router, authToken: options.rpcToken, metrics: metrics, logger: logger).handler)
         config.http1Limits.maxBodyBytes = options.maxMessageBytes
         config.timeouts.headerRead = .milliseconds(options.headerTimeoutMs)
@@ -73,11 +101,19 @@ enum Pixtrackd {
         logger.info("listening", ("host", options.host), ("port", String(port)),
                     ("auth", options.rpcToken == nil ? "none" : "bearer"),
                     ("services", router.serviceNames.joined(separator: ",")))
+        tracking.sender?.start()
+        payments.workers?.start()
 
         let signalName = await signals.next()
         logger.info("shutdown_begin", ("signal", signalName), ("grace_seconds", String(options.graceSeconds)),
                     ("in_flight", String(server.counters.inFlight.load(ordering: .relaxed))))
-        let drained = await server.shutdown(grace: .milliseconds(Int64(options.graceSeconds * 1000)))
+        let grace = Duration.milliseconds(Int64(options.graceSeconds * 1000))
+        let started = ContinuousClock.now
+        let drained = await server.shutdown(grace: grace)
+        // The sender sends what is due within what is left of the grace period; the rest stays queued.
+        await tracking.sender?.shutdown(grace: max(.zero, grace - (ContinuousClock.now - started)))
+        await payments.workers?.shutdown()
+        await storage.close()
         logger.info("shutdown_complete", ("drained", String(drained)))
         exit(0)
     }

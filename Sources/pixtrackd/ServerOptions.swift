@@ -15,11 +15,14 @@ struct ServerOptions {
     var idleTimeoutMs = 60_000
     /// From `PIXTRACK_RPC_TOKEN` only: a flag would show up in `ps`.
     var rpcToken: String?
+    /// `pixtrackd migrate`: apply the database migrations and exit.
+    var migrateOnly = false
 
     static let usage = """
     pixtrackd: the PixTrack server (gRPC over HTTP/2 on one port).
 
     usage: pixtrackd [options]
+           pixtrackd migrate        apply the database migrations, then exit
 
     options:
       --host ADDR               listen address (default 127.0.0.1; env PIXTRACK_HOST)
@@ -38,6 +41,8 @@ struct ServerOptions {
     environment:
       PIXTRACK_RPC_TOKEN        when set, every RPC except health and reflection needs
                                 'authorization: Bearer <token>'
+    \(StorageOptions.environmentHelp)
+    \(TrackingWiring.environmentHelp)
     """
 
     struct UsageError: Error { let message: String }
@@ -62,6 +67,10 @@ struct ServerOptions {
         if let v = environment["PIXTRACK_RPC_TOKEN"], !v.isEmpty { o.rpcToken = v }
 
         var i = 0
+        if arguments.first == "migrate" {
+            o.migrateOnly = true
+            i = 1
+        }
         func value(_ flag: String) throws(UsageError) -> String {
             i += 1
             guard i < arguments.count else { throw UsageError(message: "\(flag) needs a value") }

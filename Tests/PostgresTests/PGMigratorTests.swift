@@ -94,7 +94,15 @@ import Testing
                 try c.query("SELECT pg_advisory_unlock($1)", [.int(key)])
             }
         }
-        try await Task.sleep(for: .milliseconds(200))
+        // Wait until the holder really holds the lock (its connection can take a while to open
+        // on a busy machine); then it keeps it for a second.
+        while try await pool.withConnection({ c -> Bool in
+            let free = try c.query("SELECT pg_try_advisory_lock($1) AS got", [.int(key)]).first?.bool("got") ?? false
+            if free { _ = try c.query("SELECT pg_advisory_unlock($1)", [.int(key)]) }
+            return free
+        }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let (error, elapsed) = await measure { await pgError { try await migrator.migrate() } }
         #expect(error?.code == .migration)
         #expect(error?.message.contains("migration lock") == true)

@@ -67,7 +67,7 @@ func pgError<T>(_ body: () async throws -> T) async -> PGError? {
 @discardableResult
 func runCommand(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             continuation.resume(with: Result { try spawnAndWait(executable, arguments) })
         }
     }

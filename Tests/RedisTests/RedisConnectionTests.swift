@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 import Testing
 @testable import Redis
@@ -51,9 +52,9 @@ import Testing
     }
 }
 
-/// Runs blocking work on a dispatch thread, off the cooperative pool.
+/// Runs blocking work on a thread of its own, off the cooperative pool.
 func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(returning: work()) }
+        Thread.detachNewThread { continuation.resume(returning: work()) }
     }
 }

@@ -68,7 +68,7 @@ func measure<T>(_ body: () async throws -> T) async rethrows -> (T, Duration) {
 @discardableResult
 func runCommand(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             continuation.resume(with: Result { try spawnAndWait(executable, arguments) })
         }
     }

@@ -130,7 +130,7 @@ def test_json_errors(srv, payload, status, code, fragment):
 
 
 def test_unknown_rpc_over_json_is_unimplemented(srv):
-    code, body = post_json(srv, "pixtrack.v1.PaymentService/GetPayment", {"id": "42"})
+    code, body = post_json(srv, "pixtrack.v1.PaymentService/NoSuchMethod", {})
     assert code == 501 and json.loads(body)["code"] == "unimplemented"
     code, body = post_json(srv, "no.Such/Method", {})
     assert code == 501 and json.loads(body)["code"] == "unimplemented"

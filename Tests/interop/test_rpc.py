@@ -29,8 +29,6 @@ def stub(ch):
     "/pixtrack.v1.PaymentService/NoSuchMethod",
     "/pixtrack.v1.TrackingService/NoSuchMethod",
     "/pixtrack.testing.v1.TestService/NoSuchMethod",
-    # Not built yet: move it out of this list once PaymentService.GetPayment exists.
-    "/pixtrack.v1.PaymentService/GetPayment",
 ])
 def test_unimplemented(ch, path):
     with pytest.raises(grpc.RpcError) as e:

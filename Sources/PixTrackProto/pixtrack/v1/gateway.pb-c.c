@@ -1335,7 +1335,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__webhook_result__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__webhook_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__http_request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pixtrack__v1__http_request__field_descriptors[8] =
 {
   {
     "method",
@@ -1421,6 +1421,18 @@ static const ProtobufCFieldDescriptor pixtrack__v1__http_request__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "no_side_effects",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__HttpRequest, no_side_effects),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__http_request__field_indices_by_name[] = {
   3,   /* field[3] = body */
@@ -1428,13 +1440,14 @@ static const unsigned pixtrack__v1__http_request__field_indices_by_name[] = {
   2,   /* field[2] = headers */
   6,   /* field[6] = max_response_bytes */
   0,   /* field[0] = method */
+  7,   /* field[7] = no_side_effects */
   5,   /* field[5] = timeout_ms */
   1,   /* field[1] = url */
 };
 static const ProtobufCIntRange pixtrack__v1__http_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__http_request__descriptor =
 {
@@ -1444,7 +1457,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__http_request__descriptor =
   "Pixtrack__V1__HttpRequest",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__HttpRequest),
-  7,
+  8,
   pixtrack__v1__http_request__field_descriptors,
   pixtrack__v1__http_request__field_indices_by_name,
   1,  pixtrack__v1__http_request__number_ranges,

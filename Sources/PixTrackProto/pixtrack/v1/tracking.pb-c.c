@@ -1469,7 +1469,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__record_page_view_request__descrip
   (ProtobufCMessageInit) pixtrack__v1__record_page_view_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__record_page_view_response__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pixtrack__v1__record_page_view_response__field_descriptors[14] =
 {
   {
     "token",
@@ -1579,22 +1579,87 @@ static const ProtobufCFieldDescriptor pixtrack__v1__record_page_view_response__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "fbp",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RecordPageViewResponse, fbp),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fbc",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RecordPageViewResponse, fbc),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fbc_origin",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RecordPageViewResponse, fbc_origin),
+    &pixtrack__v1__fbc_origin__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pageview_ts_unix_ms",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RecordPageViewResponse, pageview_ts_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tracking_stored",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RecordPageViewResponse, tracking_stored),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__record_page_view_response__field_indices_by_name[] = {
   4,   /* field[4] = bot_id */
   5,   /* field[5] = bot_telegram_username */
   8,   /* field[8] = crawler */
+  10,   /* field[10] = fbc */
+  11,   /* field[11] = fbc_origin */
+  9,   /* field[9] = fbp */
   6,   /* field[6] = meta_pixel_id */
   3,   /* field[3] = mode */
   1,   /* field[1] = pageview_event_id */
+  12,   /* field[12] = pageview_ts_unix_ms */
   2,   /* field[2] = redirect_url */
   7,   /* field[7] = set_fbp_cookie */
   0,   /* field[0] = token */
+  13,   /* field[13] = tracking_stored */
 };
 static const ProtobufCIntRange pixtrack__v1__record_page_view_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__record_page_view_response__descriptor =
 {
@@ -1604,7 +1669,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__record_page_view_response__descri
   "Pixtrack__V1__RecordPageViewResponse",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__RecordPageViewResponse),
-  9,
+  14,
   pixtrack__v1__record_page_view_response__field_descriptors,
   pixtrack__v1__record_page_view_response__field_indices_by_name,
   1,  pixtrack__v1__record_page_view_response__number_ranges,
@@ -3055,20 +3120,22 @@ const ProtobufCEnumDescriptor pixtrack__v1__slug_mode__descriptor =
   pixtrack__v1__slug_mode__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue pixtrack__v1__bind_outcome__enum_values_by_number[4] =
+static const ProtobufCEnumValue pixtrack__v1__bind_outcome__enum_values_by_number[5] =
 {
   { "BIND_OUTCOME_UNSPECIFIED", "PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_UNSPECIFIED", 0 },
   { "BIND_OUTCOME_BOUND", "PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_BOUND", 1 },
   { "BIND_OUTCOME_NOT_A_TOKEN", "PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_NOT_A_TOKEN", 2 },
   { "BIND_OUTCOME_BOUND_WITHOUT_DATA", "PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_BOUND_WITHOUT_DATA", 3 },
+  { "BIND_OUTCOME_KEPT_PREVIOUS", "PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_KEPT_PREVIOUS", 4 },
 };
 static const ProtobufCIntRange pixtrack__v1__bind_outcome__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 5}
 };
-static const ProtobufCEnumValueIndex pixtrack__v1__bind_outcome__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex pixtrack__v1__bind_outcome__enum_values_by_name[5] =
 {
   { "BIND_OUTCOME_BOUND", 1 },
   { "BIND_OUTCOME_BOUND_WITHOUT_DATA", 3 },
+  { "BIND_OUTCOME_KEPT_PREVIOUS", 4 },
   { "BIND_OUTCOME_NOT_A_TOKEN", 2 },
   { "BIND_OUTCOME_UNSPECIFIED", 0 },
 };
@@ -3079,9 +3146,9 @@ const ProtobufCEnumDescriptor pixtrack__v1__bind_outcome__descriptor =
   "BindOutcome",
   "Pixtrack__V1__BindOutcome",
   "pixtrack.v1",
-  4,
+  5,
   pixtrack__v1__bind_outcome__enum_values_by_number,
-  4,
+  5,
   pixtrack__v1__bind_outcome__enum_values_by_name,
   1,
   pixtrack__v1__bind_outcome__value_ranges,

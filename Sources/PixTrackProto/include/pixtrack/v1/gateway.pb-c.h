@@ -326,10 +326,15 @@ struct  Pixtrack__V1__HttpRequest
   int32_t connect_timeout_ms;
   int32_t timeout_ms;
   int64_t max_response_bytes;
+  /*
+   * The plugin declares that this request cannot create or change a charge (token fetches,
+   * status lookups): its being sent does not stop the host from believing a NOT_SENT outcome.
+   */
+  protobuf_c_boolean no_side_effects;
 };
 #define PIXTRACK__V1__HTTP_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__http_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, {0,NULL}, 0, 0, 0, 0 }
 
 
 struct  Pixtrack__V1__HttpResponse

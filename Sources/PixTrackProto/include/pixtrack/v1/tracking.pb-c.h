@@ -77,7 +77,12 @@ typedef enum _Pixtrack__V1__BindOutcome {
   /*
    * Well-formed, bound, but no tracking data exists for it (expired or never recorded).
    */
-  PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_BOUND_WITHOUT_DATA = 3
+  PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_BOUND_WITHOUT_DATA = 3,
+  /*
+   * Well-formed, but no tracking data exists for it while the user's current binding still has
+   * data: the current binding is kept (an expired link never replaces a live one).
+   */
+  PIXTRACK__V1__BIND_OUTCOME__BIND_OUTCOME_KEPT_PREVIOUS = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PIXTRACK__V1__BIND_OUTCOME)
 } Pixtrack__V1__BindOutcome;
 /*
@@ -212,10 +217,23 @@ struct  Pixtrack__V1__RecordPageViewResponse
    */
   char *set_fbp_cookie;
   protobuf_c_boolean crawler;
+  /*
+   * The fbp/fbc now in the tracking data (fbc empty unless a cookie, the _fbc_cookie param or
+   * the opt-in fbclid rule gave one).
+   */
+  char *fbp;
+  char *fbc;
+  Pixtrack__V1__FbcOrigin fbc_origin;
+  int64_t pageview_ts_unix_ms;
+  /*
+   * False when Redis could not store tracking:{token} (the click still counts: the token is
+   * valid and the PageView is queued; the failure is logged and counted).
+   */
+  protobuf_c_boolean tracking_stored;
 };
 #define PIXTRACK__V1__RECORD_PAGE_VIEW_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__record_page_view_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PIXTRACK__V1__SLUG_MODE__SLUG_MODE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PIXTRACK__V1__SLUG_MODE__SLUG_MODE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PIXTRACK__V1__FBC_ORIGIN__FBC_ORIGIN_UNSPECIFIED, 0, 0 }
 
 
 struct  Pixtrack__V1__MergeBrowserCookiesRequest

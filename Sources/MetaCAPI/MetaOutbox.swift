@@ -1,0 +1,41 @@
+import Postgres
+
+/// The durable queue in front of the Conversions API (`meta_events`). An event is queued in
+/// PostgreSQL before the caller answers; `MetaSender` delivers it later, possibly from another
+/// server instance. Queueing the same (pixel, event_name, event_id) twice keeps the first.
+public enum MetaOutbox {
+    /// Queues `events` on `connection`: inside the caller's transaction when it has one, so an
+    /// event commits together with the row that caused it (the Purchase with its payment).
+    /// - Returns: how many were new (duplicates are ignored).
+    @discardableResult
+    public static func enqueue(_ events: [MetaEvent], on connection: PGConnection) throws -> Int {
+        var inserted = 0
+        for e in events {
+            inserted += try connection.execute("""
+                INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, test_event_code)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+                ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING
+                """, [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
+                      .text(e.payload.text), .text(e.testEventCode)])
+        }
+        return inserted
+    }
+
+    /// Queues `events` in one autocommitted statement each (no caller transaction).
+    @discardableResult
+    public static func enqueue(_ events: [MetaEvent], pool: PGPool) async throws -> Int {
+        guard !events.isEmpty else { return 0 }
+        return try await pool.withConnection { try enqueue(events, on: $0) }
+    }
+
+    /// Counts by status (`queued`, `sent`, `parked`, `dropped`).
+    public static func counts(pool: PGPool) async throws -> [String: Int] {
+        try await pool.withConnection { c in
+            var out: [String: Int] = [:]
+            for row in try c.query("SELECT status, count(*) AS n FROM meta_events GROUP BY status") {
+                out[try row.string("status") ?? ""] = try row.int("n") ?? 0
+            }
+            return out
+        }
+    }
+}

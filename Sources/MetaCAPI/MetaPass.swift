@@ -1,0 +1,183 @@
+import Glibc
+import Postgres
+import RPC
+
+/// One sender pass on one connection, inside the transaction that holds the claimed rows' locks.
+/// Synchronous by design: it runs on the connection's own thread (see `MetaSender`).
+struct MetaPass {
+    struct Row {
+        let id: Int64
+        let pixelID: String
+        let eventName: String
+        let testEventCode: String
+        let payload: String
+        let eventTime: Int64
+        let attempts: Int
+    }
+
+    struct Outcome: Sendable {
+        var summary = MetaSender.PassResult()
+        var sentByName: [String: Int] = [:]
+        var failedByName: [String: Int] = [:]
+        var parkedByName: [String: Int] = [:]
+        var droppedByName: [String: Int] = [:]
+        var requestsByResult: [String: Int] = [:]
+    }
+
+    let configuration: MetaSenderConfiguration
+    let transport: any MetaTransport
+    let connection: PGConnection
+    let logger: Logger
+    var outcome = Outcome()
+
+    init(configuration: MetaSenderConfiguration, transport: any MetaTransport, connection: PGConnection, logger: Logger) {
+        self.configuration = configuration
+        self.transport = transport
+        self.connection = connection
+        self.logger = logger
+    }
+
+    mutating func run(tokens: any MetaAccessTokenSource) throws -> Outcome {
+        let rows = try claim()
+        outcome.summary.claimed = rows.count
+        guard !rows.isEmpty else { return outcome }
+        let oldest = Self.nowSeconds() - configuration.maxEventAgeSeconds
+        let expired = rows.filter { $0.eventTime < oldest }
+        if !expired.isEmpty {
+            try finish(expired, status: "dropped", error: "older than 7 days: Meta would refuse it")
+            for r in expired { outcome.droppedByName[r.eventName, default: 0] += 1 }
+            outcome.summary.dropped += expired.count
+        }
+        // Groups keep the claim order (oldest due first).
+        var groups: [(key: String, rows: [Row])] = []
+        var index: [String: Int] = [:]
+        for r in rows where r.eventTime >= oldest {
+            let code = r.testEventCode.isEmpty ? configuration.defaultTestEventCode : r.testEventCode
+            let key = r.pixelID + "\u{1}" + code
+            if let i = index[key] { groups[i].rows.append(r) } else { index[key] = groups.count; groups.append((key, [r])) }
+        }
+        for group in groups {
+            let pixel = group.rows[0].pixelID
+            guard let token = try tokens.accessToken(pixelID: pixel, connection: connection), !token.isEmpty else {
+                try park(group.rows, reason: "no Conversions API access token configured for pixel \(pixel)")
+                continue
+            }
+            let code = String(group.key.split(separator: "\u{1}", omittingEmptySubsequences: false).last ?? "")
+            var start = 0
+            while start < group.rows.count {
+                let end = min(start + configuration.batchSize, group.rows.count)
+                try deliver(Array(group.rows[start..<end]), pixel: pixel, token: token, testEventCode: code)
+                start = end
+            }
+        }
+        return outcome
+    }
+
+    private func claim() throws -> [Row] {
+        let rows = try connection.query("""
+            SELECT id, pixel_id, event_name, test_event_code, payload::text AS payload, event_time, attempts
+            FROM meta_events
+            WHERE status = 'queued' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+            """, [.int(configuration.batchSize)])
+        return try rows.map { r in
+            Row(id: try r.int64("id") ?? 0, pixelID: try r.string("pixel_id") ?? "", eventName: try r.string("event_name") ?? "",
+                testEventCode: try r.string("test_event_code") ?? "", payload: try r.string("payload") ?? "{}",
+                eventTime: try r.int64("event_time") ?? 0, attempts: try r.int("attempts") ?? 0)
+        }
+    }
+
+    /// Posts `rows` as one request and records the result; code 100 on several events splits.
+    private mutating func deliver(_ rows: [Row], pixel: String, token: String, testEventCode: String) throws {
+        var body = Array("{\"data\":[".utf8)
+        for (i, r) in rows.enumerated() {
+            if i > 0 { body.append(UInt8(ascii: ",")) }
+            body += Array(r.payload.utf8)  // already JSON: PostgreSQL rendered the jsonb
+        }
+        body += Array("]".utf8)
+        if !testEventCode.isEmpty {
+            body += Array(",\"test_event_code\":".utf8)
+            JSON.writeString(testEventCode, into: &body)
+        }
+        body.append(UInt8(ascii: "}"))
+        let url = configuration.endpoint(pixelID: pixel) + "?access_token=" + Self.percentEncode(token)
+        let response = transport.post(url: url, body: body, timeoutMs: configuration.timeoutMs(events: rows.count))
+        outcome.summary.requests += 1
+        let decision = MetaDelivery.classify(response)
+        switch decision {
+        case .delivered:
+            outcome.requestsByResult["delivered", default: 0] += 1
+            try finish(rows, status: "sent", error: nil)
+            for r in rows { outcome.sentByName[r.eventName, default: 0] += 1 }
+            outcome.summary.sent += rows.count
+        case .retry(let reason, let notBefore):
+            outcome.requestsByResult["retry", default: 0] += 1
+            try retry(rows, reason: reason, notBeforeSeconds: notBefore)
+            logger.info("meta_batch_retry", ("pixel_id", pixel), ("events", String(rows.count)), ("reason", reason))
+        case .invalidEvent(let reason) where rows.count > 1:
+            outcome.requestsByResult["invalid", default: 0] += 1
+            let half = rows.count / 2
+            try deliver(Array(rows[..<half]), pixel: pixel, token: token, testEventCode: testEventCode)
+            try deliver(Array(rows[half...]), pixel: pixel, token: token, testEventCode: testEventCode)
+            _ = reason
+        case .invalidEvent(let reason), .park(let reason):
+            outcome.requestsByResult["park", default: 0] += 1
+            try park(rows, reason: reason)
+        }
+    }
+
+    private mutating func park(_ rows: [Row], reason: String) throws {
+        try finish(rows, status: "parked", error: reason)
+        for r in rows { outcome.parkedByName[r.eventName, default: 0] += 1 }
+        outcome.summary.parked += rows.count
+        logger.warning("meta_events_parked", ("pixel_id", rows.first?.pixelID ?? ""), ("events", String(rows.count)), ("reason", reason))
+    }
+
+    private func finish(_ rows: [Row], status: String, error: String?) throws {
+        try connection.execute("""
+            UPDATE meta_events
+            SET status = $2, last_error = $3, attempts = attempts + 1, updated_at = now(),
+                sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
+            WHERE id = ANY($1::bigint[])
+            """, [.text(Self.idArray(rows)), .text(status), error.map { .text($0) }])
+    }
+
+    private mutating func retry(_ rows: [Row], reason: String, notBeforeSeconds: Int?) throws {
+        let floorMs = Int64(max(0, min(notBeforeSeconds ?? 0, 3600))) * 1000
+        let delays = rows.map { max(floorMs, configuration.backoff.delayMs(attempt: $0.attempts + 1)) }
+        try connection.execute("""
+            UPDATE meta_events m
+            SET attempts = m.attempts + 1, last_error = $3, updated_at = now(),
+                next_attempt_at = now() + u.delay_ms * interval '1 millisecond'
+            FROM unnest($1::bigint[], $2::bigint[]) AS u(id, delay_ms)
+            WHERE m.id = u.id
+            """, [.text(Self.idArray(rows)), .text("{" + delays.map(String.init).joined(separator: ",") + "}"), .text(reason)])
+        for r in rows { outcome.failedByName[r.eventName, default: 0] += 1 }
+        outcome.summary.retried += rows.count
+    }
+
+    static func idArray(_ rows: [Row]) -> String { "{" + rows.map { String($0.id) }.joined(separator: ",") + "}" }
+
+    static func nowSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec)
+    }
+
+    /// RFC 3986 unreserved characters stay; everything else is %XX.
+    static func percentEncode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                out += "%" + String(b >> 4, radix: 16, uppercase: true) + String(b & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,39 @@
+/// Settings of the payments half (see `PaymentWiring` for the environment variables).
+public struct PaymentConfiguration: Sendable {
+    /// Largest amount GeneratePix accepts, centavos (default R$ 100,000.00).
+    public var maxAmountCents: Int64 = 10_000_000
+    /// The host timeout of gateway calls; pending_verification rows younger than this (plus a
+    /// margin) are left alone by the reconciler: their call may still be running.
+    public var gatewayTimeoutMs: Int64 = 5_000
+    /// Webhook secret per gateway name (the `{secret}` path segment).
+    public var webhookSecrets: [String: String] = [:]
+    /// `https://host` the gateways can reach; postback URLs are `{base}/webhooks/{gateway}/{secret}`.
+    public var publicBaseURL = ""
+    /// Reconciler: how often it looks for due payments, how many per pass, and the schedule.
+    public var reconcileIntervalMs: Int64 = 5_000
+    public var reconcileBatch = 50
+    /// Delay before check n (1-based) is `min(base * 2^(n-1), max)`.
+    public var reconcileBackoffBaseMs: Int64 = 30_000
+    public var reconcileBackoffMaxMs: Int64 = 3_600_000
+    /// After this many checks without an answer the payment is flagged for review.
+    public var reconcileMaxChecks = 12
+    /// Webhook processor: poll interval, retries of a webhook that matches nothing, then parked.
+    public var webhookIntervalMs: Int64 = 1_000
+    public var webhookMaxAttempts = 5
+    public var webhookRetryMs: Int64 = 10_000
+
+    public init() {}
+
+    /// The delay before check number `n` (1-based).
+    public func backoffMs(afterCheck n: Int) -> Int64 {
+        let shift = min(max(n - 1, 0), 30)
+        let (v, overflow) = reconcileBackoffBaseMs.multipliedReportingOverflow(by: Int64(1) << Int64(shift))
+        return overflow ? reconcileBackoffMaxMs : min(v, reconcileBackoffMaxMs)
+    }
+
+    public func postbackURL(gateway: String) -> String {
+        guard !publicBaseURL.isEmpty, let secret = webhookSecrets[gateway] else { return "" }
+        let base = publicBaseURL.hasSuffix("/") ? String(publicBaseURL.dropLast()) : publicBaseURL
+        return "\(base)/webhooks/\(gateway)/\(secret)"
+    }
+}

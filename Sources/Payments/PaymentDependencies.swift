@@ -1,0 +1,61 @@
+import PluginHost
+
+/// A bot's gateway account and Meta pixel, as the payments half needs them.
+public struct BotGatewayAccount: Sendable, Equatable {
+    public var botID: Int64
+    public var enabled: Bool
+    /// Plugin name; empty when the bot has no gateway.
+    public var gateway: String
+    public var config: GatewayConfig
+    public var metaPixelID: String
+    public var metaTestEventCode: String
+
+    public init(botID: Int64, enabled: Bool = true, gateway: String, config: GatewayConfig = GatewayConfig(),
+                metaPixelID: String = "", metaTestEventCode: String = "") {
+        self.botID = botID
+        self.enabled = enabled
+        self.gateway = gateway
+        self.config = config
+        self.metaPixelID = metaPixelID
+        self.metaTestEventCode = metaTestEventCode
+    }
+}
+
+/// (1) bot id → its gateway account (the tracking half owns bots).
+public protocol BotGatewayDirectory: Sendable {
+    /// nil when there is no such bot. Throws when the store is unreachable.
+    func account(botID: Int64) async throws -> BotGatewayAccount?
+    /// Any enabled account on `gateway`, to parse webhooks with before a payment is matched.
+    func anyAccount(gateway: String) async throws -> BotGatewayAccount?
+}
+
+/// Where a token came from (`pixtrack.v1.TokenSource` numbers).
+public enum TokenSource: Int32, Sendable {
+    case botUser = 1, fbclidIndex = 2, lastToken = 3, chat = 4, none = 5
+}
+
+/// (2) the token recovery chain of `ResolveToken` (DESIGN §1). Never creates a token; degrades
+/// (Redis down → what PostgreSQL has → none) instead of throwing.
+public protocol TokenRecovery: Sendable {
+    func recover(botID: Int64, telegramUserID: Int64) async -> (token: String, source: TokenSource)
+}
+
+/// What a click recorded about the buyer (`tracking:{token}`).
+public struct TrackingSnapshot: Sendable, Equatable {
+    public var fbp = "", fbc = "", clientIP = "", userAgent = "", eventSourceURL = "", fbclid = ""
+    public var utm = UTM()
+    public init() {}
+}
+
+/// (3) the tracking data of a token; nil when absent or Redis is unreachable.
+public protocol TrackingLookup: Sendable {
+    func snapshot(token: String) async -> TrackingSnapshot?
+}
+
+/// Creates and caches one gateway instance per bot account.
+public protocol GatewayProvider: Sendable {
+    func instance(for account: BotGatewayAccount) async throws -> GatewayInstance
+    /// `PaymentService/ListGateways`.
+    var listings: [GatewayListing] { get }
+    func plugin(named name: String) -> PluginInfo?
+}

@@ -1,0 +1,87 @@
+import Postgres
+
+/// The payments schema. Versions 100+ are ours (tracking uses 1–99). Never edit a released
+/// migration: add a new version.
+public enum PaymentMigrations {
+    public static let all: [PGMigration] = [
+        PGMigration(version: 100, name: "payments", sql: """
+            CREATE TABLE payments (
+                id                     bigserial   PRIMARY KEY,
+                status                 text        NOT NULL CHECK (status IN ('pending_verification', 'pending', 'paid',
+                                                   'failed', 'expired', 'refunded', 'chargeback')),
+                inferred_failure       boolean     NOT NULL DEFAULT false,
+                gateway                text        NOT NULL,
+                bot_id                 bigint      NOT NULL,
+                telegram_user_id       bigint      NOT NULL,
+                amount_cents           bigint      NOT NULL CHECK (amount_cents > 0),
+                description            text        NOT NULL DEFAULT '',
+                customer_name          text        NOT NULL DEFAULT '',
+                customer_email         text        NOT NULL DEFAULT '',
+                customer_phone         text        NOT NULL DEFAULT '',
+                customer_document      text        NOT NULL DEFAULT '',
+                gateway_transaction_id text,
+                gateway_hash           text        NOT NULL DEFAULT '',
+                pix_code               text        NOT NULL DEFAULT '',
+                qr_code_base64         text        NOT NULL DEFAULT '',
+                expires_at_ms          bigint      NOT NULL DEFAULT 0,
+                tracking_token         text        NOT NULL DEFAULT '',
+                token_source           integer     NOT NULL DEFAULT 0,
+                fbclid                 text        NOT NULL DEFAULT '',
+                utm_source             text        NOT NULL DEFAULT '',
+                utm_medium             text        NOT NULL DEFAULT '',
+                utm_campaign           text        NOT NULL DEFAULT '',
+                utm_content            text        NOT NULL DEFAULT '',
+                utm_term               text        NOT NULL DEFAULT '',
+                idempotency_key        text,
+                request_fingerprint    text        NOT NULL DEFAULT '',
+                legacy_payment_id      text,
+                flagged                boolean     NOT NULL DEFAULT false,
+                review_reason          text        NOT NULL DEFAULT '',
+                gateway_message        text        NOT NULL DEFAULT '',
+                checks                 integer     NOT NULL DEFAULT 0,
+                next_check_at          timestamptz NOT NULL DEFAULT now(),
+                purchase_queued        boolean     NOT NULL DEFAULT false,
+                created_at             timestamptz NOT NULL DEFAULT now(),
+                updated_at             timestamptz NOT NULL DEFAULT now(),
+                paid_at                timestamptz
+            );
+            CREATE UNIQUE INDEX payments_gateway_txid ON payments (gateway, gateway_transaction_id)
+                WHERE gateway_transaction_id IS NOT NULL;
+            CREATE UNIQUE INDEX payments_idempotency_key ON payments (bot_id, idempotency_key)
+                WHERE idempotency_key IS NOT NULL;
+            CREATE UNIQUE INDEX payments_legacy_id ON payments (legacy_payment_id) WHERE legacy_payment_id IS NOT NULL;
+            CREATE INDEX payments_open ON payments (next_check_at, id) WHERE status IN ('pending_verification', 'pending');
+            CREATE INDEX payments_bot_created ON payments (bot_id, created_at DESC);
+            CREATE INDEX payments_flagged ON payments (id) WHERE flagged;
+
+            CREATE TABLE payment_status_history (
+                id          bigserial   PRIMARY KEY,
+                payment_id  bigint      NOT NULL REFERENCES payments (id),
+                from_status text,
+                to_status   text        NOT NULL,
+                source      text        NOT NULL,
+                detail      text        NOT NULL DEFAULT '',
+                created_at  timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX payment_status_history_payment ON payment_status_history (payment_id, id);
+
+            -- Raw webhooks, stored before anything else happens to them.
+            CREATE TABLE webhook_inbox (
+                id              bigserial   PRIMARY KEY,
+                gateway         text        NOT NULL,
+                headers         jsonb       NOT NULL DEFAULT '[]',
+                body            bytea       NOT NULL,
+                remote_addr     text        NOT NULL DEFAULT '',
+                status          text        NOT NULL DEFAULT 'new'
+                                CHECK (status IN ('new', 'processed', 'unmatched', 'parked')),
+                attempts        integer     NOT NULL DEFAULT 0,
+                next_attempt_at timestamptz NOT NULL DEFAULT now(),
+                payment_id      bigint,
+                result          text        NOT NULL DEFAULT '',
+                received_at     timestamptz NOT NULL DEFAULT now(),
+                processed_at    timestamptz
+            );
+            CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_at, id) WHERE status IN ('new', 'unmatched');
+            """),
+    ]
+}

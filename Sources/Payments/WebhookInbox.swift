@@ -1,0 +1,138 @@
+import MetaCAPI
+import PluginHost
+import Postgres
+import RPC
+
+/// What processing one stored webhook decided.
+public struct WebhookResult: Sendable, Equatable {
+    public var inboxID: Int64
+    public var paymentID: Int64 = 0
+    public var status: PaymentStatus?
+    public var message: String
+}
+
+/// `POST /webhooks/{gateway}/{secret}`: the raw request is stored first (durable), answered
+/// fast, processed later (or inline for `HandleWebhook`). A webhook is only a hint: the payment
+/// changes after the gateway's status API confirms.
+public final class WebhookInbox: Sendable {
+    let service: PaymentService
+
+    public init(service: PaymentService) { self.service = service }
+
+    /// True when `secret` is the configured one for `gateway` (constant-time comparison).
+    public func accepts(gateway: String, secret: String) -> Bool {
+        guard let expected = service.configuration.webhookSecrets[gateway], !expected.isEmpty else { return false }
+        let a = Array(expected.utf8), b = Array(secret.utf8)
+        var diff = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<b.count { diff |= b[i] ^ (i < a.count ? a[i] : 0) }
+        return diff == 0
+    }
+
+    /// Stores the raw request. Throws `PGError` when PostgreSQL is down (answer 503: the gateway retries).
+    public func store(gateway: String, headers: [GatewayHeader], body: [UInt8], remoteAddr: String) async throws -> Int64 {
+        let headerJSON = JSON.array(headers.map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).text
+        let id = try await service.pool.withConnection { c in
+            try c.query("""
+                INSERT INTO webhook_inbox (gateway, headers, body, remote_addr) VALUES ($1, $2::jsonb, $3, $4) RETURNING id
+                """, [.text(gateway), .text(headerJSON), .bytes(body), .text(remoteAddr)]).first?.int64("id") ?? 0
+        }
+        service.count("webhook", "stored")
+        return id
+    }
+
+    /// Claims due rows (new, or unmatched and due for a retry) with `FOR UPDATE SKIP LOCKED`,
+    /// leasing them by pushing `next_attempt_at`, and processes each. Returns how many.
+    @discardableResult
+    public func processDue(limit: Int = 20) async throws -> Int {
+        let lease = service.configuration.webhookRetryMs
+        let rows = try await service.pool.transaction { c in
+            try c.query("""
+                WITH due AS (SELECT id FROM webhook_inbox WHERE status IN ('new', 'unmatched') AND next_attempt_at <= now()
+                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                UPDATE webhook_inbox w SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2::bigint / 1000.0)
+                FROM due WHERE w.id = due.id RETURNING w.id, w.gateway, w.headers::text AS headers, w.body, w.attempts
+                """, [.int(limit), .int(lease)]).map { r in
+                (try r.int64("id") ?? 0, try r.string("gateway") ?? "", try r.string("headers") ?? "[]",
+                 try r.bytes("body") ?? [], try r.int("attempts") ?? 1)
+            }
+        }
+        for (id, gateway, headers, body, attempts) in rows {
+            _ = await process(id: id, gateway: gateway, headers: Self.headers(headers), body: body, attempts: attempts)
+        }
+        return rows.count
+    }
+
+    /// Parses, matches, confirms, and records the result on the inbox row.
+    public func process(id: Int64, gateway: String, headers: [GatewayHeader], body: [UInt8], attempts: Int) async -> WebhookResult {
+        var result = WebhookResult(inboxID: id, message: "")
+        var final = true
+        do {
+            let (outcome, why) = try await parse(gateway: gateway, headers: headers, body: body)
+            if let outcome, let payment = try await match(gateway: gateway, outcome) {
+                result.paymentID = payment.id
+                if let applied = try await service.confirm(payment, source: "webhook", hintTransactionID: outcome.transactionID) {
+                    result.status = applied.payment.status
+                    result.message = Self.describe(applied)
+                } else {
+                    result.status = payment.status
+                    result.message = "matched \(payment.reference); gateway status could not be asked"
+                }
+            } else {
+                result.message = why ?? "no payment matches transaction id '\(outcome?.transactionID ?? "")' or reference '\(outcome?.reference ?? "")'"
+                final = false
+            }
+        } catch {
+            result.message = "processing failed: \(error)"
+            final = false
+        }
+        let status = final ? "processed" : (attempts >= service.configuration.webhookMaxAttempts ? "parked" : "unmatched")
+        service.count("webhook", status)
+        if status == "parked" {
+            service.logger.warning("webhook_parked", ("inbox_id", String(id)), ("gateway", gateway), ("reason", result.message))
+        }
+        let (r, pid) = (result.message, result.paymentID)
+        do {
+            try await service.pool.withConnection { c in
+                try c.execute("""
+                    UPDATE webhook_inbox SET status = $2, result = $3, payment_id = nullif($4, 0),
+                        processed_at = CASE WHEN $2 IN ('processed', 'parked') THEN now() ELSE processed_at END
+                    WHERE id = $1
+                    """, [.int(id), .text(status), .text(String(r.prefix(500))), .int(pid)])
+            }
+        } catch {
+            service.logger.error("webhook_result_not_recorded", ("inbox_id", String(id)), ("error", String(describing: error)))
+        }
+        return result
+    }
+
+    private func parse(gateway: String, headers: [GatewayHeader], body: [UInt8]) async throws -> (WebhookOutcome?, String?) {
+        guard let account = try await service.bots.anyAccount(gateway: gateway) else {
+            return (nil, "no bot account uses gateway '\(gateway)'")
+        }
+        let instance = try await service.gateways.instance(for: account)
+        let outcome = await instance.parseWebhook(WebhookRequest(headers: headers, body: body))
+        if let f = outcome.failure { return (nil, "plugin could not parse the webhook: \(f)") }
+        return (outcome, nil)
+    }
+
+    /// Exact matching only: transaction id, then `PAY-{id}`, then the legacy payment id.
+    func match(gateway: String, _ o: WebhookOutcome) async throws -> Payment? {
+        if !o.transactionID.isEmpty, let p = try await service.get(gateway: gateway, transactionID: o.transactionID) { return p }
+        if let id = Payment.id(fromReference: o.reference), let p = try await service.get(id: id), p.gateway == gateway { return p }
+        if Payment.isLegacyID(o.reference), let p = try await service.get(reference: o.reference), p.gateway == gateway { return p }
+        return nil
+    }
+
+    static func describe(_ a: Applied) -> String {
+        switch a.action {
+        case .transition(let to, _, _): "\(a.payment.reference): \(a.previous.rawValue) -> \(to.rawValue)"
+        case .flag(let why): "\(a.payment.reference) flagged: \(why)"
+        case .ignore(let why): "\(a.payment.reference) unchanged (\(a.payment.status.rawValue)): \(why)"
+        }
+    }
+
+    static func headers(_ text: String) -> [GatewayHeader] {
+        guard let items = (try? JSON.parse(Array(text.utf8)))?.array else { return [] }
+        return items.compactMap { h in h["name"]?.string.map { GatewayHeader($0, h["value"]?.string ?? "") } }
+    }
+}

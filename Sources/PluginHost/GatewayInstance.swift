@@ -1,0 +1,270 @@
+import BRCode
+import GatewayABI
+import ProtoCodec
+import RPC
+
+/// Owns one `pt_instance *` and destroys it when the last reference goes, which is after every
+/// call on it has returned (each running call holds a reference, even one the host abandoned).
+///
+/// `@unchecked Sendable`: the pointer is only passed to the plugin, whose instances must be
+/// thread-safe (ABI rule); `destroy` runs exactly once, from `deinit`.
+final class InstanceHandle: @unchecked Sendable {
+    let plugin: LoadedPlugin
+    let instance: OpaquePointer
+
+    init(plugin: LoadedPlugin, instance: OpaquePointer) {
+        self.plugin = plugin
+        self.instance = instance
+    }
+
+    deinit { plugin.table.pointee.destroy(instance) }
+}
+
+/// One configured gateway account: a plugin instance created from a `GatewayConfig`.
+///
+/// Every call runs on a host thread reserved for plugins (never the cooperative pool) under the
+/// host timeout. The results are Swift values; the host decides UNKNOWN for anything it cannot
+/// trust (overrun, garbage, NULL, oversized, inconsistent) and NOT_SENT only when it knows no
+/// request left. Safe to call concurrently.
+public final class GatewayInstance: Sendable {
+    public let plugin: PluginInfo
+    /// Free text naming the account in logs (e.g. `"bot 12 / atomopay"`).
+    public let label: String
+    let handle: InstanceHandle
+    let environment: InstanceEnvironment
+    let threads: PluginThreads
+    /// Host deadline for each call, in milliseconds.
+    public let timeoutMs: Int64
+
+    init(handle: InstanceHandle, environment: InstanceEnvironment, threads: PluginThreads, timeoutMs: Int64) {
+        self.plugin = handle.plugin.info
+        self.label = environment.label
+        self.handle = handle
+        self.environment = environment
+        self.threads = threads
+        self.timeoutMs = timeoutMs
+    }
+
+    // MARK: - Calls
+
+    /// Issues a PIX charge. Never throws: every failure is an outcome (see `CreateOutcome`).
+    public func createPix(_ request: CreatePixRequest) async -> CreatePixOutcome {
+        let started = Clock.monotonicMs()
+        var outcome = await createPixUntimed(request)
+        outcome.elapsedMs = Clock.monotonicMs() - started
+        if let f = outcome.failure {
+            environment.logger.warning("plugin_create_pix_unsettled", ("plugin", plugin.name), ("instance", label),
+                                       ("reference", request.reference), ("outcome", outcome.outcome.rawValue),
+                                       ("failure", f.kind.rawValue), ("detail", environment.redactor.redact(f.message)))
+        }
+        return outcome
+    }
+
+    private func createPixUntimed(_ request: CreatePixRequest) async -> CreatePixOutcome {
+        guard let bytes = try? ProtoCodec.encode(GatewayProto.createRequest(request)) else {
+            return CreatePixOutcome(outcome: .notSent, failure: GatewayCallFailure(.pluginError, "request could not be encoded (NUL in a string?)"))
+        }
+        let (completion, call) = await invoke(.createPix, bytes)
+        let raw: RawResult
+        switch completion {
+        case .busy:
+            return CreatePixOutcome(outcome: .notSent, failure: GatewayCallFailure(.busy, "too many plugin calls running; this one never started"))
+        case .timedOut:
+            return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms"))
+        case .finished(let r):
+            raw = r
+        }
+        guard raw.status == PT_OK else {
+            // A clean error status: nothing can have reached the gateway unless the host sent it.
+            let sent = call.mayHaveSent
+            return CreatePixOutcome(outcome: sent ? .unknown : .notSent,
+                                    failure: GatewayCallFailure(.pluginError, code: raw.status, raw.message.isEmpty ? "plugin error" : raw.message))
+        }
+        guard let m = decodeResult(raw, as: "CreatePixResult") else {
+            return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as CreatePixResult"))
+        }
+        var out = CreatePixOutcome(outcome: .unknown)
+        out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
+        out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
+        out.pixCode = GatewayProto.text(m, "pix_code", limit: 1024)
+        out.qrCodeBase64 = GatewayProto.text(m, "qr_code_base64", limit: Int(PT_MAX_RESULT_BYTES))
+        out.expiresAtUnixMs = m.int64("expires_at_unix_ms")
+        out.message = GatewayProto.text(m, "message")
+        switch GatewayProto.createOutcome(m.enumValue("outcome")) {
+        case nil:
+            out.failure = GatewayCallFailure(.invalidResult, "unknown outcome number \(m.enumValue("outcome"))")
+        case .unknown?:
+            break
+        case .declined?:
+            out.outcome = .declined
+        case .notSent?:
+            if call.mayHaveSent {
+                out.failure = GatewayCallFailure(.invalidResult, "plugin said NOT_SENT but the host sent a request during the call")
+            } else {
+                out.outcome = .notSent
+            }
+        case .created?:
+            if let problem = Self.createdProblem(out, request: request) {
+                out.failure = GatewayCallFailure(.invalidResult, problem)
+            } else {
+                out.outcome = .created
+            }
+        }
+        return out
+    }
+
+    /// Why a CREATED result cannot be trusted, or nil.
+    static func createdProblem(_ r: CreatePixOutcome, request: CreatePixRequest) -> String? {
+        guard !r.transactionID.isEmpty else { return "CREATED without a transaction id" }
+        do {
+            try BRCode.validate(r.pixCode)
+        } catch {
+            return "CREATED with an invalid pix code: \(error)"
+        }
+        if let amount = BRCode.amountCents(r.pixCode), amount != request.amountCents {
+            return "pix code amount \(amount) differs from the requested \(request.amountCents) centavos"
+        }
+        return nil
+    }
+
+    /// Asks the gateway for a charge's status. Failures give `.unknown` with `failure` set.
+    public func getStatus(_ query: StatusQuery) async -> StatusOutcome {
+        let started = Clock.monotonicMs()
+        var outcome = await getStatusUntimed(query)
+        outcome.elapsedMs = Clock.monotonicMs() - started
+        return outcome
+    }
+
+    private func getStatusUntimed(_ query: StatusQuery) async -> StatusOutcome {
+        if query.transactionID.isEmpty && query.gatewayHash.isEmpty {
+            guard !query.reference.isEmpty else {
+                return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.unsupported, "no transaction id, hash or reference given"))
+            }
+            guard plugin.supportsStatusByReference else {
+                return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.unsupported, "\(plugin.name) cannot look charges up by reference"))
+            }
+        }
+        guard let bytes = try? ProtoCodec.encode(GatewayProto.statusRequest(query)) else {
+            return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.pluginError, "request could not be encoded"))
+        }
+        let (completion, _) = await invoke(.getStatus, bytes)
+        switch completion {
+        case .busy: return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.busy, "too many plugin calls running"))
+        case .timedOut: return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms"))
+        case .finished(let raw):
+            guard raw.status == PT_OK else {
+                let kind: GatewayCallFailure.Kind = raw.status == PT_ERR_UNSUPPORTED ? .unsupported : .pluginError
+                return StatusOutcome(status: .unknown, failure: GatewayCallFailure(kind, code: raw.status, raw.message))
+            }
+            guard let m = decodeResult(raw, as: "StatusResult") else {
+                return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as StatusResult"))
+            }
+            var out = StatusOutcome(status: GatewayProto.status(m.enumValue("status")), message: GatewayProto.text(m, "message"))
+            out.amountCents = m.int64("amount_cents")
+            out.paidAtUnixMs = m.int64("paid_at_unix_ms")
+            out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
+            out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
+            return out
+        }
+    }
+
+    /// Parses a webhook. A hint only: confirm with `getStatus` before acting on it.
+    public func parseWebhook(_ webhook: WebhookRequest) async -> WebhookOutcome {
+        var failed = WebhookOutcome()
+        guard let bytes = try? ProtoCodec.encode(GatewayProto.webhookRequest(webhook)) else {
+            failed.failure = GatewayCallFailure(.pluginError, "webhook could not be encoded (NUL in a header?)")
+            return failed
+        }
+        let (completion, _) = await invoke(.parseWebhook, bytes)
+        switch completion {
+        case .busy: failed.failure = GatewayCallFailure(.busy, "too many plugin calls running")
+        case .timedOut: failed.failure = GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms")
+        case .finished(let raw):
+            guard raw.status == PT_OK else {
+                failed.failure = GatewayCallFailure(.pluginError, code: raw.status, raw.message)
+                return failed
+            }
+            guard let m = decodeResult(raw, as: "WebhookResult") else {
+                failed.failure = GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as WebhookResult")
+                return failed
+            }
+            var out = WebhookOutcome()
+            out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
+            out.reference = GatewayProto.text(m, "reference", limit: 256)
+            out.status = GatewayProto.status(m.enumValue("status"))
+            out.eventID = GatewayProto.text(m, "event_id", limit: 256)
+            out.amountCents = m.int64("amount_cents")
+            out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
+            return out
+        }
+        return failed
+    }
+
+    // MARK: - Plumbing
+
+    enum Operation: String, Sendable {
+        case createPix = "create_pix", getStatus = "get_status", parseWebhook = "parse_webhook"
+    }
+
+    /// What came back from one plugin function, copied out of plugin memory.
+    struct RawResult: Sendable {
+        var status: Int32
+        var bytes: [UInt8]?
+        var message: String
+        /// Why `bytes` is nil although the status was OK (NULL or oversized result).
+        var problem: String?
+    }
+
+    private func decodeResult(_ raw: RawResult, as type: String) -> ProtoMessage? {
+        guard let bytes = raw.bytes else { return nil }
+        return try? ProtoCodec.decode(bytes, as: "pixtrack.v1." + type)
+    }
+
+    private func invoke(_ op: Operation, _ request: [UInt8]) async -> (PluginThreads.Completion<RawResult>, PluginCall) {
+        let call = PluginCall(environment: environment, operation: op.rawValue, timeoutMs: timeoutMs)
+        let handle = self.handle
+        let completion = await threads.run(timeoutMs: timeoutMs, onTimeout: { call.close() }) {
+            Self.callPlugin(handle, call, op, request)
+        }
+        if case .timedOut = completion {
+            environment.logger.warning("plugin_call_timeout", ("plugin", plugin.name), ("instance", label),
+                                       ("operation", op.rawValue), ("timeout_ms", String(timeoutMs)),
+                                       ("threads_busy", String(threads.active)))
+        }
+        return (completion, call)
+    }
+
+    /// Runs on a plugin thread: calls the plugin, copies its result and frees it.
+    static func callPlugin(_ handle: InstanceHandle, _ call: PluginCall, _ op: Operation, _ request: [UInt8]) -> RawResult {
+        let table = handle.plugin.table.pointee
+        let fn = switch op {
+        case .createPix: table.create_pix!
+        case .getStatus: table.get_status!
+        case .parseWebhook: table.parse_webhook!
+        }
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var outLength = 0
+        var error = [CChar](repeating: 0, count: 512)
+        let input = request.isEmpty ? [UInt8(0)] : request
+        let status = input.withUnsafeBufferPointer { req in
+            error.withUnsafeMutableBufferPointer { err in
+                fn(handle.instance, HostAPI.handle(call), req.baseAddress, request.count, &out, &outLength, err.baseAddress, err.count)
+            }
+        }
+        call.close()
+        error[error.count - 1] = 0
+        let message = error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) }
+        var result = RawResult(status: status, bytes: nil, message: call.environment.redactor.redact(message), problem: nil)
+        if let out {
+            if outLength >= 0 && outLength <= Int(PT_MAX_RESULT_BYTES) {
+                if status == PT_OK { result.bytes = Array(UnsafeBufferPointer(start: out, count: outLength)) }
+            } else {
+                result.problem = "result of \(outLength) bytes exceeds the \(PT_MAX_RESULT_BYTES)-byte limit"
+            }
+            table.free_buffer(out, outLength)
+        } else if status == PT_OK {
+            result.problem = "plugin returned OK with a NULL result"
+        }
+        return result
+    }
+}

@@ -1,0 +1,171 @@
+import Dispatch
+import Glibc
+import Synchronization
+
+/// Runs blocking plugin calls on their own detached threads, off the Swift cooperative pool, and
+/// lets the async caller stop waiting at a deadline.
+///
+/// A plugin call cannot be interrupted: one that overruns keeps its thread until it returns, and
+/// its late result is dropped. `maxThreads` bounds how many such threads may exist at once, so a
+/// plugin that hangs forever costs a bounded number of threads and the host stays healthy.
+final class PluginThreads: Sendable {
+    let maxThreads: Int
+    private let running = Atomic<Int>(0)
+
+    init(maxThreads: Int) { self.maxThreads = max(1, maxThreads) }
+
+    /// Threads currently inside a plugin call (including abandoned, overrunning ones).
+    var active: Int { running.load(ordering: .relaxed) }
+
+    enum Completion<T: Sendable>: Sendable {
+        case finished(T)
+        case timedOut
+        /// `maxThreads` were busy: the work never started.
+        case busy
+    }
+
+    /// Runs `work` on a new thread and waits for it until `timeoutMs` elapse; `onTimeout` runs
+    /// once if the deadline wins (the work keeps running to its end, its result discarded).
+    func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
+                          _ work: @escaping @Sendable () -> T) async -> Completion<T> {
+        guard reserve() else { return .busy }
+        let gate = Gate<Completion<T>>()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Completion<T>, Never>) in
+            gate.arm(continuation)
+            let started = PluginThread.start { [self] in
+                let value = work()
+                release()
+                gate.open(.finished(value))
+            }
+            guard started else {
+                release()
+                gate.open(.busy)
+                return
+            }
+            // A Dispatch timer, not a Task: the deadline must hold even when the cooperative pool
+            // is saturated by blocking work.
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: max(0, timeoutMs)))) {
+                if gate.open(.timedOut) { onTimeout() }
+            }
+        }
+    }
+
+    /// Runs `work` on a new thread and blocks the caller until it ends or `timeoutMs` pass
+    /// (for synchronous start-up code: loading a plugin).
+    func runBlocking<T: Sendable>(timeoutMs: Int64, _ work: @escaping @Sendable () -> T) -> Completion<T> {
+        guard reserve() else { return .busy }
+        let box = BlockingBox<T>()
+        let started = PluginThread.start { [self] in
+            let value = work()
+            release()
+            box.put(value)
+        }
+        guard started else { release(); return .busy }
+        guard let value = box.wait(timeoutMs: timeoutMs) else { return .timedOut }
+        return .finished(value)
+    }
+
+    private func reserve() -> Bool {
+        while true {
+            let n = running.load(ordering: .relaxed)
+            guard n < maxThreads else { return false }
+            if running.compareExchange(expected: n, desired: n + 1, ordering: .acquiringAndReleasing).exchanged { return true }
+        }
+    }
+
+    private func release() { running.subtract(1, ordering: .relaxed) }
+}
+
+/// Resumes a continuation exactly once, whoever comes first.
+final class Gate<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, Never>?, opened: Bool, early: T?)>((nil, false, nil))
+
+    func arm(_ c: CheckedContinuation<T, Never>) {
+        state.withLock { s in s.continuation = c }
+    }
+
+    /// True when this call resumed the waiter.
+    @discardableResult
+    func open(_ value: T) -> Bool {
+        let c: CheckedContinuation<T, Never>? = state.withLock { s in
+            guard !s.opened else { return nil }
+            s.opened = true
+            let c = s.continuation
+            s.continuation = nil
+            return c
+        }
+        c?.resume(returning: value)
+        return c != nil
+    }
+}
+
+/// A value handed from a plugin thread to a blocked caller, with a timed wait.
+final class BlockingBox<T: Sendable>: @unchecked Sendable {
+    // Invariant: `value` is read and written only under `mutex`; the condition signals it.
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var value: T?
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&cond, &attr)
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func put(_ v: T) {
+        pthread_mutex_lock(&mutex)
+        value = v
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait(timeoutMs: Int64) -> T? {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let total = Int64(deadline.tv_nsec) + timeoutMs * 1_000_000
+        deadline.tv_sec += Int(total / 1_000_000_000)
+        deadline.tv_nsec = Int(total % 1_000_000_000)
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while value == nil {
+            if pthread_cond_timedwait(&cond, &mutex, &deadline) == ETIMEDOUT { break }
+        }
+        return value
+    }
+}
+
+/// Detached pthreads for blocking work.
+enum PluginThread {
+    private final class Job {
+        let work: () -> Void
+        init(_ work: @escaping () -> Void) { self.work = work }
+    }
+
+    /// Starts `work` on a new detached thread; false when the system refused to create one.
+    static func start(_ work: @escaping @Sendable () -> Void) -> Bool {
+        let job = Unmanaged.passRetained(Job(work)).toOpaque()
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        defer { pthread_attr_destroy(&attr) }
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, &attr, { raw in
+            // The retained Job is released here, exactly once, after the work ran.
+            Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().work()
+            return nil
+        }, job)
+        if rc != 0 {
+            Unmanaged<Job>.fromOpaque(job).release()
+            return false
+        }
+        return true
+    }
+}

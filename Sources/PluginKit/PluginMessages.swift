@@ -1,0 +1,273 @@
+import ProtoCodec
+
+/// The configuration `create` receives (`pixtrack.v1.PluginConfig`).
+public struct PluginConfiguration: Sendable, Hashable {
+    public var credentials: [String: String]
+    /// Empty means the plugin's built-in production URL.
+    public var baseURL: String
+    public var options: [String: String]
+
+    public init(credentials: [String: String] = [:], baseURL: String = "", options: [String: String] = [:]) {
+        self.credentials = credentials
+        self.baseURL = baseURL
+        self.options = options
+    }
+
+    /// A credential that must be present and non-empty.
+    public func credential(_ name: String) throws(PluginError) -> String {
+        guard let v = credentials[name], !v.isEmpty else { throw .config("missing credential '\(name)'") }
+        return v
+    }
+
+    /// `baseURL` if set (without a trailing slash), else `fallback`; must be http(s).
+    public func baseURL(default fallback: String) throws(PluginError) -> String {
+        var url = baseURL.isEmpty ? fallback : baseURL
+        while url.hasSuffix("/") { url.removeLast() }
+        let lower = url.lowercased()
+        guard lower.hasPrefix("https://") || lower.hasPrefix("http://") else {
+            throw .config("base URL must start with https:// or http://")
+        }
+        return url
+    }
+
+    /// An integer option, or `fallback` when absent; throws when present but not an integer.
+    public func intOption(_ name: String, default fallback: Int64) throws(PluginError) -> Int64 {
+        guard let v = options[name], !v.isEmpty else { return fallback }
+        guard let n = Int64(v) else { throw .config("option '\(name)' must be an integer") }
+        return n
+    }
+
+    init(_ m: ProtoMessage) {
+        credentials = m.stringMap("credentials")
+        baseURL = m.string("base_url")
+        options = m.stringMap("options")
+    }
+}
+
+public struct PixCustomer: Sendable, Hashable {
+    public var name = "", email = "", phone = "", document = ""
+    public init() {}
+}
+
+/// `pixtrack.v1.CreatePixRequest`.
+public struct PixRequest: Sendable, Hashable {
+    public var reference: String
+    public var amountCents: Int64
+    public var description: String
+    public var customer: PixCustomer
+    public var postbackURL: String
+
+    init(_ m: ProtoMessage) {
+        reference = m.string("reference")
+        amountCents = m.int64("amount_cents")
+        description = m.string("description")
+        var c = PixCustomer()
+        if let cm = m.message("customer") {
+            c.name = cm.string("name")
+            c.email = cm.string("email")
+            c.phone = cm.string("phone")
+            c.document = cm.string("document")
+        }
+        customer = c
+        postbackURL = m.string("postback_url")
+    }
+}
+
+/// `pixtrack.v1.CreateOutcome`.
+public enum PixOutcome: Int32, Sendable {
+    case unknown = 0, created = 1, declined = 2, notSent = 3
+}
+
+/// `pixtrack.v1.CreatePixResult`.
+public struct PixResult: Sendable, Hashable {
+    public var outcome: PixOutcome
+    public var transactionID = ""
+    public var gatewayHash = ""
+    public var pixCode = ""
+    public var qrCodeBase64 = ""
+    public var expiresAtUnixMs: Int64 = 0
+    public var message = ""
+    /// Set only by the misbehaviour constructors below.
+    var rawOverride: RawOverride?
+
+    public init(_ outcome: PixOutcome, message: String = "") {
+        self.outcome = outcome
+        self.message = message
+    }
+
+    /// What a deliberately misbehaving plugin (the sandbox, test fixtures) returns instead of an
+    /// encoded result.
+    enum RawOverride: Sendable, Hashable {
+        case bytes([UInt8])
+        case null
+        case huge(Int)
+    }
+
+    /// Test-only misbehaviour: these bytes are returned as the "result" (garbage).
+    public static func garbage(_ bytes: [UInt8]) -> PixResult {
+        var r = PixResult(.unknown)
+        r.rawOverride = .bytes(bytes)
+        return r
+    }
+
+    /// Test-only misbehaviour: PT_OK with a NULL result.
+    public static var nullResult: PixResult {
+        var r = PixResult(.unknown)
+        r.rawOverride = .null
+        return r
+    }
+
+    /// Test-only misbehaviour: a result buffer of `byteCount` bytes (beyond the host's limit).
+    public static func huge(_ byteCount: Int) -> PixResult {
+        var r = PixResult(.unknown)
+        r.rawOverride = .huge(byteCount)
+        return r
+    }
+
+    var proto: ProtoMessage {
+        var m = ProtoMessage("pixtrack.v1.CreatePixResult")
+        if outcome != .unknown { m["outcome"] = .enumValue(outcome.rawValue) }
+        m.set("transaction_id", transactionID)
+        m.set("gateway_hash", gatewayHash)
+        m.set("pix_code", pixCode)
+        m.set("qr_code_base64", qrCodeBase64)
+        if expiresAtUnixMs != 0 { m["expires_at_unix_ms"] = .int64(expiresAtUnixMs) }
+        m.set("message", message)
+        return m
+    }
+}
+
+/// `pixtrack.v1.GatewayStatus`.
+public enum PixStatus: Int32, Sendable, CaseIterable {
+    case unknown = 0, pending, paid, failed, expired, refunded, chargeback, notFound
+}
+
+/// `pixtrack.v1.GetStatusRequest`.
+public struct StatusRequest: Sendable, Hashable {
+    public var transactionID: String
+    public var reference: String
+    public var gatewayHash: String
+
+    init(_ m: ProtoMessage) {
+        transactionID = m.string("transaction_id")
+        reference = m.string("reference")
+        gatewayHash = m.string("gateway_hash")
+    }
+}
+
+/// `pixtrack.v1.StatusResult`.
+public struct StatusResult: Sendable, Hashable {
+    public var status: PixStatus
+    public var amountCents: Int64 = 0
+    public var paidAtUnixMs: Int64 = 0
+    public var message = ""
+    public var transactionID = ""
+    public var rawStatus = ""
+
+    public init(_ status: PixStatus, rawStatus: String = "") {
+        self.status = status
+        self.rawStatus = rawStatus
+    }
+
+    var proto: ProtoMessage {
+        var m = ProtoMessage("pixtrack.v1.StatusResult")
+        if status != .unknown { m["status"] = .enumValue(status.rawValue) }
+        if amountCents != 0 { m["amount_cents"] = .int64(amountCents) }
+        if paidAtUnixMs != 0 { m["paid_at_unix_ms"] = .int64(paidAtUnixMs) }
+        m.set("message", message)
+        m.set("transaction_id", transactionID)
+        m.set("raw_status", rawStatus)
+        return m
+    }
+}
+
+/// One HTTP header (webhooks, HTTP answers).
+public struct HeaderField: Sendable, Hashable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+extension Array where Element == HeaderField {
+    /// The first header with this name (case-insensitive).
+    public func value(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return first { $0.name.lowercased() == lower }?.value
+    }
+}
+
+/// `pixtrack.v1.ParseWebhookRequest`.
+public struct WebhookPayload: Sendable, Hashable {
+    public var headers: [HeaderField]
+    public var body: [UInt8]
+
+    public init(headers: [HeaderField] = [], body: [UInt8]) {
+        self.headers = headers
+        self.body = body
+    }
+
+    init(_ m: ProtoMessage) {
+        headers = m.list("headers").compactMap {
+            guard case .message(let h) = $0 else { return nil }
+            return HeaderField(h.string("name"), h.string("value"))
+        }
+        body = m.bytes("body")
+    }
+}
+
+/// `pixtrack.v1.WebhookResult`.
+public struct WebhookResult: Sendable, Hashable {
+    public var transactionID = ""
+    public var reference = ""
+    public var status: PixStatus = .unknown
+    public var eventID = ""
+    public var amountCents: Int64 = 0
+    public var rawStatus = ""
+
+    public init() {}
+
+    var proto: ProtoMessage {
+        var m = ProtoMessage("pixtrack.v1.WebhookResult")
+        m.set("transaction_id", transactionID)
+        m.set("reference", reference)
+        if status != .unknown { m["status"] = .enumValue(status.rawValue) }
+        m.set("event_id", eventID)
+        if amountCents != 0 { m["amount_cents"] = .int64(amountCents) }
+        m.set("raw_status", rawStatus)
+        return m
+    }
+}
+
+extension ProtoMessage {
+    /// Sets a string field unless empty; NULs (which protobuf-c strings cannot hold) are dropped.
+    mutating func set(_ field: String, _ value: String) {
+        guard !value.isEmpty else { return }
+        self[field] = .string(value.contains("\0") ? String(value.filter { $0 != "\0" }) : value)
+    }
+}
+
+/// A failure a plugin function reports instead of a result: an ABI status code and a message
+/// (no secrets in it).
+public struct PluginError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let code: Int32
+    public let message: String
+
+    public init(code: Int32, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public static func invalidArgument(_ m: String) -> PluginError { PluginError(code: 1, m) }
+    public static func config(_ m: String) -> PluginError { PluginError(code: 2, m) }
+    public static func unsupported(_ m: String) -> PluginError { PluginError(code: 3, m) }
+    public static func gateway(_ m: String) -> PluginError { PluginError(code: 4, m) }
+    public static func unavailable(_ m: String) -> PluginError { PluginError(code: 5, m) }
+    public static func deadline(_ m: String) -> PluginError { PluginError(code: 6, m) }
+    public static func `internal`(_ m: String) -> PluginError { PluginError(code: 7, m) }
+
+    public var description: String { "PluginError(\(code)): \(message)" }
+}

@@ -1,0 +1,60 @@
+/// The tracking token: 32 lowercase hex digits (a UUIDv4 without dashes). Born only in
+/// `PageViewRecorder` (RecordPageView and `/go/{slug}`); everything else only reads tokens.
+public enum TrackingToken {
+    /// What the original system stored before tokens existed: `tracking_…` session ids.
+    public static let legacyPrefix = "tracking_"
+
+    /// A new UUIDv4 as 32 lowercase hex digits.
+    static func generate() -> String {
+        var g = SystemRandomNumberGenerator()
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        bytes[6] = (bytes[6] & 0x0F) | 0x40  // version 4
+        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
+        return hex(bytes)
+    }
+
+    /// `pageview_` + 32 hex: the event id shared by the browser and server PageView.
+    static func newPageViewEventID() -> String { "pageview_" + generate() }
+
+    /// True for exactly 32 lowercase hex digits.
+    public static func isValid(_ s: String) -> Bool {
+        let u = s.utf8
+        return u.count == 32 && u.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// What the bot's `/start` parameter says (DESIGN §1): a token, `{token}__px_{pixel_id}`, or
+/// anything else (recorded, never bound).
+public enum StartParameter: Equatable, Sendable {
+    case token(String, pixelID: String?)
+    case other(String)
+
+    public init(_ raw: String) {
+        let s = String(raw.unicodeScalars.filter { !$0.properties.isWhitespace })
+        if TrackingToken.isValid(s) {
+            self = .token(s, pixelID: nil)
+            return
+        }
+        let marker = "__px_"
+        if s.utf8.count > 32 + marker.utf8.count {
+            let token = String(s.prefix(32))
+            let rest = s.dropFirst(32)
+            if TrackingToken.isValid(token), rest.hasPrefix(marker) {
+                let pixel = String(rest.dropFirst(marker.count))
+                if (1...32).contains(pixel.utf8.count), pixel.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                    self = .token(token, pixelID: pixel)
+                    return
+                }
+            }
+        }
+        self = .other(raw)
+    }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import ProtoCodec
+
+struct HealthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Ask grpc.health.v1.Health/Check; exit 0 only when SERVING.",
+        discussion: """
+        Examples:
+          pixtrack health
+          pixtrack health pixtrack.v1.PaymentService --addr 10.0.0.5:50051
+        """)
+
+    @Argument(help: "Service name; empty means the whole server.")
+    var service: String = ""
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() throws {
+        try runReportingFailures {
+            let req = ProtoMessage("grpc.health.v1.HealthCheckRequest", service.isEmpty ? [:] : ["service": .string(service)])
+            let bytes = try connection.call("/grpc.health.v1.Health/Check", try ProtoCodec.encode(req))
+            let reply = try ProtoCodec.decode(bytes, as: "grpc.health.v1.HealthCheckResponse")
+            let status = reply.enumValue("status")
+            let name = [0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"][Int(status)] ?? String(status)
+            print(name)
+            if status != 1 { throw ExitCode(1) }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+/// `pixtrack plugin …`: gateway plugin tools.
+struct PluginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugin",
+        abstract: "Gateway plugin tools.",
+        subcommands: [PluginCheckCommand.self])
+}

@@ -1,0 +1,157 @@
+import Foundation
+import MetaCAPI
+import Payments
+import PluginHost
+import Postgres
+import RPC
+import Tracking
+import WebRoutes
+
+/// The payments half: gateway plugins, PaymentService, the webhook route, the reconciler and
+/// webhook processor, configured from `PIXTRACK_*` variables.
+struct PaymentWiring {
+    let service: PaymentService
+    let handlers: PaymentHandlers
+    /// Nil when `PIXTRACK_PAYMENT_WORKERS=0` (an instance that serves calls only).
+    let workers: PaymentWorkers?
+
+    static let environmentHelp = """
+      PIXTRACK_PLUGIN_DIR             gateway plugins (*.so); default: the folder of the pixtrackd binary
+      PIXTRACK_GATEWAY_TIMEOUT_MS     host timeout of every gateway call (default 5000)
+      PIXTRACK_MAX_AMOUNT_CENTS       GeneratePix ceiling in centavos (default 10000000)
+      PIXTRACK_WEBHOOK_SECRETS        secret path segment per gateway, e.g. paradise:abc,sandbox:def
+      PIXTRACK_WEBHOOK_BASE_URL       public origin gateways post to (default PIXTRACK_PUBLIC_BASE_URL)
+      PIXTRACK_RECONCILE_INTERVAL_MS / _BACKOFF_MS / _MAX_BACKOFF_MS / _MAX_CHECKS / _BATCH
+                                      reconciler tuning (defaults 5000 / 30000 / 3600000 / 12 / 50)
+      PIXTRACK_WEBHOOK_POLL_MS / _MAX_ATTEMPTS / _RETRY_MS
+                                      webhook processor tuning (defaults 1000 / 5 / 10000)
+      PIXTRACK_PAYMENT_WORKERS=0      do not run the reconciler and webhook processor in this instance
+    """
+
+    static func configuration(_ env: [String: String]) throws(ServerOptions.UsageError) -> PaymentConfiguration {
+        var c = PaymentConfiguration()
+        c.gatewayTimeoutMs = Int64(try EnvNumber.int(env, "PIXTRACK_GATEWAY_TIMEOUT_MS", 5000, 50...120_000))
+        c.maxAmountCents = Int64(try EnvNumber.int(env, "PIXTRACK_MAX_AMOUNT_CENTS", 10_000_000, 1...Int(Int32.max)))
+        for item in (env["PIXTRACK_WEBHOOK_SECRETS"] ?? "").split(separator: ",") {
+            let kv = item.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2, !kv[0].isEmpty, kv[1].count >= 3,
+                  kv[1].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "%") }) else {
+                throw .init(message: "PIXTRACK_WEBHOOK_SECRETS must look like gateway:secret,gateway:secret (secrets of 3+ URL-safe characters)")
+            }
+            c.webhookSecrets[kv[0]] = kv[1]
+        }
+        var base = env["PIXTRACK_WEBHOOK_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? env["PIXTRACK_PUBLIC_BASE_URL"] ?? ""
+        while base.hasSuffix("/") { base.removeLast() }
+        c.publicBaseURL = base
+        c.reconcileIntervalMs = Int64(try EnvNumber.int(env, "PIXTRACK_RECONCILE_INTERVAL_MS", 5000, 10...3_600_000))
+        c.reconcileBackoffBaseMs = Int64(try EnvNumber.int(env, "PIXTRACK_RECONCILE_BACKOFF_MS", 30_000, 1...86_400_000))
+        c.reconcileBackoffMaxMs = Int64(try EnvNumber.int(env, "PIXTRACK_RECONCILE_MAX_BACKOFF_MS", 3_600_000, 1...86_400_000))
+        c.reconcileMaxChecks = try EnvNumber.int(env, "PIXTRACK_RECONCILE_MAX_CHECKS", 12, 1...1000)
+        c.reconcileBatch = try EnvNumber.int(env, "PIXTRACK_RECONCILE_BATCH", 50, 1...1000)
+        c.webhookIntervalMs = Int64(try EnvNumber.int(env, "PIXTRACK_WEBHOOK_POLL_MS", 1000, 10...3_600_000))
+        c.webhookMaxAttempts = try EnvNumber.int(env, "PIXTRACK_WEBHOOK_MAX_ATTEMPTS", 5, 1...1000)
+        c.webhookRetryMs = Int64(try EnvNumber.int(env, "PIXTRACK_WEBHOOK_RETRY_MS", 10_000, 10...86_400_000))
+        return c
+    }
+
+    init(storage: Storage, tracking: TrackingService, environment env: [String: String], metrics: Metrics,
+         logger: Logger) async throws {
+        let configuration = try Self.configuration(env)
+        let pluginDir = env["PIXTRACK_PLUGIN_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        var options = GatewayRegistry.Options.fromEnvironment(env.merging(["PIXTRACK_PLUGIN_DIR": pluginDir]) { _, new in new })
+            ?? GatewayRegistry.Options(pluginDirectory: pluginDir)
+        if env["PIXTRACK_PLUGIN_TIMEOUT_MS"] == nil { options.callTimeoutMs = configuration.gatewayTimeoutMs }
+        let registry = GatewayRegistry.scan(options: options, logger: logger)
+        service = PaymentService(pool: storage.pool, configuration: configuration, bots: SQLBotGateways(pool: storage.pool),
+                                 tokens: ResolverTokens(resolver: tracking.resolver), tracking: StoreTracking(store: tracking.store),
+                                 gateways: RegistryGateways(registry: registry), logger: logger, metrics: metrics)
+        let inbox = WebhookInbox(service: service)
+        let workers = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil : PaymentWorkers(reconciler: Reconciler(service: service), inbox: inbox)
+        self.workers = workers
+        handlers = PaymentHandlers(service: service, inbox: inbox, stored: { workers?.webhookArrived() })
+        let secrets = configuration.webhookSecrets.keys.sorted().joined(separator: ",")
+        logger.info("payments_ready", ("plugins", registry.plugins.map(\.name).joined(separator: ",")),
+                    ("webhook_gateways", secrets), ("gateway_timeout_ms", String(configuration.gatewayTimeoutMs)))
+    }
+
+    var methods: [RPCMethod] { handlers.methods }
+
+    func installRoutes(into routes: inout HTTPRoutes) {
+        let h = handlers
+        routes.add("POST", "/webhooks/{gateway}/{secret}") { request, params in await h.webhookRoute(request, params) }
+    }
+}
+
+// MARK: - Adapters to the tracking half
+
+/// Bot → gateway account. `BotDirectory` returns credentials only as "is set" (write-only
+/// secrets), so this reads the same `bots` columns itself.
+struct SQLBotGateways: BotGatewayDirectory {
+    let pool: PGPool
+
+    func account(botID: Int64) async throws -> BotGatewayAccount? {
+        try await one("WHERE id = $1", [.int(botID)])
+    }
+
+    func anyAccount(gateway: String) async throws -> BotGatewayAccount? {
+        try await one("WHERE gateway_plugin = $1 AND enabled ORDER BY id LIMIT 1", [.text(gateway)])
+    }
+
+    private func one(_ condition: String, _ params: [PGValue?]) async throws -> BotGatewayAccount? {
+        let row = try await pool.withConnection { c in
+            try c.query("""
+                SELECT id, enabled, gateway_plugin, gateway_base_url, coalesce(gateway_credentials::text, '{}') AS creds,
+                       meta_pixel_id, meta_test_event_code FROM bots \(condition)
+                """, params).first
+        }
+        guard let row else { return nil }
+        var credentials: [String: String] = [:]
+        for (k, v) in (try? JSON.parse(Array((try row.string("creds") ?? "{}").utf8)))?.object ?? [:] {
+            credentials[k] = v.string ?? v.int.map(String.init) ?? ""
+        }
+        return BotGatewayAccount(botID: try row.int64("id") ?? 0, enabled: try row.bool("enabled") ?? false,
+                                 gateway: try row.string("gateway_plugin") ?? "",
+                                 // Bots have no plugin-options column yet: non-secret settings such as
+                                 // Paradise's `product_hash` ride in the credentials map and reach
+                                 // the plugin as options too (still redacted as credentials).
+                                 config: GatewayConfig(credentials: credentials, baseURL: try row.string("gateway_base_url") ?? "",
+                                                       options: credentials),
+                                 metaPixelID: try row.string("meta_pixel_id") ?? "",
+                                 metaTestEventCode: try row.string("meta_test_event_code") ?? "")
+    }
+}
+
+/// The token recovery chain of `ResolveToken`; any failure means "no token".
+struct ResolverTokens: TokenRecovery {
+    let resolver: TokenResolver
+
+    func recover(botID: Int64, telegramUserID: Int64) async -> (token: String, source: Payments.TokenSource) {
+        guard let r = try? await resolver.resolve(botID: botID, telegramUserID: telegramUserID), !r.token.isEmpty else {
+            return ("", .none)
+        }
+        return (r.token, Payments.TokenSource(rawValue: r.source.rawValue) ?? .none)
+    }
+}
+
+/// `tracking:{token}`; Redis down means "unknown".
+struct StoreTracking: TrackingLookup {
+    let store: TrackingStore
+
+    func snapshot(token: String) async -> TrackingSnapshot? {
+        guard let d = try? await store.data(for: token) else { return nil }
+        var s = TrackingSnapshot()
+        s.fbp = d.fbp
+        s.fbc = d.fbc
+        s.clientIP = d.clientIP
+        s.userAgent = d.userAgent
+        s.eventSourceURL = d.eventSourceURL
+        s.fbclid = d.fbclid
+        s.utm.source = d.utmSource
+        s.utm.medium = d.utmMedium
+        s.utm.campaign = d.utmCampaign
+        s.utm.content = d.utmContent
+        s.utm.term = d.utmTerm
+        return s
+    }
+}

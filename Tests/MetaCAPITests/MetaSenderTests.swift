@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+@testable import MetaCAPI
+import Postgres
+import RPC
+
+/// The sender against the real PostgreSQL (`DATABASE_URL`), each test in its own schema, with
+/// an in-process Graph API.
+@Suite struct MetaSenderTests {
+    let tokens = StaticMetaAccessTokens(["111": "tok-111", "222": "tok-222"])
+
+    func sender(_ pool: PGPool, _ transport: ScriptedTransport, batch: Int = 1000, metrics: Metrics = Metrics()) -> MetaSender {
+        var c = fastConfiguration()
+        c.batchSize = batch
+        return MetaSender(pool: pool, configuration: c, transport: transport, tokens: tokens, metrics: metrics, logger: Logger(minimum: .error))
+    }
+
+    /// Passes until nothing is due or claimed (retries come due within milliseconds here).
+    func drain(_ s: MetaSender, _ pool: PGPool) async throws {
+        for _ in 0..<200 {
+            try await s.runPass()
+            if try await statuses(pool).values.allSatisfy({ $0 != "queued" }) { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("outbox did not settle")
+    }
+
+    @Test func retriesFailuresThenDeliversExactlyOnce() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport(script: [
+            MetaHTTPResponse(status: 500), MetaHTTPResponse(status: 502, body: Array("<html>".utf8)),
+            .graphError(500, code: 2, transient: true), .graphError(400, code: 613), .graphError(429, code: 4),
+            MetaHTTPResponse(status: 0, failure: .timeout), MetaHTTPResponse(status: 0, failure: .notSent),
+        ])
+        let metrics = Metrics()
+        let s = sender(pool, transport, metrics: metrics)
+        #expect(try await MetaOutbox.enqueue([testEvent("e1"), testEvent("e1")], pool: pool) == 1)  // duplicates ignored
+        try await drain(s, pool)
+        #expect(transport.accepted == ["e1"])
+        #expect(transport.requests.count == 8)
+        let url = transport.requests[0].url
+        #expect(url == "http://meta.test/v21.0/111/events?access_token=tok-111")
+        let (attempts, status) = try await pool.withConnection { c in
+            let r = try c.query("SELECT attempts, status FROM meta_events WHERE event_id = 'e1'").first!
+            return (try r.int("attempts") ?? 0, try r.string("status") ?? "")
+        }
+        #expect(attempts == 8 && status == "sent")
+        #expect(metrics.render().contains("pixtrack_meta_events_failed_total{event_name=\"PageView\"} 7"))
+        #expect(metrics.render().contains("pixtrack_meta_events_sent_total{event_name=\"PageView\"} 1"))
+        await pool.close()
+    }
+
+    @Test func code100SplitsTheBatchAndParksOnlyTheBadEvent() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport(rejectEventIDs: ["bad"])
+        let s = sender(pool, transport)
+        try await MetaOutbox.enqueue(["a", "b", "bad", "c", "d"].map { testEvent($0) }, pool: pool)
+        try await drain(s, pool)
+        #expect(Set(transport.accepted) == ["a", "b", "c", "d"] && transport.accepted.count == 4)
+        let st = try await statuses(pool)
+        #expect(st["bad"] == "parked" && st["a"] == "sent" && st["d"] == "sent")
+        #expect(transport.requests.first?.eventIDs.count == 5)
+        await pool.close()
+    }
+
+    @Test func tokenErrorsAndMissingTokensPark() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport(script: [.graphError(400, code: 190)])
+        let s = sender(pool, transport)
+        try await MetaOutbox.enqueue([testEvent("t1"), testEvent("nopixel", pixel: "999")], pool: pool)
+        try await drain(s, pool)
+        let reasons = try await pool.withConnection { c in
+            try c.query("SELECT event_id, status, last_error FROM meta_events ORDER BY event_id").map {
+                "\(try $0.string("event_id")!):\(try $0.string("status")!):\(try $0.string("last_error") ?? "")"
+            }
+        }
+        #expect(reasons[0].hasPrefix("nopixel:parked:no Conversions API access token"))
+        #expect(reasons[1].hasPrefix("t1:parked:graph code 190"))
+        #expect(transport.accepted.isEmpty)
+        await pool.close()
+    }
+
+    @Test func eventsOlderThanSevenDaysAreDroppedUnsent() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport()
+        let metrics = Metrics()
+        let s = sender(pool, transport, metrics: metrics)
+        let old = Int64(Date().timeIntervalSince1970) - 7 * 86_400 - 5
+        try await MetaOutbox.enqueue([testEvent("old", time: old), testEvent("new")], pool: pool)
+        let r = try await s.runPass()
+        #expect(r.dropped == 1 && r.sent == 1 && transport.accepted == ["new"])
+        #expect(metrics.render().contains("pixtrack_meta_events_dropped_total{event_name=\"PageView\"} 1"))
+        await pool.close()
+    }
+
+    @Test func batchesPerPixelAndTestEventCodeUpToBatchSize() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport()
+        let s = sender(pool, transport, batch: 3)
+        var events = (0..<5).map { testEvent("p1-\($0)") } + (0..<2).map { testEvent("p2-\($0)", pixel: "222") }
+        events[0].testEventCode = "TEST9"
+        try await MetaOutbox.enqueue(events, pool: pool)
+        try await drain(s, pool)
+        #expect(transport.accepted.count == 7)
+        #expect(transport.requests.allSatisfy { $0.eventIDs.count <= 3 })
+        let coded = transport.requests.filter { $0.body["test_event_code"] == "TEST9" }
+        #expect(coded.count == 1 && coded[0].eventIDs == ["p1-0"])
+        #expect(transport.requests.filter { $0.url.contains("/222/") }.allSatisfy { $0.eventIDs.allSatisfy { $0.hasPrefix("p2") } })
+        await pool.close()
+    }
+
+    @Test func twoSendersDrainOneQueueWithoutDoubleSends() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport(delay: .milliseconds(3))
+        let one = sender(pool, transport, batch: 10), two = sender(pool, transport, batch: 10)
+        try await MetaOutbox.enqueue((0..<300).map { testEvent("ev\($0)", pixel: $0 % 2 == 0 ? "111" : "222") }, pool: pool)
+        one.start()
+        two.start()
+        for _ in 0..<500 {
+            if try await statuses(pool).values.allSatisfy({ $0 == "sent" }) { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        await one.shutdown(grace: .seconds(1))
+        await two.shutdown(grace: .seconds(1))
+        let accepted = transport.accepted
+        #expect(accepted.count == 300 && Set(accepted).count == 300)
+        await pool.close()
+    }
+
+    @Test func wakeUpSendsAtOnceAndShutdownDrains() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport()
+        var c = fastConfiguration()
+        c.pollInterval = .seconds(30)
+        let s = MetaSender(pool: pool, configuration: c, transport: transport, tokens: tokens, logger: Logger(minimum: .error))
+        s.start()
+        try await Task.sleep(for: .milliseconds(50))
+        try await MetaOutbox.enqueue([testEvent("w1")], pool: pool)
+        s.wakeUp()
+        for _ in 0..<100 where transport.accepted.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(transport.accepted == ["w1"])
+        try await MetaOutbox.enqueue([testEvent("w2")], pool: pool)
+        await s.shutdown(grace: .seconds(2))
+        #expect(transport.accepted == ["w1", "w2"])
+        await pool.close()
+    }
+}

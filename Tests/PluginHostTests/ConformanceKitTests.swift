@@ -1,0 +1,71 @@
+import BRCode
+import Foundation
+import PluginConformance
+import PluginHost
+import Testing
+
+@Suite struct ConformanceKitTests {
+    static func fixture(_ name: String) throws -> ConformanceFixture {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(TestEnv.repoRoot)/Plugins/\(name)/conformance.json"))
+        return try ConformanceFixture(bytes: Array(data))
+    }
+
+    @Test(arguments: ["atomopay", "paradise", "umbrellapag", "syncpay", "sandbox"])
+    func shippedPluginsPassTheirRecordedExchange(_ name: String) async throws {
+        let report = await ConformanceRunner(pluginPath: try TestEnv.plugin(name), fixture: try Self.fixture(name),
+                                             logger: TestEnv.quiet).run()
+        #expect(report.passed, "\(report.text)")
+        #expect(report.checks.count >= 8)
+    }
+
+    @Test func aFixtureForAnotherGatewayFails() async throws {
+        let report = await ConformanceRunner(pluginPath: try TestEnv.plugin("paradise"), fixture: try Self.fixture("atomopay"),
+                                             logger: TestEnv.quiet).run()
+        #expect(!report.passed)
+        #expect(report.text.contains("FAIL  name"))
+    }
+
+    @Test func misbehavingPluginsFailTheABICheck() async throws {
+        let dir = TestEnv.tempDir()
+        for f in [Fixture.wrongMajor, .noEntry, .smallStruct] {
+            let path = try await TestEnv.compileFixture(mode: f.rawValue, dir: dir, name: "kit_\(f).so")
+            let report = await ConformanceRunner(pluginPath: path, fixture: nil, logger: TestEnv.quiet).run()
+            #expect(!report.passed)
+            #expect(report.text.contains("FAIL  load"), "\(report.text)")
+        }
+    }
+
+    /// The plugin guide's plain `cc -shared` command builds a plugin the host loads and runs.
+    @Test func theCExampleBuildsWithTheGuidesCommandAndWorks() async throws {
+        let dir = TestEnv.tempDir()
+        try await TestEnv.run("/usr/bin/env", ["cc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                                         "-I", "Sources/GatewayABI/include", "-I", "Sources/PixTrackProto/include",
+                                         "-o", "\(dir)/libexample_c.so", "Plugins/example-c/example_gateway.c",
+                                         "Sources/PixTrackProto/pixtrack/v1/gateway.pb-c.c", "-lprotobuf-c"], cwd: TestEnv.repoRoot)
+        let guide = try String(contentsOfFile: "\(TestEnv.repoRoot)/Plugins/README.md", encoding: .utf8)
+        #expect(guide.contains("Plugins/example-c/example_gateway.c"))
+        let report = await ConformanceRunner(pluginPath: "\(dir)/libexample_c.so", fixture: nil, logger: TestEnv.quiet).run()
+        #expect(report.passed, "\(report.text)")
+
+        let reg = try await TestEnv.registry(path: "\(dir)/libexample_c.so")
+        let offline = try await reg.makeInstance(gateway: "example_c", config: GatewayConfig())
+        let o = await offline.createPix(.sample(uniqueReference("c"), cents: 777))
+        #expect(o.outcome == .created)
+        #expect(BRCode.amountCents(o.pixCode) == 777)
+        let hook = await offline.parseWebhook(WebhookRequest(body: Array("id=ex1&status=paid".utf8)))
+        #expect(hook.status == .paid && hook.transactionID == "ex1")
+
+        // Online through the host: an unreachable gateway is NOT_SENT, a reset is UNKNOWN.
+        let down = try await reg.makeInstance(gateway: "example_c", config: GatewayConfig(baseURL: "http://127.0.0.1:1"))
+        #expect(await down.createPix(.sample(uniqueReference("d"))).outcome == .notSent)
+        let server = try ReplayServer()
+        defer { server.stop() }
+        let online = try await reg.makeInstance(gateway: "example_c", config: GatewayConfig(credentials: ["api_key": "k"], baseURL: "http://127.0.0.1:\(server.port)"))
+        server.script([.reset])
+        #expect(await online.createPix(.sample(uniqueReference("r"))).outcome == .unknown)
+        server.script([.answer(status: 201, headers: ["X-Charge-Id": "ch_9"], body: Array(BRCode.build(key: "k@x.invalid", amountCents: 1990, name: "X", city: "Y", txid: "ch9").utf8))])
+        let ok = await online.createPix(.sample(uniqueReference("ok")))
+        #expect(ok.outcome == .created && ok.transactionID == "ch_9")
+        #expect(server.received.first?.headers["authorization"] == "Bearer k")
+    }
+}

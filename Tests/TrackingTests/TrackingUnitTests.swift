@@ -1,0 +1,136 @@
+import Testing
+@testable import Tracking
+
+@Suite struct TokenRuleTests {
+    @Test func tokensAreUUIDv4Hex() {
+        let t = TrackingToken.generate()
+        #expect(TrackingToken.isValid(t) && Array(t)[12] == "4" && "89ab".contains(Array(t)[16]))
+        #expect(TrackingToken.newPageViewEventID().hasPrefix("pageview_") && TrackingToken.newPageViewEventID().count == 41)
+        #expect(Set((0..<1000).map { _ in TrackingToken.generate() }).count == 1000)
+        for bad in ["", "ABCDEF0123456789ABCDEF0123456789", String(t.dropLast()), t + "0", "g" + t.dropFirst()] {
+            #expect(!TrackingToken.isValid(bad), "\(bad)")
+        }
+    }
+
+    @Test func startParameters() {
+        let t = "0123456789abcdef0123456789abcdef"
+        #expect(StartParameter(t) == .token(t, pixelID: nil))
+        #expect(StartParameter(" \(t)\n") == .token(t, pixelID: nil))
+        #expect(StartParameter("\(t)__px_123456789") == .token(t, pixelID: "123456789"))
+        for other in ["", "hello", "\(t)__px_", "\(t)__px_abc", "\(t)_px_1", t.uppercased(), "tracking_123", "\(t)x"] {
+            #expect(StartParameter(other) == .other(other), "\(other)")
+        }
+    }
+}
+
+@Suite struct CookieAndCrawlerTests {
+    @Test func fbpAndFbcFormats() {
+        let fbp = FacebookCookies.newFbp(nowMs: 1_700_000_000_123)
+        #expect(FacebookCookies.isValidFbp(fbp) && fbp.hasPrefix("fb.1.1700000000123."))
+        #expect(Int64(fbp.split(separator: ".")[3])! <= Int64(Int32.max))
+        #expect(!FacebookCookies.isValidFbp("fb.1.abc.1") && !FacebookCookies.isValidFbp("") && !FacebookCookies.isValidFbp("fb.1.1.2.3"))
+        #expect(FacebookCookies.isValidFbc("fb.1.1700000000000.IwAR-x_Y") && !FacebookCookies.isValidFbc("fb.1.1700000000000."))
+        #expect(FacebookCookies.fbc(fromFbclid: "AbC", nowMs: 5) == "fb.1.5.AbC")
+        #expect(FacebookCookies.isValidFbclid(String(repeating: "a", count: 255)))
+        #expect(!FacebookCookies.isValidFbclid(String(repeating: "a", count: 256)) && !FacebookCookies.isValidFbclid("a b"))
+    }
+
+    @Test(arguments: ["facebookexternalhit/1.1", "Mozilla/5.0 (compatible; Googlebot/2.1)", "FACEBOT", "WhatsApp/2.2",
+                      "Slackbot-LinkExpanding 1.0", "TelegramBot (like TwitterBot)", "meta-externalagent/1.1", "bingbot/2.0"])
+    func crawlers(_ ua: String) { #expect(CrawlerDetector.isCrawler(userAgent: ua)) }
+
+    @Test(arguments: [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 [FBAN/FBIOS;FBAV/458.0.0.43.112;FBBV/1]",
+        "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/460.0.0.48.109;]",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0", "",
+    ])
+    func people(_ ua: String) { #expect(!CrawlerDetector.isCrawler(userAgent: ua)) }
+}
+
+@Suite struct TrustedProxiesTests {
+    @Test func forwardedForOnlyFromTrustedPeers() throws {
+        let p = try TrustedProxies(parsing: "127.0.0.1, 10.0.0.0/8,::1,2001:db8::/32")
+        #expect(p.clientIP(peer: "192.0.2.1:5000", forwardedFor: ["203.0.113.5"]) == "192.0.2.1")
+        #expect(p.clientIP(peer: "127.0.0.1:5000", forwardedFor: ["203.0.113.5"]) == "203.0.113.5")
+        #expect(p.clientIP(peer: "127.0.0.1:5000", forwardedFor: ["1.1.1.1, 203.0.113.5, 10.9.8.7"]) == "203.0.113.5")
+        #expect(p.clientIP(peer: "127.0.0.1:5000", forwardedFor: ["1.1.1.1", "203.0.113.5"]) == "203.0.113.5")
+        #expect(p.clientIP(peer: "127.0.0.1:5000", forwardedFor: ["junk, 10.0.0.2"]) == "10.0.0.2")
+        #expect(p.clientIP(peer: "127.0.0.1:5000", forwardedFor: []) == "127.0.0.1")
+        #expect(p.clientIP(peer: "[::1]:80", forwardedFor: ["2001:db9::7"]) == "2001:db9::7")
+        #expect(p.clientIP(peer: "[::1]:80", forwardedFor: ["::ffff:198.51.100.2"]) == "198.51.100.2")
+        #expect(p.trusts("2001:db8:ffff::1") && !p.trusts("2001:db9::1") && !p.trusts("11.0.0.1"))
+        #expect(TrustedProxies().clientIP(peer: "127.0.0.1:1", forwardedFor: ["9.9.9.9"]) == "127.0.0.1")
+        #expect(throws: TrackingConfigurationError.self) { try TrustedProxies(parsing: "10.0.0.0/33") }
+        #expect(throws: TrackingConfigurationError.self) { try TrustedProxies(parsing: "example.com") }
+    }
+}
+
+@Suite struct SlugDistributorTests {
+    func bot(_ id: Int64, weight: Int = 1, priority: Int = 0) -> RouteBot {
+        RouteBot(botID: id, telegramUsername: "b\(id)", metaPixelID: "", hasConversionsAPIToken: false, metaTestEventCode: "",
+                 weight: weight, priority: priority)
+    }
+
+    func picks(_ strategy: SlugStrategy, _ bots: [RouteBot], _ n: Int) -> [Int64] {
+        let d = SlugDistributor()
+        let route = SlugRoute(slug: "s", mode: .redirect, strategy: strategy, candidates: bots)
+        return (0..<n).map { _ in d.pick(route)!.botID }
+    }
+
+    @Test func strategies() {
+        #expect(picks(.roundRobin, [bot(1), bot(2), bot(3)], 6) == [1, 2, 3, 1, 2, 3])
+        let w = picks(.weighted, [bot(1, weight: 5), bot(2, weight: 1), bot(3, weight: 1)], 14)
+        #expect(w.filter { $0 == 1 }.count == 10 && w.filter { $0 == 2 }.count == 2 && w.filter { $0 == 3 }.count == 2)
+        #expect(w.prefix(7).filter { $0 == 1 }.count == 5)  // smooth: interleaved, not 5 in a row then 2
+        #expect(picks(.priority, [bot(1, priority: 3), bot(2, priority: 1), bot(3, priority: 1)], 4) == [2, 3, 2, 3])
+        #expect(SlugDistributor().pick(SlugRoute(slug: "x", mode: .page, strategy: .roundRobin, candidates: [])) == nil)
+    }
+}
+
+@Suite struct TrackingDataTests {
+    @Test func jsonRoundTripAndDefensiveReading() {
+        var d = TrackingData()
+        d.token = "0123456789abcdef0123456789abcdef"; d.pageviewEventID = "pageview_x"; d.pageviewTsMs = 1_700_000_000_000
+        d.fbp = "fb.1.1.2"; d.fbc = "fb.1.1.x"; d.fbcOrigin = .builtFromFbclid; d.fbclid = "x"; d.utmSource = "ação <b>"
+        d.botID = 42; d.userAgent = "UA \"quoted\""
+        #expect(TrackingData(json: d.json.rendered()) == d)
+        let legacy = TrackingData(json: Array(#"{"token":"t","bot_id":"7","pageview_ts":12,"fbc":"fb.1.1.y","extra":[1]}"#.utf8))
+        #expect(legacy?.botID == 7 && legacy?.pageviewTsMs == 12 && legacy?.fbcOrigin == .cookie)
+        #expect(TrackingData(json: Array("not json".utf8)) == nil && TrackingData(json: Array("[1]".utf8)) == nil)
+    }
+
+    @Test func mergeRules() {
+        var d = TrackingData()
+        d.fbp = "fb.1.1.2"; d.fbc = "fb.1.1.built"; d.fbcOrigin = .builtFromFbclid
+        var changed = d.mergeBrowserCookies(fbp: "", fbc: "")
+        #expect(!changed)
+        changed = d.mergeBrowserCookies(fbp: "garbage", fbc: "also garbage")
+        #expect(!changed)
+        #expect(d.fbp == "fb.1.1.2" && d.fbc == "fb.1.1.built")
+        changed = d.mergeBrowserCookies(fbp: "", fbc: "fb.1.2.cookie")
+        #expect(changed)
+        #expect(d.fbc == "fb.1.2.cookie" && d.fbcOrigin == .cookie && d.fbp == "fb.1.1.2")
+        changed = d.mergeBrowserCookies(fbp: "fb.1.3.4", fbc: "")
+        #expect(changed)
+        #expect(d.fbp == "fb.1.3.4" && d.fbc == "fb.1.2.cookie")
+    }
+}
+
+@Suite struct WebPieceTests {
+    @Test func formFieldsDecode() {
+        let f = FormFields(query: "a=1+2%2B3&b=%FF&c&a=second&d=%zz")
+        #expect(f.strict("a") == "1 2+3" && f.strict("b") == nil && f.lossy("b") == "\u{FFFD}")
+        #expect(f.has("c") && f.strict("c") == "" && f.lossy("d") == "%zz" && !f.has("e"))
+        let c = FormFields(cookieHeaders: ["_ga=1; _fbp=fb.1.2.3", "_fbc=\"fb.1.2.x\""])
+        #expect(c.strict("_fbp") == "fb.1.2.3" && c.strict("_fbc") == "fb.1.2.x")
+    }
+
+    @Test func landingPageEscapesEverythingDynamic() {
+        let html = LandingPage.pixelPage(destination: "https://t.me/a?start=b\"</script><x>", token: "0123456789abcdef0123456789abcdef",
+                                         pixelID: "1", eventID: "pageview_1", pixelScriptURL: "https://p/s.js", timeoutMs: 2500)
+        #expect(!html.contains("<x>") && html.contains("\\u003c/script\\u003e") && html.contains("&lt;/script&gt;"))
+        #expect(html.contains("setTimeout(go,2500)") && html.contains("eventID:\"pageview_1\"") && html.contains("<noscript>"))
+        #expect(LandingPage.pixelPage(destination: "d", token: "t", pixelID: "", eventID: "e", pixelScriptURL: "s", timeoutMs: 1)
+            .contains("  go();"))
+    }
+}
