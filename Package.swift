@@ -87,7 +87,7 @@ let package = Package(
         // END plugin targets
 
         // Meta Conversions API: the durable outbox and its background sender (libcurl via HTTPClient).
-        .target(name: "MetaCAPI", dependencies: ["Postgres", "HTTPClient", "RPC"]),
+        .target(name: "MetaCAPI", dependencies: ["Postgres", "HTTPClient", "CSHA256", "RPC"]),
         // The tracking domain: bots, slugs, tokens, PageView, /start binding, token recovery, /go.
         .target(name: "Tracking", dependencies: ["RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
         // BEGIN payments targets
