@@ -43,6 +43,9 @@ struct ServerOptions {
                                 'authorization: Bearer <token>'
     \(StorageOptions.environmentHelp)
     \(TrackingWiring.environmentHelp)
+    \(PaymentWiring.environmentHelp)
+      PIXTRACK_PLUGIN_TIMEOUT_MS      plugin call timeout when it must differ from the gateway timeout
+      PIXTRACK_PLUGIN_SHA256          pinned plugin hashes, file=hex,file=hex (a mismatch is refused)
     """
 
     struct UsageError: Error { let message: String }
