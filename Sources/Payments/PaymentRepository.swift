@@ -84,6 +84,7 @@ public enum PaymentRepository {
     public static func apply(_ event: PaymentMachine.Event, to id: Int64, facts: GatewayFacts, source: String,
                              detail: String, purchase: (Payment) throws -> Bool, on c: PGConnection) throws -> Applied? {
         guard var p = try get(id: id, forUpdate: true, on: c) else { return nil }
+        let original = p
         let previous = p.status
         var machine = p.machine
         let action = machine.handle(event)
@@ -114,17 +115,23 @@ public enum PaymentRepository {
             p.flagged = true
             p.reviewReason = String(flagNote.prefix(500))
         }
+        // A duplicate (nothing new) leaves the row, and its updated_at, as it was.
+        if p == original && !queuePurchase {
+            return Applied(payment: p, previous: previous, action: action, purchaseQueued: false)
+        }
         let paidAt: PGValue? = queuePurchase ? .int(facts.paidAtMs > 0 ? facts.paidAtMs : 0) : nil
-        try c.execute("""
+        let updated = try c.query("""
             UPDATE payments SET status = $2, inferred_failure = $3, gateway_transaction_id = nullif($4, ''),
                 gateway_hash = $5, pix_code = $6, qr_code_base64 = $7, expires_at_ms = $8, gateway_message = $9,
                 flagged = $10, review_reason = $11, updated_at = now(),
                 paid_at = CASE WHEN $12::bigint IS NULL THEN paid_at
                                WHEN $12::bigint > 0 THEN to_timestamp($12::bigint / 1000.0) ELSE now() END
             WHERE id = $1
+            RETURNING (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
             """, [.int(id), .text(p.status.rawValue), .bool(p.inferredFailure), .text(p.transactionID), .text(p.gatewayHash),
                   .text(p.pixCode), .text(p.qrCodeBase64), .int(p.expiresAtMs), .text(p.gatewayMessage), .bool(p.flagged),
                   .text(p.reviewReason), paidAt])
+        p.updatedAtMs = try updated.first?.int64("updated_ms") ?? p.updatedAtMs
         var queued = false
         if queuePurchase {
             guard let fresh = try get(id: id, on: c) else { return nil }

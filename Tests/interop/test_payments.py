@@ -83,6 +83,8 @@ def test_click_bind_generate_pay_purchase_once(srv, cl, db_url):
 
     p = cl.generate(bot.id, user, 1990, email="ana@example.com", document="123.456.789-09")
     assert p.status == S.PAYMENT_STATUS_PENDING and p.reference == f"PAY-{p.id}" and p.pix_code.startswith("000201")
+    # The answer is the row as committed after the outcome, updated_at included.
+    assert p.updated_at_unix_ms == cl.pay.GetPayment(ppb.GetPaymentRequest(id=p.id), timeout=5).updated_at_unix_ms
     assert p.tracking_token == token and p.token_source == tpb.TOKEN_SOURCE_BOT_USER and p.gateway_transaction_id
     assert psql(f"SELECT fbclid || '|' || utm_source || '|' || utm_campaign FROM payments WHERE id = {p.id}", db_url) == f"{fbclid}|fb|camp"
     assert [h[1] for h in history(db_url, p.id)] == ["pending_verification", "pending"]
@@ -93,6 +95,13 @@ def test_click_bind_generate_pay_purchase_once(srv, cl, db_url):
     paid = wait_status(cl, p.id, S.PAYMENT_STATUS_PAID)
     assert paid.paid_at_unix_ms > 0
     time.sleep(0.5)
+    # A later duplicate changes nothing, not even updated_at.
+    processed = lambda: psql(f"SELECT count(*) FROM webhook_inbox WHERE payment_id = {p.id} AND status = 'processed'", db_url)
+    wait_until(lambda: processed() == "2", timeout=10, what="both webhooks processed")
+    before = cl.pay.GetPayment(ppb.GetPaymentRequest(id=p.id), timeout=5).updated_at_unix_ms
+    webhook(srv.port, "sandbox", {"action": "pay", "transaction_id": p.gateway_transaction_id})
+    wait_until(lambda: processed() == "3", timeout=10, what="the late duplicate processed")
+    assert cl.pay.GetPayment(ppb.GetPaymentRequest(id=p.id), timeout=5).updated_at_unix_ms == before
     events = purchases(db_url, p.id)
     assert len(events) == 1, events
     ev = events[0]
