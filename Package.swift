@@ -56,17 +56,21 @@ let package = Package(
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec"]),
 
+        // The one JSON value (exact numbers, sorted-key output, strict parser) and exact cents <-> reais.
+        .target(name: "JSONKit"),
+
         // BEGIN plugin targets
         .target(name: "GatewayABI", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
-        .target(name: "BRCode"),
+        .target(name: "BRCode", dependencies: ["JSONKit"]),
         .target(name: "CSHA256", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .target(name: "PluginHost", dependencies: ["GatewayABI", "HTTPClient", "BRCode", "CSHA256", "ProtoCodec", "RPC"]),
-        // Shared by our Swift plugins (linked into each .so): ABI glue, JSON, gateway answer rules.
-        .target(name: "PluginKit", dependencies: ["GatewayABI", "BRCode", "ProtoCodec"]),
+        // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
+        // JSONKit and BRCode.
+        .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "ProtoCodec"]),
         // Gateway plugins: one dynamic library each (Plugins/README.md); conformance.json is the
         // recorded exchange `pixtrack plugin check` replays. -Bsymbolic binds each plugin's own
-        // copies of PluginKit/ProtoCodec to itself, whatever the host process exports.
+        // copies of PluginKit/JSONKit/ProtoCodec to itself, whatever the host process exports.
         .target(name: "AtomoPayPlugin", dependencies: ["PluginKit"], path: "Plugins/atomopay",
                 exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
         .target(name: "ParadisePlugin", dependencies: ["PluginKit"], path: "Plugins/paradise",
@@ -87,15 +91,15 @@ let package = Package(
         // END plugin targets
 
         // Meta Conversions API: the durable outbox and its background sender (libcurl via HTTPClient).
-        .target(name: "MetaCAPI", dependencies: ["Postgres", "HTTPClient", "CSHA256", "RPC"]),
+        .target(name: "MetaCAPI", dependencies: ["JSONKit", "Postgres", "HTTPClient", "CSHA256", "RPC"]),
         // The tracking domain: bots, slugs, tokens, PageView, /start binding, token recovery, /go.
-        .target(name: "Tracking", dependencies: ["RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
+        .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
-        .target(name: "Payments", dependencies: ["RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
+        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
         // END payments targets
 
-        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes",
+        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit",
                                                             "Postgres", "Redis", "MetaCAPI", "Tracking",
                                                             "Payments", "PluginHost"]),
 
@@ -106,8 +110,9 @@ let package = Package(
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
         .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
-        .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "Postgres", "RPC"]),
-        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes"]),
+        .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
+        .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),
+        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes"]),
         // BEGIN payments test targets
         .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
         // END payments test targets

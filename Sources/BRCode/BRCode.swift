@@ -1,3 +1,5 @@
+import JSONKit
+
 /// PIX "copia e cola" codes (BR Code, EMV Merchant-Presented QR): TLV fields `ID(2) LEN(2) VALUE`
 /// ending in `6304` + CRC-16/CCITT-FALSE over everything before the CRC value.
 public enum BRCode {
@@ -127,48 +129,6 @@ public enum BRCode {
     }
 }
 
-/// Exact conversions between integer centavos and decimal text ("19.90"): money never goes
-/// through floating point.
-public enum Decimal2 {
-    /// `1990` → `"19.90"`, `-5` → `"-0.05"`.
-    public static func text(_ cents: Int64) -> String {
-        let negative = cents < 0
-        let m = cents.magnitude
-        let frac = m % 100
-        return (negative ? "-" : "") + "\(m / 100)." + (frac < 10 ? "0\(frac)" : "\(frac)")
-    }
-
-    /// Parses a decimal number of reais (`"19.9"`, `"19.90"`, `"19"`, `"1e1"` is refused) into
-    /// centavos. `nil` when not a plain decimal or when it has more than 2 significant decimals.
-    public static func cents(_ text: String) -> Int64? {
-        var s = Substring(text.trimmingCharacters(in: " "))
-        var negative = false
-        if s.first == "-" { negative = true; s = s.dropFirst() } else if s.first == "+" { s = s.dropFirst() }
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let whole = parts.first, !whole.isEmpty, whole.count <= 15,
-              whole.allSatisfy(\.isASCIIDigit), let w = Int64(whole) else { return nil }
-        var frac: Int64 = 0
-        if parts.count == 2 {
-            var f = parts[1]
-            guard f.allSatisfy(\.isASCIIDigit), !f.isEmpty else { return nil }
-            while f.count > 2, f.last == "0" { f = f.dropLast() }
-            guard f.count <= 2 else { return nil }
-            frac = Int64(f)! * (f.count == 1 ? 10 : 1)
-        }
-        let v = w * 100 + frac
-        return negative ? -v : v
-    }
-}
-
 extension Character {
     var isASCIIDigit: Bool { isASCII && isNumber }
-}
-
-extension String {
-    func trimmingCharacters(in set: Character) -> String {
-        var s = Substring(self)
-        while s.first == set { s = s.dropFirst() }
-        while s.last == set { s = s.dropLast() }
-        return String(s)
-    }
 }

@@ -1,3 +1,5 @@
+import JSONKit
+
 /// What came back from one POST to the Graph API, transport-independent.
 public struct MetaHTTPResponse: Sendable, Equatable {
     public enum Failure: String, Sendable {
@@ -47,8 +49,8 @@ public enum MetaDelivery: Sendable, Equatable {
             return .retry(reason: "transport: \(failure.rawValue)", notBefore: nil)
         }
         let error = (try? JSON.parse(r.body))?["error"]
-        let code = error?["code"]?.int
-        let subcode = error?["error_subcode"]?.int
+        let code = error?["code"]?.int64
+        let subcode = error?["error_subcode"]?.int64
         let transient = error?["is_transient"]?.bool ?? false
         let message = String((error?["message"]?.string ?? "").prefix(300))
         let described = code.map { "graph code \($0)" + (subcode.map { "/\($0)" } ?? "") + (message.isEmpty ? "" : ": \(message)") }

@@ -1,3 +1,5 @@
+import JSONKit
+
 /// One Conversions API event waiting in the outbox: which pixel it goes to and the event object
 /// that becomes one element of the request's `data` array.
 public struct MetaEvent: Sendable, Equatable {

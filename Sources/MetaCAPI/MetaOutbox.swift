@@ -1,3 +1,4 @@
+import JSONKit
 import Postgres
 
 /// The durable queue in front of the Conversions API (`meta_events`). An event is queued in
@@ -16,7 +17,7 @@ public enum MetaOutbox {
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
                 ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING
                 """, [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
-                      .text(e.payload.text), .text(e.testEventCode)])
+                      .text(e.payload.serialized), .text(e.testEventCode)])
         }
         return inserted
     }

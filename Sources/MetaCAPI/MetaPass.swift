@@ -1,4 +1,5 @@
 import Glibc
+import JSONKit
 import Postgres
 import RPC
 
@@ -99,7 +100,7 @@ struct MetaPass {
         body += Array("]".utf8)
         if !testEventCode.isEmpty {
             body += Array(",\"test_event_code\":".utf8)
-            JSON.writeString(testEventCode, into: &body)
+            body += JSON.string(testEventCode).bytes
         }
         body.append(UInt8(ascii: "}"))
         let url = configuration.endpoint(pixelID: pixel) + "?access_token=" + Self.percentEncode(token)

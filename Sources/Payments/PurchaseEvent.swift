@@ -1,3 +1,4 @@
+import JSONKit
 import MetaCAPI
 import Postgres
 
@@ -17,12 +18,13 @@ public enum PurchaseEvent {
                                                externalIDs: [fbclid, String(payment.telegramUserID)])
         return MetaEvent.website(pixelID: account.metaPixelID, eventName: "Purchase", eventID: eventID(payment.id),
                                  eventTime: paidMs / 1000, eventSourceURL: t.eventSourceURL, visitor: visitor,
-                                 customData: ["currency": "BRL", "value": .double(reais(payment.amountCents)),
+                                 customData: ["currency": "BRL", "value": .reais(cents: payment.amountCents),
                                               "order_id": .string(payment.reference)],
                                  testEventCode: account.metaTestEventCode)
     }
 
-    /// Centavos → reais for Meta's `custom_data.value` (exact for any realistic amount).
+    /// The number Meta reads from `custom_data.value`, in reais (`1990` → `19.9`). The payload
+    /// itself carries the exact decimal text (`19.90`, `JSON.reais(cents:)`).
     public static func reais(_ cents: Int64) -> Double { Double(cents) / 100 }
 
     /// Queues the Purchase on `connection` (inside the payment's transaction). Returns whether

@@ -1,3 +1,4 @@
+import JSONKit
 import MetaCAPI
 import PluginHost
 import Postgres
@@ -30,7 +31,7 @@ public final class WebhookInbox: Sendable {
 
     /// Stores the raw request. Throws `PGError` when PostgreSQL is down (answer 503: the gateway retries).
     public func store(gateway: String, headers: [GatewayHeader], body: [UInt8], remoteAddr: String) async throws -> Int64 {
-        let headerJSON = JSON.array(headers.map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).text
+        let headerJSON = JSON.array(headers.map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).serialized
         let id = try await service.pool.withConnection { c in
             try c.query("""
                 INSERT INTO webhook_inbox (gateway, headers, body, remote_addr) VALUES ($1, $2::jsonb, $3, $4) RETURNING id

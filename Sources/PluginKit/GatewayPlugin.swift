@@ -1,3 +1,4 @@
+@_exported import JSONKit
 @_exported import BRCode
 
 /// What a Swift gateway plugin implements; `PluginExport.entry` turns it into the C table.

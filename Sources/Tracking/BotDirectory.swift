@@ -1,3 +1,4 @@
+import JSONKit
 import MetaCAPI
 import Postgres
 import RPC
@@ -21,7 +22,7 @@ public struct BotDirectory: Sendable {
     ///   has the username; database failures mapped by `PGError.rpcError`.
     public func upsertBot(_ input: BotInput) async throws -> Bot {
         try TrackingValidation.bot(input)
-        let credentials: String? = input.gatewayCredentials.map { JSON.object($0.mapValues { JSON.string($0) }).text }
+        let credentials: String? = input.gatewayCredentials.map { JSON.object($0.mapValues { JSON.string($0) }).serialized }
         do {
             let rows = try await pool.withConnection { c in
                 try c.query("""

@@ -1,3 +1,4 @@
+import JSONKit
 import MetaCAPI
 import Redis
 import RPC

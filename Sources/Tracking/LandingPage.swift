@@ -1,4 +1,4 @@
-import MetaCAPI
+import JSONKit
 
 /// The small HTML pages `/go/{slug}` answers with. Every dynamic value is either validated
 /// (bot usernames, tokens, pixel ids) or escaped for where it lands (HTML text, JS string).
@@ -67,7 +67,7 @@ enum LandingPage {
     }
 
     /// A JS string literal safe inside `<script>` (JSON escaping plus `<`, `>`, `&`).
-    static func js(_ s: String) -> String { JSON.string(s).text }
+    static func js(_ s: String) -> String { JSON.string(s).scriptSafeSerialized }
 
     static func html(_ s: String) -> String {
         var out = ""

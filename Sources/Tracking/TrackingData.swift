@@ -1,4 +1,4 @@
-import MetaCAPI
+import JSONKit
 
 /// Where an fbc came from (DESIGN §1): only a cookie counts by default; building one from the
 /// fbclid is opt-in, and a cookie value is never replaced by a built one.
@@ -59,13 +59,20 @@ public struct TrackingData: Sendable, Equatable {
         func s(_ k: String) -> String {
             switch o[k] {
             case .string(let v)?: return v
-            case .int(let v)?: return String(v)
+            case .number(let n)?: return Int64(n).map(String.init) ?? ""
             default: return ""
             }
         }
+        // An integer, also when another writer stored it as an integral decimal (`7.0`).
+        func int(_ k: String) -> Int64? {
+            guard let v = o[k] else { return nil }
+            if let i = v.int64 { return i }
+            guard case .number(let n) = v, let d = Double(n), d.rounded() == d, abs(d) < 9e15 else { return nil }
+            return Int64(d)
+        }
         token = s("token")
         pageviewEventID = s("pageview_event_id")
-        pageviewTsMs = o["pageview_ts_unix_ms"]?.int ?? o["pageview_ts"]?.int ?? 0
+        pageviewTsMs = int("pageview_ts_unix_ms") ?? int("pageview_ts") ?? 0
         fbp = s("fbp")
         fbc = s("fbc")
         // Older payloads carry no origin: the original system only ever took fbc from the cookie.
@@ -79,7 +86,7 @@ public struct TrackingData: Sendable, Equatable {
         userAgent = s("user_agent")
         eventSourceURL = s("event_source_url")
         slug = s("slug")
-        botID = o["bot_id"]?.int ?? 0
+        botID = int("bot_id") ?? 0
         metaPixelID = s("meta_pixel_id")
     }
 

@@ -1,3 +1,4 @@
+import JSONKit
 import MetaCAPI
 import Redis
 
@@ -21,7 +22,7 @@ public struct TrackingStore: Sendable {
     /// Writes `tracking:{token}` and, when there is an fbclid, `tracking:fbclid:{fbclid}`, in one
     /// pipelined round trip.
     public func storePageView(_ data: TrackingData) async throws {
-        var entries: [(key: String, value: [UInt8])] = [(Self.dataKey(data.token), data.json.rendered())]
+        var entries: [(key: String, value: [UInt8])] = [(Self.dataKey(data.token), data.json.bytes)]
         if !data.fbclid.isEmpty { entries.append((Self.fbclidKey(data.fbclid), Array(data.token.utf8))) }
         try await redis.set(entries, ttlSeconds: ttlSeconds)
     }
@@ -42,7 +43,7 @@ public struct TrackingStore: Sendable {
     public func mergeBrowserCookies(token: String, fbp: String, fbc: String) async throws -> TrackingData? {
         guard var data = try await data(for: token) else { return nil }
         if data.mergeBrowserCookies(fbp: fbp, fbc: fbc) {
-            let reply = try await redis.command([Array("SET".utf8), Array(Self.dataKey(token).utf8), data.json.rendered(),
+            let reply = try await redis.command([Array("SET".utf8), Array(Self.dataKey(token).utf8), data.json.bytes,
                                                  Array("KEEPTTL".utf8), Array("XX".utf8)])
             if reply.isNull { return nil }  // expired between the GET and the SET
         }
@@ -57,7 +58,7 @@ public struct TrackingStore: Sendable {
         if chatID != 0 { chat["chat_id"] = .int(chatID) }
         if !pixelID.isEmpty { chat["pixel_id"] = .string(pixelID) }
         try await redis.set([(Self.lastTokenKey(bot: bot, user: user), Array(token.utf8)),
-                             (Self.chatKey(bot: bot, user: user), JSON.object(chat).rendered())], ttlSeconds: ttlSeconds)
+                             (Self.chatKey(bot: bot, user: user), JSON.object(chat).bytes)], ttlSeconds: ttlSeconds)
     }
 
     /// `tracking:last_token:…` and `tracking:chat:…` in one round trip, each reduced to a valid

@@ -1,4 +1,5 @@
 import Foundation
+import JSONKit
 import MetaCAPI
 import Payments
 import PluginHost
@@ -108,7 +109,7 @@ struct SQLBotGateways: BotGatewayDirectory {
         guard let row else { return nil }
         var credentials: [String: String] = [:]
         for (k, v) in (try? JSON.parse(Array((try row.string("creds") ?? "{}").utf8)))?.object ?? [:] {
-            credentials[k] = v.string ?? v.int.map(String.init) ?? ""
+            credentials[k] = v.string ?? v.int64.map(String.init) ?? ""
         }
         return BotGatewayAccount(botID: try row.int64("id") ?? 0, enabled: try row.bool("enabled") ?? false,
                                  gateway: try row.string("gateway_plugin") ?? "",

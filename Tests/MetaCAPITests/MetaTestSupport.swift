@@ -1,4 +1,5 @@
 import Foundation
+import JSONKit
 import MetaCAPI
 import Postgres
 import RPC

@@ -1,25 +1,6 @@
 import Testing
 @testable import MetaCAPI
 
-@Suite struct JSONTests {
-    @Test func roundTripsAndEscapesForScriptBlocks() throws {
-        let v: JSON = .object(["a": .array([.int(-12), .double(1.5), .bool(true), .null]), "s": .string("</script>&\u{2028}\"\\\n😀")])
-        let text = v.text
-        #expect(!text.contains("</script>") && text.contains("\\u003c/script\\u003e"))
-        #expect(try JSON.parse(text) == v)
-        #expect(try JSON.parse(#"{"x":"\ud83d\ude00","n":12345678901234}"#) == .object(["x": "😀", "n": .int(12_345_678_901_234)]))
-    }
-
-    @Test(arguments: ["", "{", "[1,]", "{\"a\" 1}", "\"\\ud800\"", "01x", "nul", "[1] 2", "\"\u{01}\""])
-    func rejectsMalformed(_ text: String) {
-        #expect(throws: JSONParseError.self) { try JSON.parse(text) }
-    }
-
-    @Test func nestingIsBounded() {
-        #expect(throws: JSONParseError.self) { try JSON.parse(String(repeating: "[", count: 100) + String(repeating: "]", count: 100)) }
-    }
-}
-
 @Suite struct SHA256Tests {
     @Test func knownVectors() {
         #expect(SHA256Hex.of("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

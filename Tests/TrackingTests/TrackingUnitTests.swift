@@ -93,7 +93,7 @@ import Testing
         d.token = "0123456789abcdef0123456789abcdef"; d.pageviewEventID = "pageview_x"; d.pageviewTsMs = 1_700_000_000_000
         d.fbp = "fb.1.1.2"; d.fbc = "fb.1.1.x"; d.fbcOrigin = .builtFromFbclid; d.fbclid = "x"; d.utmSource = "ação <b>"
         d.botID = 42; d.userAgent = "UA \"quoted\""
-        #expect(TrackingData(json: d.json.rendered()) == d)
+        #expect(TrackingData(json: d.json.bytes) == d)
         let legacy = TrackingData(json: Array(#"{"token":"t","bot_id":"7","pageview_ts":12,"fbc":"fb.1.1.y","extra":[1]}"#.utf8))
         #expect(legacy?.botID == 7 && legacy?.pageviewTsMs == 12 && legacy?.fbcOrigin == .cookie)
         #expect(TrackingData(json: Array("not json".utf8)) == nil && TrackingData(json: Array("[1]".utf8)) == nil)

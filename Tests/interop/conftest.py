@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import support
+from tracking_support import FakeMeta, new_schema
 
 # --- stubs ----------------------------------------------------------------------------------------
 
@@ -68,6 +69,21 @@ def server(shared_server):
     assert shared_server.alive(), (
         f"pixtrackd died during this test ({support.exit_description(shared_server.proc.returncode)}):\n"
         + shared_server.log(last=200))
+
+
+# --- tracking and payments modules: the fake Graph API and a private schema, one each per module ---
+
+
+@pytest.fixture(scope="module")
+def meta():
+    m = FakeMeta()
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def db_url():
+    return new_schema()
 
 
 # --- reporting ---------------------------------------------------------------------------------------

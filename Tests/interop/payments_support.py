@@ -3,48 +3,25 @@ with a gateway account, PIX generation and SQL checks."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import subprocess
-import sys
-import threading
 
 import support
-from tracking_support import FAKES, http_request, psql, server_env, unique_id
+from tracking_support import FakeProcess, http_request, psql, server_env, unique_id
 
 from pixtrack.v1 import payment_pb2 as ppb, payment_pb2_grpc, tracking_pb2 as tpb, tracking_pb2_grpc
 
 SECRETS = {"sandbox": "sbx-secret-1", "paradise": "pdx-secret-2"}
 
 
-class FakeGateways:
+class FakeGateways(FakeProcess):
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, str(FAKES / "fake_gateways.py")], stdout=subprocess.PIPE)
-        self.port = int(self.proc.stdout.readline())
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def call(self, path: str, body: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("POST" if body is not None else "GET", path, json.dumps(body) if body is not None else None,
-                     {"Content-Type": "application/json"})
-        r = conn.getresponse()
-        data = json.loads(r.read() or b"{}")
-        conn.close()
-        return data
+        super().__init__("fake_gateways.py", timeout=30)
 
     def ledger(self, gateway: str | None = None) -> list[dict]:
         return self.call("/_control/ledger" + (f"?gateway={gateway}" if gateway else ""))["charges"]
 
     def requests(self, gateway: str | None = None) -> list[dict]:
         return self.call("/_control/requests" + (f"?gateway={gateway}" if gateway else ""))["requests"]
-
-    def fault(self, **f):
-        self.call("/_control/fault", f)
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait(5)
 
 
 def payment_env(db_url: str, meta, **extra: str) -> dict[str, str]:
@@ -110,58 +87,3 @@ def purchases(db_url: str, pid: int) -> list[dict]:
 def history(db_url: str, pid: int) -> list[tuple[str, str, str]]:
     out = psql(f"SELECT coalesce(from_status, ''), to_status, source FROM payment_status_history WHERE payment_id = {pid} ORDER BY id", db_url)
     return [tuple(line.split("|")) for line in out.splitlines() if line]
-
-
-class PGProxy:
-    """A TCP relay in front of PostgreSQL that can be cut (PostgreSQL "down" for one server only)."""
-
-    def __init__(self, target_port: int):
-        self.target = target_port
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.open = True
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while self.open:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self.open:
-                c.close()
-                return
-            u = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        self.open = False
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass

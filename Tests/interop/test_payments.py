@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 import support
-from payments_support import (SECRETS, Client, FakeGateways, PGProxy, history, payment_env, purchases, webhook)
-from tracking_support import FakeMeta, http_request, metric, new_schema, pixel_id, psql, unique_id, wait_until
+from payments_support import (SECRETS, Client, FakeGateways, history, payment_env, purchases, webhook)
+from tracking_support import TCPProxy, http_request, metric, new_schema, pixel_id, psql, unique_id, wait_until
 
 from pixtrack.v1 import payment_pb2 as ppb, tracking_pb2 as tpb
 
@@ -25,22 +25,10 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chr
 
 
 @pytest.fixture(scope="module")
-def meta():
-    m = FakeMeta()
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="module")
 def fakes():
     f = FakeGateways()
     yield f
     f.stop()
-
-
-@pytest.fixture(scope="module")
-def db_url():
-    return new_schema()
 
 
 @pytest.fixture(scope="module")
@@ -272,14 +260,14 @@ def test_redis_down_payment_still_created(meta, db_url):
 
 def test_postgres_down_unavailable_gateway_not_called(meta, fakes, db_url):
     pg_port = urllib.parse.urlsplit(db_url).port
-    proxy = PGProxy(pg_port)
+    proxy = TCPProxy(pg_port)
     proxied = db_url.replace(f":{pg_port}/", f":{proxy.port}/")
     env = payment_env(proxied, meta, PIXTRACK_META_SENDER="0", PIXTRACK_PAYMENT_WORKERS="0")
     with support.start_server(env=env, name="pixtrackd (postgres cut)") as s:
         c = Client(s.port)
         bot = c.paradise_bot(fakes)
         sent = len(fakes.requests("paradise"))
-        proxy.cut()
+        proxy.close()
         with pytest.raises(grpc.RpcError) as e:
             c.generate(bot.id, unique_id(), 900)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE

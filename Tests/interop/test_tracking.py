@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 import support
-from tracking_support import (FakeMeta, header, http_request, metric, new_schema, pixel_id, psql, redis_cli,
-                              server_env, unique_id, wait_until)
+from tracking_support import (TCPProxy, header, http_request, metric, new_schema, pixel_id, psql, redis_cli, server_env,
+                              unique_id, wait_until)
 
 from pixtrack.v1 import tracking_pb2 as pb, tracking_pb2_grpc
 
@@ -24,18 +24,6 @@ FB_IAB_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit
              "Mobile/15E148 [FBAN/FBIOS;FBAV/458.0.0.43.112;FBBV/590000000;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;"
              "FBSV/17.4;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/0]")
 SECRET = "EAAB-super-secret-capi-token"
-
-
-@pytest.fixture(scope="module")
-def meta():
-    m = FakeMeta()
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="module")
-def db_url():
-    return new_schema()
 
 
 @pytest.fixture(scope="module")
@@ -507,77 +495,6 @@ def test_migrate_command_and_missing_urls(db_url):
     assert res.returncode == 2 and "DATABASE_URL is not set" in res.stderr
     res = subprocess.run([binary, "--port", "0"], env=dict(base, DATABASE_URL=db_url), capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "REDIS_URL is not set" in res.stderr
-
-
-class TCPProxy:
-    """Forwards 127.0.0.1:port to a target; `cut()` drops every connection and refuses new ones."""
-
-    def __init__(self, target_port: int):
-        import socket
-        import threading
-        self.target = target_port
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.open = True
-        self.conns: list = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-        import threading
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self.open:
-                c.close()
-                continue
-            try:
-                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                c.close()
-                continue
-            self.conns += [c, up]
-            for a, b in ((c, up), (up, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def cut(self):
-        import socket
-        self.open = False
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self.conns = []
-
-    def restore(self):
-        self.open = True
-
-    def close(self):
-        self.cut()
-        self.sock.close()
 
 
 def test_health_not_serving_while_postgres_unreachable(meta, db_url):

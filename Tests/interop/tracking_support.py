@@ -6,8 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -51,14 +53,17 @@ def redis_cli(*args: str, url: str | None = None) -> str:
     return res.stdout.strip()
 
 
-class FakeMeta:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, str(FAKES / "fake_meta.py")], stdout=subprocess.PIPE)
+class FakeProcess:
+    """A fake from Tests/fakes in its own process: it prints its port, then answers `/_control/...`."""
+
+    def __init__(self, script: str, timeout: float):
+        self.timeout = timeout
+        self.proc = subprocess.Popen([sys.executable, str(FAKES / script)], stdout=subprocess.PIPE)
         self.port = int(self.proc.stdout.readline())
         self.base = f"http://127.0.0.1:{self.port}"
 
     def call(self, path: str, body: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         conn.request("POST" if body is not None else "GET", path, json.dumps(body) if body is not None else None,
                      {"Content-Type": "application/json"})
         r = conn.getresponse()
@@ -66,19 +71,24 @@ class FakeMeta:
         conn.close()
         return data
 
-    def events(self, event_id: str | None = None) -> list[dict]:
-        evs = self.call("/_control/events")["events"]
-        return [e for e in evs if event_id is None or e["event_id"] == event_id]
-
-    def requests(self, pixel: str | None = None) -> list[dict]:
-        return [r for r in self.call("/_control/requests")["requests"] if pixel is None or r["pixel_id"] == pixel]
-
     def fault(self, **f):
         self.call("/_control/fault", f)
 
     def stop(self):
         self.proc.kill()
         self.proc.wait(5)
+
+
+class FakeMeta(FakeProcess):
+    def __init__(self):
+        super().__init__("fake_meta.py", timeout=10)
+
+    def events(self, event_id: str | None = None) -> list[dict]:
+        evs = self.call("/_control/events")["events"]
+        return [e for e in evs if event_id is None or e["event_id"] == event_id]
+
+    def requests(self, pixel: str | None = None) -> list[dict]:
+        return [r for r in self.call("/_control/requests")["requests"] if pixel is None or r["pixel_id"] == pixel]
 
 
 def server_env(database_url: str, meta: FakeMeta, **extra: str) -> dict[str, str]:
@@ -134,3 +144,69 @@ def unique_id() -> int:
 
 def pixel_id() -> str:
     return str(uuid.uuid4().int % 10**15 + 10**14)
+
+
+class TCPProxy:
+    """Forwards 127.0.0.1:port to a target; `cut()` drops every connection and refuses new ones."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.open = True
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self.open:
+                c.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                c.close()
+                continue
+            self.conns += [c, up]
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        self.open = False
+        for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def restore(self):
+        self.open = True
+
+    def close(self):
+        self.cut()
+        self.sock.close()

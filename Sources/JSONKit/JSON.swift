@@ -1,0 +1,148 @@
+/// The one JSON value of the host and the plugins, without Foundation: what gateway APIs and the
+/// Graph API speak, and what `tracking:{token}` holds in Redis.
+///
+/// Numbers keep their literal text so money and int64 ids never go through floating point: read
+/// them with `int64`, or `centsFromReais` for decimal amounts. Objects serialize with sorted keys,
+/// so the same value always gives the same bytes.
+public enum JSON: Sendable, Hashable {
+    case null
+    case bool(Bool)
+    /// The number's literal text, already validated as JSON.
+    case number(String)
+    case string(String)
+    case array([JSON])
+    case object([String: JSON])
+
+    /// An integer number.
+    public static func int(_ v: Int64) -> JSON { .number(String(v)) }
+
+    /// A decimal number of reais from centavos (`1990` → `19.90`), exact.
+    public static func reais(cents: Int64) -> JSON { .number(Decimal2.text(cents)) }
+
+    public subscript(key: String) -> JSON? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    public subscript(index: Int) -> JSON? {
+        if case .array(let a) = self, a.indices.contains(index) { return a[index] }
+        return nil
+    }
+
+    /// The string, or `nil` for any other kind.
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    /// A string, or a number's text (gateways send ids either way).
+    public var text: String? {
+        switch self {
+        case .string(let s): s
+        case .number(let n): n
+        default: nil
+        }
+    }
+
+    /// An integer number, or a string holding one (`"1990"`); `nil` for fractions and others.
+    public var int64: Int64? {
+        switch self {
+        case .number(let n), .string(let n): Int64(n)
+        default: nil
+        }
+    }
+
+    /// A decimal amount of reais (number or numeric string) in centavos, exact; `nil` when it is
+    /// not a plain decimal with at most 2 significant decimals.
+    public var centsFromReais: Int64? {
+        switch self {
+        case .number(let n), .string(let n): Decimal2.cents(n)
+        default: nil
+        }
+    }
+
+    public var bool: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+
+    public var object: [String: JSON]? {
+        if case .object(let o) = self { return o }
+        return nil
+    }
+
+    public var array: [JSON]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
+    /// Compact UTF-8 serialization (sorted keys).
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        write(to: &out, scriptSafe: false)
+        return out
+    }
+
+    public var serialized: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// `serialized`, also escaping `<`, `>`, `&`, U+2028 and U+2029 (as `\u003c`…), so the text can
+    /// sit inside an HTML `<script>` block without ending it.
+    public var scriptSafeSerialized: String {
+        var out: [UInt8] = []
+        write(to: &out, scriptSafe: true)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private func write(to out: inout [UInt8], scriptSafe: Bool) {
+        switch self {
+        case .null: out += Array("null".utf8)
+        case .bool(let b): out += Array((b ? "true" : "false").utf8)
+        case .number(let n): out += Array(n.utf8)
+        case .string(let s): Self.writeString(s, to: &out, scriptSafe: scriptSafe)
+        case .array(let a):
+            out.append(UInt8(ascii: "["))
+            for (i, v) in a.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                v.write(to: &out, scriptSafe: scriptSafe)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let o):
+            out.append(UInt8(ascii: "{"))
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                Self.writeString(k, to: &out, scriptSafe: scriptSafe)
+                out.append(UInt8(ascii: ":"))
+                o[k]!.write(to: &out, scriptSafe: scriptSafe)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    private static func writeString(_ s: String, to out: inout [UInt8], scriptSafe: Bool) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case "\\": out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case "\n": out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case "\r": out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case "\t": out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case _ where scalar.value < 0x20
+                || scriptSafe && (scalar == "<" || scalar == ">" || scalar == "&" || scalar.value == 0x2028 || scalar.value == 0x2029):
+                let v = Int(scalar.value)
+                out += Array("\\u".utf8)
+                out += [hex[(v >> 12) & 0xF], hex[(v >> 8) & 0xF], hex[(v >> 4) & 0xF], hex[v & 0xF]]
+            default:
+                UTF8.encode(scalar) { out.append($0) }
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}
+
+extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}

@@ -1,0 +1,59 @@
+import JSONKit
+import Testing
+
+@Suite struct JSONTests {
+    @Test func parsesAndKeepsNumbersExact() throws {
+        let j = try JSON.parse(#"{"a": 19.90, "b": [1, true, null, "x\u00e9\n"], "c": {"d": "1990"}}"#)
+        #expect(j["a"]?.centsFromReais == 1990)
+        #expect(j["b"]?[1]?.bool == true)
+        #expect(j["b"]?[3]?.string == "xé\n")
+        #expect(j["c"]?["d"]?.int64 == 1990)
+        #expect(j["missing"] == nil)
+    }
+
+    @Test func rejectsMalformedInput() {
+        for bad in ["", "{", "{\"a\":}", "[1,]", "01", "\"\\ud800\"", "{\"a\":1} x", "nul", "\"\u{1}\""] {
+            #expect(throws: JSON.ParseError.self, "\(bad)") { try JSON.parse(bad) }
+        }
+        let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(throws: JSON.ParseError.self) { try JSON.parse(deep) }
+    }
+
+    @Test func serializesDeterministically() throws {
+        let j: JSON = .object(["b": .int(1), "a": .string("q\"\\\n"), "m": .reais(cents: 1990)])
+        #expect(j.serialized == #"{"a":"q\"\\\n","b":1,"m":19.90}"#)
+        #expect(try JSON.parse(j.bytes) == j)
+    }
+
+    @Test func roundTripsAndEscapesForScriptBlocks() throws {
+        let v: JSON = .object(["a": .array([.int(-12), .number("1.5"), .bool(true), .null]), "s": .string("</script>&\u{2028}\"\\\n😀")])
+        let text = v.scriptSafeSerialized
+        #expect(!text.contains("</script>") && text.contains("\\u003c/script\\u003e"))
+        #expect(try JSON.parse(text) == v)
+        #expect(try JSON.parse(#"{"x":"\ud83d\ude00","n":12345678901234}"#) == .object(["x": "😀", "n": .int(12_345_678_901_234)]))
+    }
+
+    @Test(arguments: ["", "{", "[1,]", "{\"a\" 1}", "\"\\ud800\"", "01x", "nul", "[1] 2", "\"\u{01}\""])
+    func rejectsMalformed(_ text: String) {
+        #expect(throws: JSON.ParseError.self) { try JSON.parse(text) }
+    }
+
+    @Test func nestingIsBounded() {
+        #expect(throws: JSON.ParseError.self) { try JSON.parse(String(repeating: "[", count: 100) + String(repeating: "]", count: 100)) }
+    }
+}
+
+@Suite struct Decimal2Tests {
+    @Test func decimalsAreExact() {
+        #expect(Decimal2.text(1990) == "19.90")
+        #expect(Decimal2.text(5) == "0.05")
+        #expect(Decimal2.cents("19.9") == 1990)
+        #expect(Decimal2.cents("19.90") == 1990)
+        #expect(Decimal2.cents("19") == 1900)
+        #expect(Decimal2.cents("0.1") == 10)
+        #expect(Decimal2.cents("19.999") == nil)
+        #expect(Decimal2.cents("1e3") == nil)
+        #expect(Decimal2.cents("abc") == nil)
+        #expect(Decimal2.cents("19.900") == 1990)
+    }
+}
