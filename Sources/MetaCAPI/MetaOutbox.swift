@@ -29,6 +29,30 @@ public enum MetaOutbox {
         return try await pool.withConnection { try enqueue(events, on: $0) }
     }
 
+    /// Queues `events` with ONE multi-row `INSERT … ON CONFLICT DO NOTHING` (one statement:
+    /// autocommitted, it is one transaction and one commit). Used by `MetaOutboxBatcher`, which
+    /// removes duplicates within the batch first.
+    /// - Returns: the keys of the rows that were new.
+    static func enqueueReturningNew(_ events: [MetaEvent], on connection: PGConnection) throws -> Set<MetaEvent.Key> {
+        guard !events.isEmpty else { return [] }
+        var sql = "INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, test_event_code) VALUES "
+        var params: [PGValue?] = []
+        params.reserveCapacity(events.count * 6)
+        for (i, e) in events.enumerated() {
+            let n = i * 6
+            sql += (i == 0 ? "" : ", ") + "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4), $\(n + 5)::jsonb, $\(n + 6))"
+            params += [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
+                       .text(e.payload.serialized), .text(e.testEventCode)]
+        }
+        sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id"
+        var inserted = Set<MetaEvent.Key>()
+        for row in try connection.query(sql, params) {
+            inserted.insert(MetaEvent.Key(pixelID: try row.string("pixel_id") ?? "", eventName: try row.string("event_name") ?? "",
+                                          eventID: try row.string("event_id") ?? ""))
+        }
+        return inserted
+    }
+
     /// Counts by status (`queued`, `sent`, `parked`, `dropped`).
     public static func counts(pool: PGPool) async throws -> [String: Int] {
         try await pool.withConnection { c in

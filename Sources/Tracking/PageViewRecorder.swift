@@ -40,8 +40,9 @@ public struct PageViewResult: Sendable {
 ///
 /// Resolves the slug, picks a bot, mints the token and `pageview_event_id`, settles fbp/fbc,
 /// then — concurrently — stores `tracking:{token}` (+ the fbclid index) in Redis with one
-/// pipelined round trip and queues the Meta PageView in the PostgreSQL outbox. The PageView is
-/// durable before the caller gets an answer; a Redis failure is logged and counted, never fatal.
+/// pipelined round trip and queues the Meta PageView in the PostgreSQL outbox (group-committed
+/// with concurrent clicks by `MetaOutboxBatcher`). The PageView is durable before the caller gets
+/// an answer; a Redis failure is logged and counted, never fatal.
 public struct PageViewRecorder: Sendable {
     let directory: BotDirectory
     let store: TrackingStore
@@ -50,6 +51,8 @@ public struct PageViewRecorder: Sendable {
     let configuration: TrackingConfiguration
     let metrics: Metrics
     let logger: Logger
+    /// Group commit for the PageView inserts (one commit for many concurrent clicks).
+    let outbox: MetaOutboxBatcher
     let onQueued: @Sendable () -> Void
 
     /// - Parameter degradeOnQueueFailure: `/go` passes true: when the outbox is unavailable
@@ -137,7 +140,7 @@ public struct PageViewRecorder: Sendable {
                                        eventSourceURL: d.eventSourceURL, clientIP: d.clientIP, userAgent: d.userAgent,
                                        fbp: d.fbp, fbc: d.fbc, fbclid: d.fbclid, testEventCode: bot.metaTestEventCode)
         do {
-            try await MetaOutbox.enqueue([event], pool: directory.pool)
+            try await outbox.enqueue(event)
             onQueued()
             return nil
         } catch let e as PGError {

@@ -1,3 +1,4 @@
+import MetaCAPI
 import Postgres
 import ProtoCodec
 import Redis
@@ -28,7 +29,8 @@ public final class TrackingService: Sendable {
         store = TrackingStore(redis: redis, ttlSeconds: configuration.ttlSeconds)
         cache = SlugCache(ttl: configuration.slugCacheTTL)
         recorder = PageViewRecorder(directory: directory, store: store, cache: cache, distributor: SlugDistributor(),
-                                    configuration: configuration, metrics: metrics, logger: logger, onQueued: onQueued)
+                                    configuration: configuration, metrics: metrics, logger: logger,
+                                    outbox: MetaOutboxBatcher(pool: pool), onQueued: onQueued)
         binder = StartBinder(pool: pool, store: store, metrics: metrics, logger: logger)
         resolver = TokenResolver(pool: pool, store: store, metrics: metrics, logger: logger)
     }

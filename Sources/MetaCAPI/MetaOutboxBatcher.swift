@@ -1,0 +1,183 @@
+import Postgres
+import Synchronization
+
+/// Group commit for the outbox: concurrent single-event enqueues (one per click) share one
+/// multi-row INSERT, hence one commit and one fsync, instead of one transaction each.
+///
+/// Natural batching, no timers: when fewer than `maxInFlight` batches are being written, a
+/// request starts a batch at once (no added latency when idle); requests arriving while the
+/// writers are busy wait in `pending` and the next free writer takes up to `maxBatchSize` of them
+/// in arrival order. `enqueue` returns only after the commit that holds its event, so the event
+/// is as durable as with `MetaOutbox.enqueue(_:pool:)`.
+///
+/// Every accepted request is answered exactly once, with its own outcome:
+/// - duplicates keep the first, as a single insert did: the earliest request of a batch for a
+///   (pixel, event_name, event_id) is the candidate, later ones in the same batch get `false`;
+/// - a failed batch fails every request in it with the batch's error; the next batch is tried
+///   afresh. When the statement itself was refused (bad data, not an unavailable server), the
+///   batch's events are retried one by one on the same connection, so one bad event cannot fail
+///   the clicks that happened to share its batch;
+/// - batches run in their own tasks: a cancelled caller still gets the real outcome (its event
+///   may already be on the wire, and an accepted event is never silently dropped). Shutdown needs
+///   no step of its own: a closed pool fails the batches still waiting (`PGError` `.poolClosed`).
+public final class MetaOutboxBatcher: Sendable {
+    /// Counters, for tests and metrics.
+    public struct Statistics: Sendable, Equatable {
+        /// Batches written (committed or failed) so far.
+        public var batches = 0
+        /// Batches that failed as a whole.
+        public var failedBatches = 0
+        /// Requests answered so far.
+        public var events = 0
+        /// Requests waiting for a writer.
+        public var pending = 0
+        /// Batches being written now.
+        public var inFlight = 0
+    }
+
+    private struct Waiter {
+        let event: MetaEvent
+        let continuation: CheckedContinuation<Bool, any Error>
+    }
+
+    private struct State {
+        var pending: [Waiter] = []
+        var statistics = Statistics()
+
+        /// Takes the next batch: the oldest `max` waiters.
+        mutating func take(_ max: Int) -> [Waiter] {
+            let n = min(max, pending.count)
+            defer { pending.removeFirst(n) }
+            return Array(pending.prefix(n))
+        }
+    }
+
+    private let pool: PGPool
+    private let maxBatchSize: Int
+    private let maxInFlight: Int
+    private let state = Mutex(State())
+
+    /// - Parameters:
+    ///   - maxBatchSize: the most events in one INSERT (6 parameters each).
+    ///   - maxInFlight: the most batches written at once (each holds one pooled connection).
+    public init(pool: PGPool, maxBatchSize: Int = 256, maxInFlight: Int = 2) {
+        self.pool = pool
+        self.maxBatchSize = max(1, min(maxBatchSize, 10_000))
+        self.maxInFlight = max(1, maxInFlight)
+    }
+
+    /// Queues `event` durably (committed when this returns).
+    /// - Returns: true when it was new, false for a duplicate (already queued, or an earlier
+    ///   request of the same batch carried the same key).
+    /// - Throws: the `PGError` of the batch that held the event (`.unavailable`, `.poolTimeout`,
+    ///   `.poolClosed`, `.timeout`, …), or of the event itself when the batch was refused.
+    @discardableResult
+    public func enqueue(_ event: MetaEvent) async throws -> Bool {
+        try await withCheckedThrowingContinuation { continuation in
+            let batch: [Waiter]? = state.withLock { s in
+                s.pending.append(Waiter(event: event, continuation: continuation))
+                guard s.statistics.inFlight < maxInFlight else {
+                    s.statistics.pending = s.pending.count
+                    return nil
+                }
+                s.statistics.inFlight += 1
+                let batch = s.take(maxBatchSize)
+                s.statistics.pending = s.pending.count
+                return batch
+            }
+            if let batch { Task { await self.drain(startingWith: batch) } }
+        }
+    }
+
+    /// A snapshot of the counters.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// One writer: writes `batch`, answers its waiters, then takes the next pending batch until
+    /// none is left. Every waiter it took is resumed exactly once.
+    private func drain(startingWith first: [Waiter]) async {
+        var batch = first
+        while true {
+            let outcomes = await write(batch.map(\.event))
+            let next: [Waiter]? = state.withLock { s in
+                s.statistics.batches += 1
+                s.statistics.events += batch.count
+                if case .failure = outcomes { s.statistics.failedBatches += 1 }
+                if s.pending.isEmpty {
+                    s.statistics.inFlight -= 1
+                    return nil
+                }
+                let next = s.take(maxBatchSize)
+                s.statistics.pending = s.pending.count
+                return next
+            }
+            switch outcomes {
+            case .success(let results):
+                for (waiter, result) in zip(batch, results) { waiter.continuation.resume(with: result) }
+            case .failure(let error):
+                for waiter in batch { waiter.continuation.resume(throwing: error) }
+            }
+            guard let next else { return }
+            batch = next
+        }
+    }
+
+    /// Writes one batch on one pooled connection: the whole batch's failure, or one outcome per
+    /// event (in order).
+    private func write(_ events: [MetaEvent]) async -> Result<[Result<Bool, PGError>], PGError> {
+        // The earliest request per key is the candidate; later ones are duplicates (first wins).
+        var firstIndex: [MetaEvent.Key: Int] = [:]
+        var candidates: [MetaEvent] = []
+        for (i, e) in events.enumerated() where firstIndex[e.key] == nil {
+            firstIndex[e.key] = i
+            candidates.append(e)
+        }
+        let candidateBatch = candidates, first = firstIndex
+        do {
+            return .success(try await pool.withConnection { connection -> [Result<Bool, PGError>] in
+                do {
+                    let inserted = try MetaOutbox.enqueueReturningNew(candidateBatch, on: connection)
+                    return events.enumerated().map { i, e in .success(first[e.key] == i && inserted.contains(e.key)) }
+                } catch let error as PGError where candidateBatch.count > 1 && Self.isStatementRefusal(error) && connection.isUsable {
+                    // Isolate the bad event: each candidate alone, as the single insert did.
+                    var single: [MetaEvent.Key: Result<Bool, PGError>] = [:]
+                    for e in candidateBatch {
+                        do {
+                            single[e.key] = .success(try MetaOutbox.enqueue([e], on: connection) == 1)
+                        } catch {
+                            single[e.key] = .failure(Self.pgError(error))
+                        }
+                    }
+                    // A later duplicate shares its candidate's failure, else it is a duplicate.
+                    return events.enumerated().map { i, e in
+                        let own = single[e.key] ?? .success(false)
+                        return first[e.key] == i ? own : own.map { _ in false }
+                    }
+                }
+            })
+        } catch {
+            return .failure(Self.pgError(error))
+        }
+    }
+
+    /// Errors that say "this statement was refused", not "the database is unavailable".
+    private static func isStatementRefusal(_ error: PGError) -> Bool {
+        error.code == .invalidArgument || error.code == .queryFailed || error.code == .constraintViolation
+    }
+
+    private static func pgError(_ error: any Error) -> PGError {
+        if let e = error as? PGError { return e }
+        if error is CancellationError { return PGError(.unavailable, "cancelled before the outbox was reached") }
+        return PGError(.queryFailed, "outbox write failed: \(type(of: error))")
+    }
+}
+
+extension MetaEvent {
+    /// The outbox's unique key.
+    struct Key: Hashable, Sendable {
+        let pixelID: String
+        let eventName: String
+        let eventID: String
+    }
+
+    var key: Key { Key(pixelID: pixelID, eventName: eventName, eventID: eventID) }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import Testing
+@testable import MetaCAPI
+import Postgres
+import RPC
+
+/// Group commit of outbox inserts against the real PostgreSQL (`DATABASE_URL`), each test in its
+/// own schema. A table lock taken from a second connection holds batches in flight, so tests
+/// decide which requests end up in the same batch.
+@Suite struct MetaOutboxBatcherTests {
+    /// A fresh schema with a migrated outbox: its URL (for a lock-holding connection) and a pool.
+    static func isolated(statementTimeout: Duration = .seconds(10)) async throws -> (url: String, pool: PGPool) {
+        let base = try MetaTestEnv.databaseURL()
+        let schema = "mb_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
+        let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
+        try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
+        await admin.close()
+        let url = base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+        var config = PGPoolConfiguration(url: url)
+        config.maxConnections = 4
+        config.connection.statementTimeout = statementTimeout
+        let pool = try PGPool(config, logger: Logger(minimum: .error))
+        _ = try await PGMigrator(pool: pool, migrations: MetaMigrations.all, logger: Logger(minimum: .error)).migrate()
+        return (url, pool)
+    }
+
+    /// Holds `ACCESS EXCLUSIVE` on the outbox until `commit()`: inserts wait behind it.
+    static func lockOutbox(_ url: String) throws -> PGConnection {
+        let c = try PGConnection.connect(url: url)
+        try c.execute("BEGIN")
+        try c.execute("LOCK TABLE meta_events IN ACCESS EXCLUSIVE MODE")
+        return c
+    }
+
+    static func rows(_ pool: PGPool) async throws -> Int {
+        try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM meta_events").first?.int("n") ?? -1 }
+    }
+
+    /// Waits until the batcher's counters satisfy `condition` (5 s at most).
+    static func until(_ batcher: MetaOutboxBatcher, _ condition: (MetaOutboxBatcher.Statistics) -> Bool) async throws {
+        for _ in 0..<1000 {
+            if condition(batcher.statistics) { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("batcher never reached the expected state: \(batcher.statistics)")
+    }
+
+    @Test func concurrentEnqueuesShareCommits() async throws {
+        let (_, pool) = try await Self.isolated()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        let inserted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<500 { group.addTask { try await batcher.enqueue(testEvent("c\(i)")) } }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(inserted == 500)
+        #expect(try await Self.rows(pool) == 500)
+        let stats = batcher.statistics
+        #expect(stats.events == 500 && stats.failedBatches == 0 && stats.pending == 0 && stats.inFlight == 0)
+        #expect(stats.batches < 500, "500 requests took \(stats.batches) commits")
+        await pool.close()
+    }
+
+    @Test func firstRequestGoesAloneWhenIdle() async throws {
+        let (_, pool) = try await Self.isolated()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        #expect(try await batcher.enqueue(testEvent("solo")))
+        #expect(batcher.statistics.batches == 1)
+        #expect(try await Self.rows(pool) == 1)
+        await pool.close()
+    }
+
+    @Test func duplicatesKeepTheFirst() async throws {
+        let (url, pool) = try await Self.isolated()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        #expect(try await batcher.enqueue(testEvent("old")))
+        #expect(try await batcher.enqueue(testEvent("old")) == false)   // already queued
+
+        // Two writers held by the lock; then "dup" twice (different event_time) and "old" pend
+        // behind them and form one batch, in arrival order.
+        let lock = try Self.lockOutbox(url)
+        let blockers = [Task { try await batcher.enqueue(testEvent("b1")) }, Task { try await batcher.enqueue(testEvent("b2")) }]
+        try await Self.until(batcher) { $0.inFlight == 2 }
+        var pending: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("dup", time: 1_000), testEvent("dup", time: 2_000), testEvent("old")].enumerated() {
+            pending.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        try lock.execute("COMMIT")
+        for b in blockers { #expect(try await b.value) }
+        #expect(try await pending[0].value == true)
+        #expect(try await pending[1].value == false)
+        #expect(try await pending[2].value == false)
+        let stats = batcher.statistics
+        #expect(stats.batches == 5 && stats.events == 7)   // 2 alone, 2 blockers, 1 batch of 3
+        let time = try await pool.withConnection {
+            try $0.query("SELECT event_time FROM meta_events WHERE event_id = 'dup'").first?.int("event_time")
+        }
+        #expect(time == 1_000)
+        #expect(try await Self.rows(pool) == 4)
+        await pool.close()
+    }
+
+    @Test func failedBatchFailsEveryWaiterThenTheNextBatchWorks() async throws {
+        let (url, pool) = try await Self.isolated(statementTimeout: .milliseconds(300))
+        let batcher = MetaOutboxBatcher(pool: pool)
+        let lock = try Self.lockOutbox(url)
+        let outcomes = await withTaskGroup(of: PGError.Code?.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    do {
+                        _ = try await batcher.enqueue(testEvent("f\(i)"))
+                        return nil
+                    } catch let e as PGError {
+                        return e.code
+                    } catch {
+                        return .queryFailed
+                    }
+                }
+            }
+            return await group.reduce(into: [PGError.Code?]()) { $0.append($1) }
+        }
+        #expect(outcomes.count == 40 && outcomes.allSatisfy { $0 == .timeout })
+        let failed = batcher.statistics
+        #expect(failed.failedBatches == failed.batches && failed.batches < 40 && failed.events == 40)
+        try lock.execute("COMMIT")
+
+        let inserted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<40 { group.addTask { try await batcher.enqueue(testEvent("ok\(i)")) } }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(inserted == 40)
+        #expect(try await Self.rows(pool) == 40)
+        #expect(batcher.statistics.failedBatches == failed.failedBatches)
+        await pool.close()
+    }
+
+    @Test func closedPoolFailsEveryWaiter() async throws {
+        let (_, pool) = try await Self.isolated()
+        await pool.close()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        let codes = await withTaskGroup(of: PGError.Code?.self) { group in
+            for i in 0..<20 {
+                group.addTask {
+                    do { _ = try await batcher.enqueue(testEvent("x\(i)")); return nil } catch { return (error as? PGError)?.code }
+                }
+            }
+            return await group.reduce(into: [PGError.Code?]()) { $0.append($1) }
+        }
+        #expect(codes.count == 20 && codes.allSatisfy { $0 == .poolClosed })
+        #expect(batcher.statistics.inFlight == 0 && batcher.statistics.pending == 0)
+    }
+
+    @Test func aBadEventFailsAloneInItsBatch() async throws {
+        let (url, pool) = try await Self.isolated()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        let lock = try Self.lockOutbox(url)
+        let blockers = [Task { try await batcher.enqueue(testEvent("b1")) }, Task { try await batcher.enqueue(testEvent("b2")) }]
+        try await Self.until(batcher) { $0.inFlight == 2 }
+        var bad = testEvent("bad")
+        bad.pixelID = "1\u{0}1"   // refused before it is sent, as a single insert would be
+        var tasks: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("g1"), bad, testEvent("g2")].enumerated() {
+            tasks.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        try lock.execute("COMMIT")
+        for b in blockers { #expect(try await b.value) }
+        #expect(try await tasks[0].value)
+        await #expect(throws: PGError.self) { try await tasks[1].value }
+        #expect(try await tasks[2].value)
+        #expect(try await Self.rows(pool) == 4)
+        await pool.close()
+    }
+
+    @Test func aCancelledCallerStillGetsItsEventQueued() async throws {
+        let (url, pool) = try await Self.isolated()
+        let batcher = MetaOutboxBatcher(pool: pool)
+        let lock = try Self.lockOutbox(url)
+        let task = Task { try await batcher.enqueue(testEvent("cancelled")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        task.cancel()
+        try lock.execute("COMMIT")
+        #expect(try await task.value)
+        #expect(try await Self.rows(pool) == 1)
+        await pool.close()
+    }
+}
