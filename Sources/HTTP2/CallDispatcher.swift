@@ -18,7 +18,7 @@ struct CallDispatcher: Sendable {
         guard s.method == "POST" else {
             return c.respondTrailersOnly(s, httpStatus: 405, code: .unimplemented, message: "gRPC requires POST, got \(s.method)")
         }
-        guard Self.isGRPCContentType(s.contentType) else {
+        guard s.contentTypeIsGRPC else {
             return c.respondTrailersOnly(s, httpStatus: 415, code: .internal,
                                          message: "content-type must be application/grpc, got \(s.contentType.isEmpty ? "none" : s.contentType)")
         }
@@ -185,8 +185,17 @@ struct CallDispatcher: Sendable {
     }
 
     static func isGRPCContentType(_ ct: String) -> Bool {
-        let base = ct.prefix { $0 != ";" }.lowercased()
-        return base == "application/grpc" || base == "application/grpc+proto"
+        var bytes = Array(ct.utf8)
+        return bytes.withUnsafeMutableBufferPointer { isGRPCContentType(UnsafeBufferPointer($0)) }
+    }
+
+    /// `application/grpc` or `application/grpc+proto`, any case, optionally followed by `;` parameters.
+    static func isGRPCContentType(_ value: UnsafeBufferPointer<UInt8>) -> Bool {
+        if value.equals("application/grpc") { return true }  // what every client sends
+        let end = value.firstIndex(of: UInt8(ascii: ";")) ?? value.count
+        var base = value[..<end].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+        while base.last == UInt8(ascii: " ") { base.removeLast() }
+        return base.elementsEqual("application/grpc".utf8) || base.elementsEqual("application/grpc+proto".utf8)
     }
 
 }

@@ -313,7 +313,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if name.equals(":method") { s.method = text(value) } else if name.equals(":path") { s.path = text(value) }
             return
         }
-        if name.equals("content-type") { s.contentType = text(value); return }
+        if name.equals("content-type") {
+            // The common case is decided on the bytes; the text is kept only for error messages.
+            s.contentTypeIsGRPC = CallDispatcher.isGRPCContentType(value)
+            if !s.contentTypeIsGRPC { s.contentType = text(value) }
+            return
+        }
         if name.equals("te") || name.equals("grpc-accept-encoding") || name.equals("user-agent") { return }
         if name.equals("grpc-timeout") { s.timeout = text(value); return }
         if name.equals("grpc-encoding") { s.encoding = text(value); return }

@@ -9,6 +9,7 @@ final class H2Stream {
     var method = ""
     var path = ""
     var contentType = ""
+    var contentTypeIsGRPC = false
     var encoding = "identity"
     var timeout: String?
     var metadata = Metadata()

@@ -18,14 +18,14 @@ public enum BearerToken {
     /// the process, no syscall per call).
     public static func newRequestID() -> String {
         let n = requestCounter.add(1, ordering: .relaxed).newValue
-        return hex8(requestPrefix) + hex8(UInt32(truncatingIfNeeded: n))
-    }
-
-    private static func hex8(_ v: UInt32) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 8 - s.count) + s
+        let v = UInt64(requestPrefix) << 32 | UInt64(UInt32(truncatingIfNeeded: n))
+        return String(unsafeUninitializedCapacity: 16) { buf in
+            for i in 0..<16 { buf[i] = hexDigits[Int((v >> UInt64(60 - 4 * i)) & 0xF)] }
+            return 16
+        }
     }
 }
 
 private let requestPrefix = UInt32.random(in: 0...UInt32.max)
 private let requestCounter = Atomic<UInt64>(0)
+private let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
