@@ -50,8 +50,9 @@ let package = Package(
 
         // Storage wrappers: one thin, safe Swift layer per C library (blocking calls stay off the
         // cooperative pool).
-        .target(name: "Postgres", dependencies: ["CLibpq", "RPC"]),
-        .target(name: "Redis", dependencies: ["CHiredis", "RPC"]),
+        .target(name: "Leasing"),
+        .target(name: "Postgres", dependencies: ["CLibpq", "Leasing", "RPC"]),
+        .target(name: "Redis", dependencies: ["CHiredis", "Leasing", "RPC"]),
 
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec"]),

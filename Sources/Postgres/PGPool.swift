@@ -1,3 +1,4 @@
+import Leasing
 import RPC
 
 /// How to reach PostgreSQL and how many connections to keep.
@@ -35,7 +36,7 @@ public enum PGIsolation: String, Sendable {
 /// before reuse, so the first query after a server restart already works.
 public final class PGPool: Sendable {
     private let configuration: PGPoolConfiguration
-    private let slots: PGSlotPool
+    private let slots: LeasePool<PGConnection>
     private let logger: Logger
 
     /// Creates the pool; connections open lazily on first use.
@@ -46,7 +47,12 @@ public final class PGPool: Sendable {
             throw PGError(.invalidArgument, "DATABASE_URL is not a valid PostgreSQL URL")
         }
         self.configuration = configuration
-        self.slots = PGSlotPool(capacity: configuration.maxConnections, acquireTimeout: configuration.acquireTimeout)
+        self.slots = LeasePool(
+            capacity: configuration.maxConnections, acquireTimeout: configuration.acquireTimeout, label: "pixtrack.postgres",
+            errors: .init(closed: { PGError(.poolClosed, "the pool is closed") },
+                          timeout: { waited, capacity in
+                              PGError(.poolTimeout, "no PostgreSQL connection free within \(waited) (pool of \(capacity))")
+                          }))
         self.logger = logger
     }
 
@@ -123,7 +129,7 @@ public final class PGPool: Sendable {
     // MARK: - On the slot's queue
 
     /// The slot's connection, made fit for reuse, or a new one.
-    private static func liveConnection(_ slot: PGSlot, _ configuration: PGPoolConfiguration, _ logger: Logger) throws -> PGConnection {
+    private static func liveConnection(_ slot: LeaseSlot<PGConnection>, _ configuration: PGPoolConfiguration, _ logger: Logger) throws -> PGConnection {
         if let existing = slot.connection {
             if existing.refreshIfIdle() { return existing }
             logger.info("pg_connection_dropped", ("reason", "broken while idle"))
@@ -142,7 +148,7 @@ public final class PGPool: Sendable {
     }
 
     /// After a body: drop a broken connection; roll back a transaction the body left open.
-    private static func tidy(_ slot: PGSlot, _ connection: PGConnection, _ logger: Logger) {
+    private static func tidy(_ slot: LeaseSlot<PGConnection>, _ connection: PGConnection, _ logger: Logger) {
         if connection.isUsable && !connection.isIdle {
             logger.warning("pg_transaction_left_open", ("action", "rollback"))
             if (try? connection.execute("ROLLBACK")) == nil || !connection.isIdle { connection.close() }

@@ -1,3 +1,4 @@
+import Leasing
 import RPC
 import Synchronization
 
@@ -10,7 +11,7 @@ import Synchronization
 /// fail at once for `reconnectBackoff`.
 public final class RedisClient: Sendable {
     private let configuration: RedisConfiguration
-    private let slots: RedisSlotPool
+    private let slots: LeasePool<RedisConnection>
     private let logger: Logger
     /// Until when connect attempts are skipped after one failed.
     private let downUntil = Mutex<ContinuousClock.Instant?>(nil)
@@ -18,7 +19,12 @@ public final class RedisClient: Sendable {
     /// Creates the client; connections open lazily on first use.
     public init(_ configuration: RedisConfiguration, logger: Logger = Logger()) {
         self.configuration = configuration
-        self.slots = RedisSlotPool(capacity: configuration.poolSize, acquireTimeout: configuration.acquireTimeout)
+        self.slots = LeasePool(
+            capacity: configuration.poolSize, acquireTimeout: configuration.acquireTimeout, label: "pixtrack.redis",
+            errors: .init(closed: { RedisError.unavailable("the Redis client is closed") },
+                          timeout: { waited, capacity in
+                              RedisError.timeout("no Redis connection free within \(waited) (pool of \(capacity))")
+                          }))
         self.logger = logger
     }
 
@@ -136,7 +142,7 @@ public final class RedisClient: Sendable {
     }
 
     /// The slot's connection if still fit for use, else a new one (on the slot's queue).
-    private func liveConnection(_ slot: RedisSlot) throws -> RedisConnection {
+    private func liveConnection(_ slot: LeaseSlot<RedisConnection>) throws -> RedisConnection {
         if let existing = slot.connection {
             if existing.refreshIfIdle() { return existing }
             slot.connection = nil

@@ -1,24 +1,25 @@
 import Dispatch
 import Synchronization
 
-// The same lease machinery as Sources/Postgres/PGSlots.swift: the two C wrappers share no target
-// (ARCHITECTURE.md), so each keeps its own small copy.
+/// The lease machinery shared by the blocking C-library pools (PostgreSQL, Redis): a fixed set
+/// of slots, each a serial DispatchQueue holding at most one connection, leased to one task at a
+/// time, with FIFO waiters, cancellation and an acquire timeout.
 
 /// One pool position: a serial DispatchQueue (libdispatch threads, never Swift's cooperative
-/// pool, so blocking hiredis calls are fine there) and at most one connection confined to it.
-final class RedisSlot: @unchecked Sendable {
+/// pool, so blocking C calls are fine there) and at most one connection confined to it.
+public final class LeaseSlot<Connection>: @unchecked Sendable {
     // @unchecked Sendable is safe because `connection` is read and written only from blocks
     // running on `queue` (serial), and only the task holding the slot's lease enqueues blocks.
-    let queue: DispatchQueue
-    var connection: RedisConnection?
+    public let queue: DispatchQueue
+    public var connection: Connection?
 
-    init(index: Int) {
-        queue = DispatchQueue(label: "pixtrack.redis.slot\(index)")
+    init(label: String) {
+        queue = DispatchQueue(label: label)
     }
 
     /// Runs `job` on the slot's queue and returns its result to the awaiting task.
-    func run<T: Sendable>(_ job: @escaping @Sendable () throws -> T) async throws -> T {
-        let box = RedisJobBox(job)
+    public func run<T: Sendable>(_ job: @escaping @Sendable () throws -> T) async throws -> T {
+        let box = JobBox(job)
         return try await withCheckedThrowingContinuation { continuation in
             queue.async { continuation.resume(with: box.runOnce()) }
         }
@@ -28,29 +29,50 @@ final class RedisSlot: @unchecked Sendable {
 /// Holds a job until it runs, then forgets it *before* the result is handed back, so callers can
 /// wrap non-escaping closures with `withoutActuallyEscaping` (the dispatch block that outlives
 /// the resume retains only this box, not the closure).
-final class RedisJobBox<T: Sendable>: @unchecked Sendable {
+final class JobBox<T: Sendable>: @unchecked Sendable {
     // @unchecked Sendable is safe because `job` is written once at init and taken exactly once,
     // by the one dispatch block that runs it.
     private var job: (@Sendable () throws -> T)?
     init(_ job: @escaping @Sendable () throws -> T) { self.job = job }
 
     func runOnce() -> Result<T, any Error> {
-        guard let job else { return .failure(RedisError.protocol("job ran twice")) }
+        guard let job else { return .failure(LeaseError.jobRanTwice) }
         self.job = nil
         return Result { try job() }
     }
 }
 
+/// A job handed to a slot was run a second time (a bug, never expected).
+public enum LeaseError: Error, Sendable {
+    case jobRanTwice
+}
+
 /// The lease bookkeeping of a fixed-size pool: idle slots, slots not yet created, and waiters
 /// in FIFO order. Waiting honours task cancellation and the acquire timeout.
-final class RedisSlotPool: Sendable {
+public final class LeasePool<Connection>: Sendable {
+    public typealias Slot = LeaseSlot<Connection>
+
+    /// The pool's own errors, in the wrapping library's error type.
+    public struct Errors: Sendable {
+        /// Thrown to waiters and new acquirers once the pool is closed.
+        public var closed: @Sendable () -> any Error
+        /// Thrown when no slot frees up within the acquire timeout.
+        public var timeout: @Sendable (_ waited: Duration, _ capacity: Int) -> any Error
+
+        public init(closed: @escaping @Sendable () -> any Error,
+                    timeout: @escaping @Sendable (_ waited: Duration, _ capacity: Int) -> any Error) {
+            self.closed = closed
+            self.timeout = timeout
+        }
+    }
+
     private struct Waiter {
         let id: UInt64
-        let continuation: CheckedContinuation<RedisSlot, any Error>
+        let continuation: CheckedContinuation<Slot, any Error>
     }
 
     private struct State {
-        var idle: [RedisSlot] = []
+        var idle: [Slot] = []
         var created = 0
         var waiters: [Waiter] = []
         var nextWaiterID: UInt64 = 0
@@ -58,36 +80,41 @@ final class RedisSlotPool: Sendable {
     }
 
     private enum Decision {
-        case ready(RedisSlot)
+        case ready(Slot)
         case fail(any Error)
         case wait
     }
 
-    let capacity: Int
-    let acquireTimeout: Duration
+    public let capacity: Int
+    public let acquireTimeout: Duration
+    private let label: String
+    private let errors: Errors
     private let state = Mutex(State())
 
-    init(capacity: Int, acquireTimeout: Duration) {
+    /// - Parameter label: names the slots' queues (`label.slotN`).
+    public init(capacity: Int, acquireTimeout: Duration, label: String, errors: Errors) {
         self.capacity = max(1, capacity)
         self.acquireTimeout = acquireTimeout
+        self.label = label
+        self.errors = errors
     }
 
     /// Takes a slot: an idle one, a new one while below capacity, else the first one released.
-    /// - Throws: `CancellationError`, `RedisError.timeout` or `.unavailable` (closed).
-    func acquire() async throws -> RedisSlot {
+    /// - Throws: `CancellationError`, or the pool's `errors.timeout` / `errors.closed`.
+    public func acquire() async throws -> Slot {
         try Task.checkCancellation()
         let id = state.withLock { s in
             s.nextWaiterID += 1
             return s.nextWaiterID
         }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RedisSlot, any Error>) in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Slot, any Error>) in
                 let decision: Decision = state.withLock { s in
-                    if s.closed { return .fail(RedisError.unavailable("the Redis client is closed")) }
+                    if s.closed { return .fail(errors.closed()) }
                     if let slot = s.idle.popLast() { return .ready(slot) }
                     if s.created < capacity {
                         s.created += 1
-                        return .ready(RedisSlot(index: s.created))
+                        return .ready(Slot(label: "\(label).slot\(s.created)"))
                     }
                     // Checked under the lock: a cancel handler that ran before we got here found
                     // no waiter to remove, and the task's cancelled flag is already set.
@@ -101,7 +128,7 @@ final class RedisSlotPool: Sendable {
                 case .wait:
                     let (sec, atto) = acquireTimeout.components
                     let nanos = max(0, Int(sec) * 1_000_000_000 + Int(atto / 1_000_000_000))
-                    let timeout = RedisError.timeout("no Redis connection free within \(acquireTimeout) (pool of \(capacity))")
+                    let timeout = errors.timeout(acquireTimeout, capacity)
                     DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanos)) { [weak self] in
                         self?.removeWaiter(id, failing: timeout)
                     }
@@ -115,7 +142,7 @@ final class RedisSlotPool: Sendable {
     /// Returns a slot: to the first waiter, else to the idle list. After `close()` the caller
     /// gets `false` and must close the slot's connection itself.
     @discardableResult
-    func release(_ slot: RedisSlot) -> Bool {
+    public func release(_ slot: Slot) -> Bool {
         let (kept, next): (Bool, Waiter?) = state.withLock { s in
             if s.closed { return (false, nil) }
             if s.waiters.isEmpty {
@@ -129,18 +156,18 @@ final class RedisSlotPool: Sendable {
     }
 
     /// Refuses new leases, fails the waiters and returns the idle slots for closing.
-    func close() -> [RedisSlot] {
-        let (idle, waiters): ([RedisSlot], [Waiter]) = state.withLock { s in
+    public func close() -> [Slot] {
+        let (idle, waiters): ([Slot], [Waiter]) = state.withLock { s in
             s.closed = true
             defer { s.idle = []; s.waiters = [] }
             return (s.idle, s.waiters)
         }
-        for w in waiters { w.continuation.resume(throwing: RedisError.unavailable("the Redis client is closed")) }
+        for w in waiters { w.continuation.resume(throwing: errors.closed()) }
         return idle
     }
 
     /// Slots created, idle, and tasks waiting.
-    var counts: (created: Int, idle: Int, waiting: Int) {
+    public var counts: (created: Int, idle: Int, waiting: Int) {
         state.withLock { ($0.created, $0.idle.count, $0.waiters.count) }
     }
 
