@@ -61,8 +61,9 @@ run: deps
 	echo "    DATABASE_URL=$$DATABASE_URL"; \
 	echo "    REDIS_URL=$$REDIS_URL"; \
 	echo "    PIXTRACK_PLUGIN_DIR=$$PIXTRACK_PLUGIN_DIR"; \
-	echo "    call it (after 'make venv' once):"; \
-	echo "    .run/venv/bin/python -c \"import grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; print(g.HealthStub(grpc.insecure_channel('127.0.0.1:$$port')).Check(h.HealthCheckRequest()))\""; \
+	echo "    call it:  $(abspath $(BUILD_DIR))/debug/pixtrack health --addr 127.0.0.1:$$port"; \
+	echo "              $(abspath $(BUILD_DIR))/debug/pixtrack list --addr 127.0.0.1:$$port"; \
+	echo "              curl http://127.0.0.1:$$port/metrics       (walkthrough: docs/walkthrough.md)"; \
 	exec "$(PIXTRACKD)" $(ARGS)
 
 # The whole suite. Throwaway PostgreSQL/Redis live exactly as long as the phases.
