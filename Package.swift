@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "ProtoCodec", dependencies: ["CProtobufC", "PixTrackProto"]),
 
         // Transport-free RPC core: status codes, metadata, deadlines, method table. No C imports.
-        .target(name: "RPC"),
+        .target(name: "RPC", dependencies: ["JSONKit"]),
 
         // HTTP/2 (nghttp2) server: sockets, event loops, gRPC framing over streams.
         .target(name: "CSystemShims", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
@@ -105,8 +105,10 @@ let package = Package(
                                                             "Payments", "PluginHost"]),
 
         .testTarget(name: "RPCTests", dependencies: ["RPC"]),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC"]),
-        .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC"]),
+        // Process/socket helpers for the storage suites (test-only; nothing in Sources uses it).
+        .target(name: "SystemTestSupport", path: "Tests/SystemTestSupport"),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC", "SystemTestSupport"]),
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
         .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),

@@ -1,3 +1,5 @@
+import JSONKit
+
 /// A complete HTTP/1.1 request as the side door hands it to routes (body fully read).
 public struct HTTPRequest: Sendable {
     public var method: String
@@ -48,30 +50,8 @@ public struct HTTPResponse: Sendable {
 
     /// `{"code":"…","message":"…"}`, the shape of every side-door error.
     public static func jsonError(_ status: Int, code: String, message: String) -> HTTPResponse {
-        let body = "{\"code\":\"\(code)\",\"message\":\"\(jsonEscape(message))\"}"
-        return HTTPResponse(status: status, headers: [("content-type", "application/json")], body: Array(body.utf8))
-    }
-
-    /// Escapes a string for inclusion between JSON quotes.
-    public static func jsonEscape(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out
+        let body = JSON.object(["code": .string(code), "message": .string(message)]).bytes
+        return HTTPResponse(status: status, headers: [("content-type", "application/json")], body: body)
     }
 
     public static func reason(_ status: Int) -> String {

@@ -165,3 +165,4 @@ import Testing
 }
 
 import Glibc
+import SystemTestSupport

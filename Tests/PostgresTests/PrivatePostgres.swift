@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemTestSupport
 
 /// A throwaway PostgreSQL cluster owned by one test (to stop and restart it), built with the
 /// binaries in `PIXTRACK_TEST_PG_BIN` the way `scripts/services` does: as root, the server runs

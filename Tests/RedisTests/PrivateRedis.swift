@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemTestSupport
 
 /// A throwaway Redis owned by one test (so it can be shut down and started again on the same
 /// port), started the way `scripts/services` does.

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Testing
+import SystemTestSupport
 @testable import Redis
 
 /// `RedisConnection` used directly, the way a `RedisClient` job uses it (blocking, one thread).

@@ -1,4 +1,5 @@
 import Testing
+import SystemTestSupport
 @testable import Redis
 
 /// Redis down, unreachable or silent: typed errors within the timeouts, never a hang, and
