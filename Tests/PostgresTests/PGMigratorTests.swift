@@ -90,12 +90,12 @@ import Testing
         let holder = Task {
             try await holderPool.withConnection { c in
                 try c.query("SELECT pg_advisory_lock($1)", [.int(key)])
-                try c.query("SELECT pg_sleep(1)")
+                try c.query("SELECT pg_sleep(4)")
                 try c.query("SELECT pg_advisory_unlock($1)", [.int(key)])
             }
         }
         // Wait until the holder really holds the lock (its connection can take a while to open
-        // on a busy machine); then it keeps it for a second.
+        // on a busy machine); then it keeps it for four seconds.
         while try await pool.withConnection({ c -> Bool in
             let free = try c.query("SELECT pg_try_advisory_lock($1) AS got", [.int(key)]).first?.bool("got") ?? false
             if free { _ = try c.query("SELECT pg_advisory_unlock($1)", [.int(key)]) }
@@ -106,7 +106,7 @@ import Testing
         let (error, elapsed) = await measure { await pgError { try await migrator.migrate() } }
         #expect(error?.code == .migration)
         #expect(error?.message.contains("migration lock") == true)
-        #expect(elapsed < .seconds(1), "took \(elapsed)")
+        #expect(elapsed < .seconds(3), "gave up at the 300 ms lock timeout, not when the 4 s holder let go (\(elapsed))")
         #expect(try await pool.withConnection { $0.statementTimeout } == .seconds(7))
         _ = try await holder.value
         #expect(try await migrator.migrate() == [1, 2, 3])

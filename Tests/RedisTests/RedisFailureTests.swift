@@ -19,8 +19,8 @@ import SystemTestSupport
     private func downAndUp(_ server: PrivateRedis) async throws {
         var configuration = try RedisConfiguration(url: server.url)
         configuration.poolSize = 2
-        configuration.commandTimeout = .seconds(1)
-        configuration.connectTimeout = .seconds(1)
+        configuration.commandTimeout = .seconds(8)
+        configuration.connectTimeout = .seconds(8)
         configuration.reconnectBackoff = .milliseconds(100)
         let redis = RedisClient(configuration, logger: .init(minimum: .error))
         try await redis.set("k", "before", ttlSeconds: 60)
@@ -37,7 +37,7 @@ import SystemTestSupport
                 Issue.record("attempt \(attempt): expected .unavailable, got \(String(describing: error))")
                 return
             }
-            #expect(elapsed < .milliseconds(500), "well before the 1 s timeouts: attempt \(attempt) took \(elapsed)")
+            #expect(elapsed < .seconds(4), "well before the 8 s timeouts: attempt \(attempt) took \(elapsed)")
         }
         let pingDown = await redisError { try await redis.ping() }
         #expect(pingDown?.rpcError.code == .unavailable)
@@ -45,12 +45,12 @@ import SystemTestSupport
         try await server.start()
         let start = ContinuousClock.now
         var recovered = false
-        while ContinuousClock.now - start < .seconds(3) {
+        while ContinuousClock.now - start < .seconds(10) {
             if (try? await redis.ping()) != nil { recovered = true; break }
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(recovered, "reconnected after Redis came back")
-        #expect(ContinuousClock.now - start < .seconds(1), "soon after the 100 ms backoff (\(ContinuousClock.now - start))")
+        #expect(ContinuousClock.now - start < .seconds(4), "soon after the 100 ms backoff, not after an 8 s timeout (\(ContinuousClock.now - start))")
         try await redis.set("k", "after", ttlSeconds: 60)
         #expect(try await redis.getString("k") == "after")
         await redis.close()
@@ -67,7 +67,7 @@ import SystemTestSupport
                 Issue.record("expected .timeout, got \(String(describing: error))")
                 return
             }
-            #expect(elapsed >= .milliseconds(280) && elapsed < .milliseconds(1500), "took \(elapsed)")
+            #expect(elapsed >= .milliseconds(280) && elapsed < .seconds(4), "took \(elapsed)")
         }
         let pipelined = await redisError { try await redis.pipeline([["SET", "a", "1"], ["SET", "b", "2"]]) }
         #expect(pipelined.map { if case .timeout = $0 { true } else { false } } == true)
@@ -77,14 +77,14 @@ import SystemTestSupport
     @Test func aClosedPortIsUnavailableAtOnce() async throws {
         var configuration = RedisConfiguration(host: "127.0.0.1", port: spareTCPPort())
         configuration.reconnectBackoff = .zero
-        configuration.connectTimeout = .seconds(2)
+        configuration.connectTimeout = .seconds(10)
         let redis = RedisClient(configuration, logger: .init(minimum: .error))
         let (error, elapsed) = await measure { await redisError { try await redis.ping() } }
         guard case .unavailable? = error else {
             Issue.record("expected .unavailable, got \(String(describing: error))")
             return
         }
-        #expect(elapsed < .seconds(1), "refused at once, not after the 2 s connect timeout (\(elapsed))")
+        #expect(elapsed < .seconds(5), "refused at once, not after the 10 s connect timeout (\(elapsed))")
         await redis.close()
         let closed = await redisError { try await redis.ping() }
         #expect(closed.map { if case .unavailable = $0 { true } else { false } } == true)

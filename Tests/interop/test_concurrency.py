@@ -15,13 +15,13 @@ def sleep_futures(stub, n, millis, timeout=15):
 
 
 def test_slow_calls_do_not_block_the_io_loop(server):
-    """50 Sleep(2000) in flight on ONE connection; health checks on it still answer fast."""
+    """50 Sleep(5000) in flight on ONE connection; health checks on it still answer fast."""
     with support.channel(server.port) as ch:
         stub = testing_pb2_grpc.TestServiceStub(ch)
         health = health_pb2_grpc.HealthStub(ch)
         health.Check(health_pb2.HealthCheckRequest(), timeout=5)  # warm up the connection
         t0 = time.monotonic()
-        futures = sleep_futures(stub, 50, 2000)
+        futures = sleep_futures(stub, 50, 5000)
         time.sleep(0.25)
         latencies = []
         for _ in range(20):
@@ -33,30 +33,31 @@ def test_slow_calls_do_not_block_the_io_loop(server):
         results = [f.result() for f in futures]
         total = time.monotonic() - t0
     ms = sorted(x * 1000 for x in latencies)
-    support.figure(f"health during 50 x Sleep(2000) on one connection: min {ms[0]:.1f} ms, "
+    support.figure(f"health during 50 x Sleep(5000) on one connection: min {ms[0]:.1f} ms, "
                    f"median {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms; sleeps still running "
                    f"after the checks: {still_running}/50; all 50 sleeps done in {total:.2f} s")
-    assert max(ms) < 200, ms
+    # A blocked loop would hold a check for seconds; the margins allow for a busy CI machine.
+    assert ms[len(ms) // 2] < 100 and max(ms) < 500, ms
     assert still_running == 50, "the health checks did not overlap the sleeps"
-    assert all(r.slept_millis >= 2000 for r in results)
-    assert total < 4.0, total
+    assert all(r.slept_millis >= 5000 for r in results)
+    assert total < 8.0, total
 
 
 def test_at_least_100_concurrent_streams_on_one_connection(server):
-    """100 x Sleep(1500) can finish in one round only if all 100 streams run at once."""
+    """100 x Sleep(3000) can finish in one round only if all 100 streams run at once."""
     with support.channel(server.port) as ch:
         stub = testing_pb2_grpc.TestServiceStub(ch)
         support.health_check(ch)
         t0 = time.monotonic()
-        results = [f.result() for f in sleep_futures(stub, 100, 1500)]
+        results = [f.result() for f in sleep_futures(stub, 100, 3000)]
         t100 = time.monotonic() - t0
         t0 = time.monotonic()
         results += [f.result() for f in sleep_futures(stub, 150, 500)]
         t150 = time.monotonic() - t0
-    support.figure(f"one connection: 100 x Sleep(1500) in {t100:.2f} s, 150 x Sleep(500) in {t150:.2f} s")
+    support.figure(f"one connection: 100 x Sleep(3000) in {t100:.2f} s, 150 x Sleep(500) in {t150:.2f} s")
     assert len(results) == 250
-    assert t100 < 2.8, f"100 concurrent Sleep(1500) took {t100:.2f} s: streams were serialised"
-    assert t150 < 3.0, t150
+    assert t100 < 5.5, f"100 concurrent Sleep(3000) took {t100:.2f} s: streams were serialised"
+    assert t150 < 4.0, t150
 
 
 def test_max_concurrent_streams_setting(server):
@@ -87,7 +88,7 @@ def test_many_connections(server):
     support.figure(f"50 connections: Echo + Sleep(500) each, done in {elapsed:.2f} s")
     assert echoes == [str(i) for i in range(50)]
     assert len(sleeps) == 50
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 6.0, f"{elapsed:.2f} s: the calls did not run concurrently (one after another is 25 s)"
 
 
 def test_many_short_lived_connections(server):

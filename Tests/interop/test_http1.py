@@ -143,10 +143,10 @@ def test_unsupported_content_type_is_415(srv):
 
 def test_connect_timeout_header_is_a_deadline(srv):
     t0 = time.monotonic()
-    code, body = post_json(srv, "pixtrack.testing.v1.TestService/Sleep", {"millis": 3000},
+    code, body = post_json(srv, "pixtrack.testing.v1.TestService/Sleep", {"millis": 10000},
                            "-H", "connect-timeout-ms: 200")
     assert (code, json.loads(body)["code"]) == (504, "deadline_exceeded")
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 4
 
 
 def test_auth_applies_to_json_calls_but_not_health():
@@ -186,9 +186,9 @@ def test_chunked_body(srv):
 def test_expect_100_continue_is_answered_quickly(srv):
     t0 = time.monotonic()
     code, body = post_json(srv, "pixtrack.testing.v1.TestService/Echo", {"text": "y" * 3000},
-                           "-H", "Expect: 100-continue")
+                           "-H", "Expect: 100-continue", "--expect100-timeout", "10")
     assert code == 200
-    assert time.monotonic() - t0 < 0.9, "curl waited for 100 Continue"
+    assert time.monotonic() - t0 < 5, "curl waited (10 s) for 100 Continue"
 
 
 def test_oversized_body_is_413(srv):

@@ -80,7 +80,7 @@ def test_idle_server_exits_promptly():
     t0 = time.monotonic()
     support.stop_and_check(server)
     elapsed = time.monotonic() - t0
-    assert elapsed < 2.0, f"idle shutdown took {elapsed:.2f} s"
+    assert elapsed < 4.0, f"idle shutdown took {elapsed:.2f} s"
 
 
 def test_cancelled_and_expired_calls_free_their_handlers():
