@@ -3,26 +3,34 @@ import RPC
 /// gRPC call semantics on top of HTTP/2 streams: header validation, auth, deadlines, message
 /// framing limits, running handlers off the loop and handing their results back to it.
 /// Every method runs on the connection's loop thread.
-struct CallDispatcher: Sendable {
+final class CallDispatcher: Sendable {
     let router: RPCRouter
     let config: HTTP2Server.Configuration
     let logger: Logger
     let counters: ServerCounters
     let metrics: Metrics
 
+    init(router: RPCRouter, config: HTTP2Server.Configuration, logger: Logger, counters: ServerCounters, metrics: Metrics) {
+        self.router = router
+        self.config = config
+        self.logger = logger
+        self.counters = counters
+        self.metrics = metrics
+    }
+
     func headersComplete(_ s: H2Stream, on c: H2Connection) {
         if s.headersTooLarge {
             return c.respondTrailersOnly(s, httpStatus: 431, code: .resourceExhausted,
                                          message: "request headers exceed \(config.maxHeaderListBytes) bytes")
         }
-        guard s.method == "POST" else {
+        guard s.isPOST else {
             return c.respondTrailersOnly(s, httpStatus: 405, code: .unimplemented, message: "gRPC requires POST, got \(s.method)")
         }
         guard s.contentTypeIsGRPC else {
             return c.respondTrailersOnly(s, httpStatus: 415, code: .internal,
                                          message: "content-type must be application/grpc, got \(s.contentType.isEmpty ? "none" : s.contentType)")
         }
-        guard let method = router.method(for: s.path) else {
+        guard let method = s.route else {
             let service = String(s.path.dropFirst().prefix { $0 != "/" })
             return c.respondTrailersOnly(s, code: .unimplemented,
                                          message: router.knows(service: service) ? "method \(s.path) is not implemented" : "unknown service \(service)")
@@ -68,7 +76,7 @@ struct CallDispatcher: Sendable {
             return c.respondTrailersOnly(s, code: .internal, message: "invalid message framing")
         }
         switch method.kind {
-        case .unary:
+        case .unary, .unaryInline:
             s.requestMessages += messages
             if s.requestMessages.count > 1 {
                 c.respondTrailersOnly(s, code: .internal, message: "unary call received more than one request message")
@@ -86,6 +94,21 @@ struct CallDispatcher: Sendable {
         switch method.kind {
         case .bidiStreaming:
             s.inbound?.finish()
+        case .unaryInline(let handler):
+            guard s.requestMessages.count == 1, let context = s.context else {
+                return c.respondTrailersOnly(s, code: .internal,
+                                             message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
+            }
+            let request = s.requestMessages[0]
+            s.requestMessages = []
+            do {
+                c.sendMessage(s, try handler(request, context))
+                c.finish(s, code: .ok, message: "")
+            } catch {
+                let e = RPCError(mapping: error)
+                Self.logUnexpected(error, context: context, logger: logger)
+                c.finish(s, code: e.code, message: e.message)
+            }
         case .unary(let handler):
             guard s.requestMessages.count == 1, let context = s.context else {
                 return c.respondTrailersOnly(s, code: .internal,
@@ -155,16 +178,17 @@ struct CallDispatcher: Sendable {
     func callEnded(_ s: H2Stream, code: RPCCode, on c: H2Connection) {
         s.deadlineTask?.cancel()
         if s.rpc != nil { counters.inFlight.subtract(1, ordering: .relaxed) }
-        logCall(s, code: code, note: nil, on: c)
-        let seconds = Double((ContinuousClock.now - s.started) / .microseconds(1)) / 1e6
+        let now = ContinuousClock.now
+        logCall(s, code: code, note: nil, now: now, on: c)
+        let seconds = Double((now - s.started) / .microseconds(1)) / 1e6
         metrics.recordCall(method: s.rpc?.path ?? "unknown", code: code, seconds: seconds, transport: "grpc")
     }
 
-    func logCall(_ s: H2Stream, code: RPCCode, note: String?, on c: H2Connection) {
+    func logCall(_ s: H2Stream, code: RPCCode, note: String?, now: ContinuousClock.Instant = .now, on c: H2Connection) {
         counters.calls.add(1, ordering: .relaxed)
         // Failed and slow calls are logged at info; routine successes only at debug (the
         // counters carry them), so a busy server does not spend a syscall per call on logs.
-        let elapsed = ContinuousClock.now - s.started
+        let elapsed = now - s.started
         let level: Logger.Level = (code == .ok && elapsed < .seconds(1)) ? .debug : .info
         guard logger.minimum <= level else { return }
         let ms = Double(elapsed / .microseconds(1)) / 1000

@@ -9,10 +9,13 @@ protocol EventLoopHandler: AnyObject {
     func handleEvents(_ events: UInt32)
     /// About once a second, for timeouts.
     func tick(now: ContinuousClock.Instant)
+    /// At the end of a loop iteration in which `markDirty(self)` was called.
+    func flushDirty()
 }
 
 extension EventLoopHandler {
     func tick(now: ContinuousClock.Instant) {}
+    func flushDirty() {}
 }
 
 /// One epoll thread. Sockets registered here are read, written and parsed on this thread only;
@@ -27,7 +30,8 @@ final class EventLoop: @unchecked Sendable {
     private let queue = Mutex<[@Sendable () -> Void]>([])
     private var handlers: [Int32: EventLoopHandler] = [:]
     /// Flushed once per loop iteration, after events and queued work ran.
-    private var dirty: [ObjectIdentifier: () -> Void] = [:]
+    private var dirty: [EventLoopHandler] = []
+    private var flushing: [EventLoopHandler] = []
     private let stopped = Atomic<Bool>(false)
     private var thread: Thread?
     /// Scratch space for socket reads; loop thread only, never escapes a read.
@@ -95,9 +99,10 @@ final class EventLoop: @unchecked Sendable {
         for h in Array(handlers.values) { body(h) }
     }
 
-    /// Asks for `flush` to run at the end of this iteration (coalesces many writes into one).
-    func markDirty(_ owner: AnyObject, _ flush: @escaping () -> Void) {
-        dirty[ObjectIdentifier(owner)] = flush
+    /// Asks for `handler.flushDirty()` at the end of this iteration (coalesces many writes into
+    /// one). The handler marks itself at most once per iteration (it keeps its own flag).
+    func markDirty(_ handler: EventLoopHandler) {
+        dirty.append(handler)
     }
 
     private func run() {
@@ -131,9 +136,9 @@ final class EventLoop: @unchecked Sendable {
                 for h in Array(handlers.values) { h.tick(now: now) }
             }
             while !dirty.isEmpty {
-                let flushes = dirty
-                dirty.removeAll(keepingCapacity: true)
-                for (_, f) in flushes { f() }
+                swap(&dirty, &flushing)
+                for h in flushing { h.flushDirty() }
+                flushing.removeAll(keepingCapacity: true)
             }
         }
     }

@@ -20,6 +20,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var out: [UInt8] = []
     private var outOffset = 0
     private var pollingOut = false
+    private var flushPending = false
     private var streams: [Int32: H2Stream] = [:]
     private var recent: H2Stream?
     private var draining = false
@@ -127,8 +128,14 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     // MARK: output
 
     func scheduleFlush() {
-        guard mode == .http2 else { return }
-        loop.markDirty(self) { [self] in flush() }
+        guard mode == .http2, !flushPending else { return }
+        flushPending = true
+        loop.markDirty(self)
+    }
+
+    func flushDirty() {
+        flushPending = false
+        flush()
     }
 
     private func flush() {
@@ -314,7 +321,14 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // checked that names are lowercase tokens and values carry no NUL/CR/LF.
         func text(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
         if name.first == UInt8(ascii: ":") {
-            if name.equals(":method") { s.method = text(value) } else if name.equals(":path") { s.path = text(value) }
+            if name.equals(":method") {
+                s.isPOST = value.equals("POST")
+                if !s.isPOST { s.method = text(value) }
+            } else if name.equals(":path") {
+                // A known method is found on the bytes and its path string shared, not rebuilt.
+                s.route = core.dispatcher.router.method(path: value)
+                s.path = s.route?.path ?? text(value)
+            }
             return
         }
         if name.equals("content-type") {

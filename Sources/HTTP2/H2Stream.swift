@@ -6,8 +6,12 @@ final class H2Stream {
     let started = ContinuousClock.now
 
     // Request side, filled while headers arrive.
+    var isPOST = false
+    /// The request method when it is not POST (for the error message).
     var method = ""
     var path = ""
+    /// The registered method `path` names, if any.
+    var route: RPCMethod?
     var contentType = ""
     var contentTypeIsGRPC = false
     var encoding = "identity"

@@ -2,6 +2,11 @@
 /// Codecs live above this layer; the RPC core only moves bytes.
 public typealias UnaryHandler = @Sendable (_ request: [UInt8], _ context: RPCContext) async throws -> [UInt8]
 
+/// A unary handler that runs on the connection's I/O thread, in the middle of reading the
+/// socket: no task, no thread hop. Only for answers that take constant, tiny time and never
+/// wait (a cached health status); it cannot `await`, and it must not block or loop over input.
+public typealias InlineUnaryHandler = @Sendable (_ request: [UInt8], _ context: RPCContext) throws -> [UInt8]
+
 /// A bidirectional-streaming handler: reads request messages from `requests` until it ends,
 /// writes any number of responses with `send`. Returning ends the call with `OK`; throwing ends
 /// it with the mapped status.
@@ -20,7 +25,18 @@ public struct RPCResponseWriter: Sendable {
 public struct RPCMethod: Sendable {
     public enum Kind: Sendable {
         case unary(UnaryHandler)
+        /// Unary, answered on the I/O thread (see `InlineUnaryHandler` for the contract).
+        case unaryInline(InlineUnaryHandler)
         case bidiStreaming(BidiStreamingHandler)
+
+        /// Either unary kind as an async handler, for callers that run it in a task anyway.
+        public var unaryHandler: UnaryHandler? {
+            switch self {
+            case .unary(let h): h
+            case .unaryInline(let h): { request, context in try h(request, context) }
+            case .bidiStreaming: nil
+            }
+        }
     }
 
     /// `/package.Service/Method`.
@@ -44,6 +60,9 @@ public struct RPCMethod: Sendable {
 public struct RPCRouter: Sendable {
     private var methods: [String: RPCMethod] = [:]
     private var declared: Set<String> = []
+    /// The same methods by path length, with the path bytes: looked up on every call straight
+    /// from the header bytes, without building a String or hashing it.
+    private var byLength: [[(path: [UInt8], method: RPCMethod)]] = []
 
     public init(_ methods: [RPCMethod] = []) {
         for m in methods { register(m) }
@@ -52,6 +71,9 @@ public struct RPCRouter: Sendable {
     public mutating func register(_ method: RPCMethod) {
         precondition(methods[method.path] == nil, "method registered twice: \(method.path)")
         methods[method.path] = method
+        let bytes = Array(method.path.utf8)
+        while byLength.count <= bytes.count { byLength.append([]) }
+        byLength[bytes.count].append((bytes, method))
     }
 
     public mutating func register(contentsOf list: [RPCMethod]) {
@@ -59,6 +81,15 @@ public struct RPCRouter: Sendable {
     }
 
     public func method(for path: String) -> RPCMethod? { methods[path] }
+
+    /// `method(for:)` on the raw `:path` bytes.
+    public func method(path: UnsafeBufferPointer<UInt8>) -> RPCMethod? {
+        guard path.count < byLength.count else { return nil }
+        for entry in byLength[path.count] where entry.path.withUnsafeBufferPointer({ $0.elementsEqual(path) }) {
+            return entry.method
+        }
+        return nil
+    }
 
     /// Marks a service as part of this server's contract even while some (or all) of its
     /// methods have no handler yet: those answer "not implemented", not "unknown service".

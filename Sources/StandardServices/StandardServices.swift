@@ -7,7 +7,8 @@ import RPC
 /// Each function returns the methods to register in the server's `RPCRouter`.
 public enum StandardServices {
     /// Whether the server can do its work right now (e.g. the database answers).
-    public typealias HealthStatusProvider = @Sendable () async -> Bool
+    /// Called on the I/O thread for every check: it must answer at once (read a cached status).
+    public typealias HealthStatusProvider = @Sendable () -> Bool
 
     public static let healthServiceName = "grpc.health.v1.Health"
     public static let reflectionServiceNames = [
@@ -23,15 +24,19 @@ public enum StandardServices {
     /// which the health protocol tells clients to accept without retrying.
     public static func health(knownServices: [String], isServing: @escaping HealthStatusProvider) -> [RPCMethod] {
         let known = Set(knownServices)
-        let check: UnaryHandler = { request, _ in
-            let service = try decodeRequest(request, as: "grpc.health.v1.HealthCheckRequest").string("service")
+        // Load balancers poll this all day: the two possible answers are encoded once, here.
+        let answers = [Int32(1), 2].map { status in  // SERVING, NOT_SERVING
+            Result { try encodeResponse(ProtoMessage("grpc.health.v1.HealthCheckResponse", ["status": .enumValue(status)])) }
+        }
+        let check: InlineUnaryHandler = { request, _ in
+            let service = request.isEmpty ? ""
+                : try decodeRequest(request, as: "grpc.health.v1.HealthCheckRequest").string("service")
             guard service.isEmpty || known.contains(service) else {
                 throw RPCError(.notFound, "unknown service '\(service)'")
             }
-            let status: Int32 = await isServing() ? 1 : 2  // SERVING : NOT_SERVING
-            return try encodeResponse(ProtoMessage("grpc.health.v1.HealthCheckResponse", ["status": .enumValue(status)]))
+            return try answers[isServing() ? 0 : 1].get()
         }
-        return [RPCMethod(service: healthServiceName, method: "Check", requiresAuth: false, kind: .unary(check))]
+        return [RPCMethod(service: healthServiceName, method: "Check", requiresAuth: false, kind: .unaryInline(check))]
     }
 
     /// `ServerReflectionInfo` of `grpc.reflection.v1` and `v1alpha` (no auth; bidirectional).

@@ -41,7 +41,7 @@ public struct ConnectGateway: Sendable {
 
     private func call(_ request: HTTPRequest) async -> (HTTPResponse, RPCCode, Bool) {
         let path = request.path
-        guard let method = router.method(for: path), case .unary(let handler) = method.kind, let t = types[path] else {
+        guard let method = router.method(for: path), let handler = method.kind.unaryHandler, let t = types[path] else {
             let e = RPCError(.unimplemented, router.method(for: path) == nil ? "unknown method \(path)" : "\(path) is not a unary method")
             return (Self.errorResponse(e), e.code, false)
         }

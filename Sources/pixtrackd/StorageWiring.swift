@@ -120,7 +120,7 @@ final class Storage: Sendable {
     }
 
     /// Health: SERVING only while PostgreSQL answers (Redis is an accelerator).
-    var isServing: @Sendable () async -> Bool {
+    var isServing: @Sendable () -> Bool {
         { [self] in status.withLock { $0.postgres == nil } }
     }
 

@@ -13,7 +13,7 @@ enum Harness {
 
     static func unary(_ methods: [RPCMethod], _ path: String, _ request: ProtoMessage,
                       metadata: Metadata = Metadata(), response: String) async throws -> ProtoMessage {
-        guard let m = method(methods, path), case .unary(let handler) = m.kind else {
+        guard let m = method(methods, path), let handler = m.kind.unaryHandler else {
             throw RPCError(.unimplemented, path)
         }
         let bytes = try await handler(try ProtoCodec.encode(request), context(path, metadata: metadata))
