@@ -95,12 +95,7 @@ final class CallDispatcher: Sendable {
         case .bidiStreaming:
             s.inbound?.finish()
         case .unaryInline(let handler):
-            guard s.requestMessages.count == 1, let context = s.context else {
-                return c.respondTrailersOnly(s, code: .internal,
-                                             message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
-            }
-            let request = s.requestMessages[0]
-            s.requestMessages = []
+            guard let (request, context) = unaryRequest(s, on: c) else { return }
             do {
                 c.sendMessage(s, try handler(request, context))
                 c.finish(s, code: .ok, message: "")
@@ -110,12 +105,7 @@ final class CallDispatcher: Sendable {
                 c.finish(s, code: e.code, message: e.message)
             }
         case .unary(let handler):
-            guard s.requestMessages.count == 1, let context = s.context else {
-                return c.respondTrailersOnly(s, code: .internal,
-                                             message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
-            }
-            let request = s.requestMessages[0]
-            s.requestMessages = []
+            guard let (request, context) = unaryRequest(s, on: c) else { return }
             let id = s.id
             let logger = self.logger
             s.task = Task {
@@ -138,6 +128,17 @@ final class CallDispatcher: Sendable {
                 }
             }
         }
+    }
+
+    /// The one request message of a unary call, taken from the stream; else answers INTERNAL.
+    private func unaryRequest(_ s: H2Stream, on c: H2Connection) -> ([UInt8], RPCContext)? {
+        guard s.requestMessages.count == 1, let context = s.context else {
+            c.respondTrailersOnly(s, code: .internal,
+                                  message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
+            return nil
+        }
+        defer { s.requestMessages = [] }
+        return (s.requestMessages[0], context)
     }
 
     private func startStreaming(_ handler: @escaping BidiStreamingHandler, _ s: H2Stream, on c: H2Connection) {
