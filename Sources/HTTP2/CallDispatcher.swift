@@ -77,7 +77,7 @@ final class CallDispatcher: Sendable {
         }
         switch method.kind {
         case .unary, .unaryInline:
-            s.requestMessages += messages
+            if s.requestMessages.isEmpty { s.requestMessages = messages } else { s.requestMessages += messages }
             if s.requestMessages.count > 1 {
                 c.respondTrailersOnly(s, code: .internal, message: "unary call received more than one request message")
             }

@@ -117,14 +117,22 @@ public struct GRPCDeframer: Sendable {
 
     /// Appends bytes and returns every complete message now available.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> [[UInt8]] {
-        buffer.append(contentsOf: bytes)
         var messages: [[UInt8]] = []
+        var bytes = bytes
+        if buffer.count == offset {
+            // Nothing pending (the usual case): whole messages are taken straight from `bytes`.
+            while bytes.count >= 5 {
+                let len = try Self.header(flag: bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], limit: limit)
+                guard bytes.count - 5 >= len else { break }
+                messages.append(Array(bytes[5..<(5 + len)]))
+                bytes = UnsafeRawBufferPointer(rebasing: bytes[(5 + len)...])
+            }
+            if bytes.isEmpty { return messages }
+        }
+        buffer.append(contentsOf: bytes)
         while buffer.count - offset >= 5 {
-            let flag = buffer[offset]
-            let len = Int(buffer[offset + 1]) << 24 | Int(buffer[offset + 2]) << 16 | Int(buffer[offset + 3]) << 8 | Int(buffer[offset + 4])
-            if len > limit { throw .tooLarge(announced: len, limit: limit) }
-            if flag == 1 { throw .compressed }
-            if flag != 0 { throw .badFlag(flag) }
+            let len = try Self.header(flag: buffer[offset], buffer[offset + 1], buffer[offset + 2], buffer[offset + 3],
+                                      buffer[offset + 4], limit: limit)
             guard buffer.count - offset - 5 >= len else { break }
             messages.append(Array(buffer[(offset + 5)..<(offset + 5 + len)]))
             offset += 5 + len
@@ -134,5 +142,15 @@ public struct GRPCDeframer: Sendable {
             offset = 0
         }
         return messages
+    }
+
+    /// The length announced by a 5-byte message header, checked against the limit and flags.
+    @inline(__always)
+    private static func header(flag: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8, _ b4: UInt8, limit: Int) throws(Failure) -> Int {
+        let len = Int(b1) << 24 | Int(b2) << 16 | Int(b3) << 8 | Int(b4)
+        if len > limit { throw .tooLarge(announced: len, limit: limit) }
+        if flag == 1 { throw .compressed }
+        if flag != 0 { throw .badFlag(flag) }
+        return len
     }
 }

@@ -46,6 +46,19 @@ import Testing
         #expect(d.pendingBytes == 0)
     }
 
+    @Test func deframerSplitsAtEveryPointOfAChunkSequence() throws {
+        // Whole messages, then one cut anywhere: what arrives whole skips the buffer, the rest
+        // is buffered; the result must not depend on where the cut falls.
+        let framed = GRPCWire.frame([1, 2, 3]) + GRPCWire.frame([]) + GRPCWire.frame(Array(repeating: 7, count: 40)) + GRPCWire.frame([9])
+        for cut in 0...framed.count {
+            var d = GRPCDeframer(limit: 100)
+            var got = try Array(framed[..<cut]).withUnsafeBytes { try d.append($0) }
+            got += try Array(framed[cut...]).withUnsafeBytes { try d.append($0) }
+            #expect(got == [[1, 2, 3], [], Array(repeating: 7, count: 40), [9]], "cut at \(cut)")
+            #expect(d.pendingBytes == 0)
+        }
+    }
+
     @Test func deframerReportsOversizeCompressedAndPartial() {
         var d = GRPCDeframer(limit: 4)
         #expect(throws: GRPCDeframer.Failure.tooLarge(announced: 5, limit: 4)) {
