@@ -53,6 +53,39 @@ public enum MetaOutbox {
         return inserted
     }
 
+    /// What `requeueParked` did (or, dry, would do).
+    public struct Requeued: Sendable, Equatable {
+        public var requeued: Int
+        /// Parked events whose `event_time` is past Meta's window: left parked.
+        public var tooOld: Int
+    }
+
+    /// Puts the parked events of `pixelID` (of one `eventName`, or all when empty) back in the
+    /// queue, due now, with a fresh attempt count; `last_error` keeps why they had been parked.
+    /// Events older than `maxAgeSeconds` stay parked (Meta refuses them). One transaction.
+    public static func requeueParked(pixelID: String, eventName: String = "", dryRun: Bool = false,
+                                     maxAgeSeconds: Int64 = MetaSenderConfiguration().maxEventAgeSeconds,
+                                     pool: PGPool) async throws -> Requeued {
+        let filter = "status = 'parked' AND pixel_id = $1 AND ($2 = '' OR event_name = $2)"
+        let fresh = "event_time >= extract(epoch FROM now())::bigint - $3"
+        return try await pool.transaction { c in
+            let row = try c.query("""
+                SELECT count(*) FILTER (WHERE \(fresh)) AS fresh, count(*) FILTER (WHERE NOT (\(fresh))) AS old
+                FROM meta_events WHERE \(filter)
+                """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds)]).first
+            var result = Requeued(requeued: try row?.int("fresh") ?? 0, tooOld: try row?.int("old") ?? 0)
+            if !dryRun && result.requeued > 0 {
+                result.requeued = try c.execute("""
+                    UPDATE meta_events
+                    SET status = 'queued', attempts = 0, next_attempt_at = now(), updated_at = now(),
+                        last_error = 'requeued after: ' || coalesce(last_error, '')
+                    WHERE \(filter) AND \(fresh)
+                    """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds)])
+            }
+            return result
+        }
+    }
+
     /// Counts by status (`queued`, `sent`, `parked`, `dropped`).
     public static func counts(pool: PGPool) async throws -> [String: Int] {
         try await pool.withConnection { c in

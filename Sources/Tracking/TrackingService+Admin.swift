@@ -1,3 +1,5 @@
+import MetaCAPI
+import Postgres
 import ProtoCodec
 import RPC
 
@@ -82,5 +84,26 @@ extension TrackingService {
         guard Slug.isValidName(name) else { throw RPCError(.invalidArgument, "slug must be 1-64 letters, digits, '-' or '_'") }
         guard let slug = try await directory.slug(name) else { throw RPCError(.notFound, "no such slug") }
         return TrackingProto.slug(slug)
+    }
+
+    func requeueMetaEvents(_ r: ProtoMessage) async throws -> ProtoMessage {
+        let pixel = r.string("pixel_id")
+        guard !pixel.isEmpty else { throw RPCError(.invalidArgument, "pixel_id is required") }
+        let name = r.string("event_name")
+        let dryRun = r.bool("dry_run")
+        let result: MetaOutbox.Requeued
+        do {
+            result = try await MetaOutbox.requeueParked(pixelID: pixel, eventName: name, dryRun: dryRun, pool: pool)
+        } catch let e as PGError {
+            throw e.rpcError
+        }
+        if !dryRun && result.requeued > 0 {
+            logger.info("meta_events_requeued", ("pixel_id", pixel), ("event_name", name.isEmpty ? "*" : name),
+                        ("events", String(result.requeued)), ("too_old", String(result.tooOld)))
+            onQueued()
+        }
+        return ProtoMessage("pixtrack.v1.RequeueMetaEventsResponse", TrackingProto.nonEmpty([
+            "requeued": .int64(Int64(result.requeued)), "too_old": .int64(Int64(result.tooOld)),
+        ]))
     }
 }

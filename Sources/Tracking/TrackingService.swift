@@ -18,6 +18,8 @@ public final class TrackingService: Sendable {
     let cache: SlugCache
     let metrics: Metrics
     let logger: Logger
+    let pool: PGPool
+    let onQueued: @Sendable () -> Void
 
     /// - Parameter onQueued: called after a Meta event was queued (wake the sender).
     public init(pool: PGPool, redis: RedisClient, configuration: TrackingConfiguration = TrackingConfiguration(),
@@ -25,6 +27,8 @@ public final class TrackingService: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.pool = pool
+        self.onQueued = onQueued
         directory = BotDirectory(pool: pool)
         store = TrackingStore(redis: redis, ttlSeconds: configuration.ttlSeconds)
         cache = SlugCache(ttl: configuration.slugCacheTTL)
@@ -48,6 +52,7 @@ public final class TrackingService: Sendable {
             ("ListBots", "pixtrack.v1.ListBotsRequest", { [self] in try await listBots($0) }),
             ("UpsertSlug", "pixtrack.v1.UpsertSlugRequest", { [self] in try await upsertSlug($0) }),
             ("GetSlug", "pixtrack.v1.GetSlugRequest", { [self] in try await getSlug($0) }),
+            ("RequeueMetaEvents", "pixtrack.v1.RequeueMetaEventsRequest", { [self] in try await requeueMetaEvents($0) }),
         ]
         return table.map { name, input, body in
             RPCMethod(service: Self.serviceName, method: name, kind: .unary { bytes, _ in

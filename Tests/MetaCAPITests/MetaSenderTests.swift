@@ -80,6 +80,51 @@ import RPC
         await pool.close()
     }
 
+    @Test func parkedEventsAreRequeuedOnceTheCauseIsFixed() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let transport = ScriptedTransport()
+        let old = Int64(Date().timeIntervalSince1970) - 7 * 86_400 - 5
+        // Pixel 999 has no token: everything of it parks. Pixel 222 has one: delivered.
+        try await MetaOutbox.enqueue([testEvent("p1", pixel: "999"), testEvent("p2", pixel: "999"),
+                                      testEvent("other", pixel: "222")], pool: pool)
+        try await drain(sender(pool, transport), pool)
+        // An old parked event (parked before it aged): it stays parked.
+        try await MetaOutbox.enqueue([testEvent("aged", pixel: "999", time: old)], pool: pool)
+        try await pool.withConnection { _ = try $0.execute("UPDATE meta_events SET status = 'parked' WHERE event_id = 'aged'") }
+        #expect(try await statuses(pool) == ["p1": "parked", "p2": "parked", "aged": "parked", "other": "sent"])
+
+        let dry = try await MetaOutbox.requeueParked(pixelID: "999", dryRun: true, pool: pool)
+        #expect(dry == MetaOutbox.Requeued(requeued: 2, tooOld: 1))
+        #expect(try await statuses(pool)["p1"] == "parked", "a dry run changes nothing")
+        #expect(try await MetaOutbox.requeueParked(pixelID: "999", eventName: "Purchase", pool: pool)
+                == MetaOutbox.Requeued(requeued: 0, tooOld: 0))
+        #expect(try await MetaOutbox.requeueParked(pixelID: "nope", pool: pool) == MetaOutbox.Requeued(requeued: 0, tooOld: 0))
+
+        // The operator configured the token: re-queue, then one delivery each.
+        #expect(try await MetaOutbox.requeueParked(pixelID: "999", eventName: "PageView", pool: pool)
+                == MetaOutbox.Requeued(requeued: 2, tooOld: 1))
+        let requeued = try await trail(pool, "p1")
+        #expect(requeued.hasPrefix("queued|0|requeued after: no Conversions API access token"), "\(requeued)")
+        let fixed = MetaSender(pool: pool, configuration: fastConfiguration(), transport: transport,
+                               tokens: StaticMetaAccessTokens(["999": "tok-999", "222": "tok-222"]), metrics: Metrics(),
+                               logger: Logger(minimum: .error))
+        try await drain(fixed, pool)
+        #expect(try await statuses(pool) == ["p1": "sent", "p2": "sent", "aged": "parked", "other": "sent"])
+        #expect(transport.accepted.sorted() == ["other", "p1", "p2"])
+        #expect(try await trail(pool, "p1").hasPrefix("sent|1|"))
+        #expect(try await MetaOutbox.requeueParked(pixelID: "999", pool: pool) == MetaOutbox.Requeued(requeued: 0, tooOld: 1))
+        await pool.close()
+    }
+
+    /// "status|attempts|last_error" of one event.
+    func trail(_ pool: PGPool, _ eventID: String) async throws -> String {
+        try await pool.withConnection { c in
+            try c.query("SELECT status, attempts, last_error FROM meta_events WHERE event_id = $1", [.text(eventID)]).map {
+                "\(try $0.string("status") ?? "")|\(try $0.int("attempts") ?? -1)|\(try $0.string("last_error") ?? "")"
+            }.first ?? "missing"
+        }
+    }
+
     @Test func eventsOlderThanSevenDaysAreDroppedUnsent() async throws {
         let pool = try await MetaTestEnv.isolatedPool()
         let transport = ScriptedTransport()

@@ -436,6 +436,38 @@ def test_meta_code_100_parks_the_bad_event_and_delivers_the_rest(srv, stub, meta
     assert 'pixtrack_meta_queue_depth{status="parked"}' in http_request(srv.port, "GET", "/metrics")[2].decode()
 
 
+def test_parked_events_are_requeued_by_the_operator_once_the_token_is_fixed(srv, stub, meta):
+    pixel = pixel_id()
+    bot = make_bot(stub, pixel=pixel)
+    slug = make_slug(stub, [(bot, 1, 0)])
+    meta.call("/_control/token", {"pixel": pixel, "token": "the-right-token"})
+    eids = [queue_pageview(stub, srv, slug) for _ in range(3)]
+    for eid in eids:
+        wait_until(lambda: psql(f"SELECT status FROM meta_events WHERE event_id = '{eid}'", srv_db(srv)) == "parked",
+                   what="parked after code 190")
+    with pytest.raises(grpc.RpcError) as e:
+        stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pixel_id" in e.value.details()
+    dry = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, dry_run=True), timeout=5)
+    assert (dry.requeued, dry.too_old) == (3, 0)
+    assert psql(f"SELECT count(*) FROM meta_events WHERE pixel_id = '{pixel}' AND status = 'parked'", srv_db(srv)) == "3"
+    # The fix: the bot gets the token Meta expects; then one call puts the events back in the queue.
+    fixed = pb.UpsertBotRequest(id=bot.id, telegram_username=bot.telegram_username, enabled=True,
+                                meta_pixel_id=pixel, meta_test_event_code="TEST123")
+    fixed.conversions_api_token.value = "the-right-token"
+    stub.UpsertBot(fixed, timeout=10)
+    done = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, event_name="PageView"), timeout=5)
+    assert (done.requeued, done.too_old) == (3, 0)
+    for eid in eids:
+        wait_until(lambda: len(meta.events(eid)) == 1, timeout=15, what="delivery after the requeue")
+    time.sleep(0.3)
+    assert all(len(meta.events(eid)) == 1 for eid in eids)
+    assert psql(f"SELECT string_agg(DISTINCT status, ',') FROM meta_events WHERE pixel_id = '{pixel}'", srv_db(srv)) == "sent"
+    again = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel), timeout=5)
+    assert (again.requeued, again.too_old) == (0, 0)
+    assert "the-right-token" not in srv.log()
+
+
 def test_events_older_than_7_days_are_dropped_and_counted(srv, stub, meta, db_url):
     pixel = pixel_id()
     make_bot(stub, pixel=pixel)

@@ -1003,6 +1003,96 @@ void   pixtrack__v1__get_slug_request__free_unpacked
   assert(message->base.descriptor == &pixtrack__v1__get_slug_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pixtrack__v1__requeue_meta_events_request__init
+                     (Pixtrack__V1__RequeueMetaEventsRequest         *message)
+{
+  static const Pixtrack__V1__RequeueMetaEventsRequest init_value = PIXTRACK__V1__REQUEUE_META_EVENTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__requeue_meta_events_request__get_packed_size
+                     (const Pixtrack__V1__RequeueMetaEventsRequest *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__requeue_meta_events_request__pack
+                     (const Pixtrack__V1__RequeueMetaEventsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__requeue_meta_events_request__pack_to_buffer
+                     (const Pixtrack__V1__RequeueMetaEventsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__RequeueMetaEventsRequest *
+       pixtrack__v1__requeue_meta_events_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__RequeueMetaEventsRequest *)
+     protobuf_c_message_unpack (&pixtrack__v1__requeue_meta_events_request__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__requeue_meta_events_request__free_unpacked
+                     (Pixtrack__V1__RequeueMetaEventsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pixtrack__v1__requeue_meta_events_response__init
+                     (Pixtrack__V1__RequeueMetaEventsResponse         *message)
+{
+  static const Pixtrack__V1__RequeueMetaEventsResponse init_value = PIXTRACK__V1__REQUEUE_META_EVENTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__requeue_meta_events_response__get_packed_size
+                     (const Pixtrack__V1__RequeueMetaEventsResponse *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__requeue_meta_events_response__pack
+                     (const Pixtrack__V1__RequeueMetaEventsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__requeue_meta_events_response__pack_to_buffer
+                     (const Pixtrack__V1__RequeueMetaEventsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__RequeueMetaEventsResponse *
+       pixtrack__v1__requeue_meta_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__RequeueMetaEventsResponse *)
+     protobuf_c_message_unpack (&pixtrack__v1__requeue_meta_events_response__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__requeue_meta_events_response__free_unpacked
+                     (Pixtrack__V1__RequeueMetaEventsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__requeue_meta_events_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pixtrack__v1__tracking_data__field_descriptors[19] =
 {
   {
@@ -3060,6 +3150,121 @@ const ProtobufCMessageDescriptor pixtrack__v1__get_slug_request__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__get_slug_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pixtrack__v1__requeue_meta_events_request__field_descriptors[3] =
+{
+  {
+    "pixel_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueMetaEventsRequest, pixel_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "event_name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueMetaEventsRequest, event_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dry_run",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueMetaEventsRequest, dry_run),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__requeue_meta_events_request__field_indices_by_name[] = {
+  2,   /* field[2] = dry_run */
+  1,   /* field[1] = event_name */
+  0,   /* field[0] = pixel_id */
+};
+static const ProtobufCIntRange pixtrack__v1__requeue_meta_events_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.RequeueMetaEventsRequest",
+  "RequeueMetaEventsRequest",
+  "Pixtrack__V1__RequeueMetaEventsRequest",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__RequeueMetaEventsRequest),
+  3,
+  pixtrack__v1__requeue_meta_events_request__field_descriptors,
+  pixtrack__v1__requeue_meta_events_request__field_indices_by_name,
+  1,  pixtrack__v1__requeue_meta_events_request__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__requeue_meta_events_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pixtrack__v1__requeue_meta_events_response__field_descriptors[2] =
+{
+  {
+    "requeued",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueMetaEventsResponse, requeued),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "too_old",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueMetaEventsResponse, too_old),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__requeue_meta_events_response__field_indices_by_name[] = {
+  0,   /* field[0] = requeued */
+  1,   /* field[1] = too_old */
+};
+static const ProtobufCIntRange pixtrack__v1__requeue_meta_events_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.RequeueMetaEventsResponse",
+  "RequeueMetaEventsResponse",
+  "Pixtrack__V1__RequeueMetaEventsResponse",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__RequeueMetaEventsResponse),
+  2,
+  pixtrack__v1__requeue_meta_events_response__field_descriptors,
+  pixtrack__v1__requeue_meta_events_response__field_indices_by_name,
+  1,  pixtrack__v1__requeue_meta_events_response__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__requeue_meta_events_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue pixtrack__v1__fbc_origin__enum_values_by_number[3] =
 {
   { "FBC_ORIGIN_UNSPECIFIED", "PIXTRACK__V1__FBC_ORIGIN__FBC_ORIGIN_UNSPECIFIED", 0 },
@@ -3222,7 +3427,7 @@ const ProtobufCEnumDescriptor pixtrack__v1__slug_strategy__descriptor =
   pixtrack__v1__slug_strategy__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor pixtrack__v1__tracking_service__method_descriptors[10] =
+static const ProtobufCMethodDescriptor pixtrack__v1__tracking_service__method_descriptors[11] =
 {
   { "RecordPageView", &pixtrack__v1__record_page_view_request__descriptor, &pixtrack__v1__record_page_view_response__descriptor },
   { "MergeBrowserCookies", &pixtrack__v1__merge_browser_cookies_request__descriptor, &pixtrack__v1__tracking_data__descriptor },
@@ -3234,6 +3439,7 @@ static const ProtobufCMethodDescriptor pixtrack__v1__tracking_service__method_de
   { "ListBots", &pixtrack__v1__list_bots_request__descriptor, &pixtrack__v1__list_bots_response__descriptor },
   { "UpsertSlug", &pixtrack__v1__upsert_slug_request__descriptor, &pixtrack__v1__slug__descriptor },
   { "GetSlug", &pixtrack__v1__get_slug_request__descriptor, &pixtrack__v1__slug__descriptor },
+  { "RequeueMetaEvents", &pixtrack__v1__requeue_meta_events_request__descriptor, &pixtrack__v1__requeue_meta_events_response__descriptor },
 };
 const unsigned pixtrack__v1__tracking_service__method_indices_by_name[] = {
   2,        /* BindStart */
@@ -3243,6 +3449,7 @@ const unsigned pixtrack__v1__tracking_service__method_indices_by_name[] = {
   7,        /* ListBots */
   1,        /* MergeBrowserCookies */
   0,        /* RecordPageView */
+  10,        /* RequeueMetaEvents */
   3,        /* ResolveToken */
   5,        /* UpsertBot */
   8         /* UpsertSlug */
@@ -3254,7 +3461,7 @@ const ProtobufCServiceDescriptor pixtrack__v1__tracking_service__descriptor =
   "TrackingService",
   "Pixtrack__V1__TrackingService",
   "pixtrack.v1",
-  10,
+  11,
   pixtrack__v1__tracking_service__method_descriptors,
   pixtrack__v1__tracking_service__method_indices_by_name
 };
@@ -3337,6 +3544,14 @@ void pixtrack__v1__tracking_service__get_slug(ProtobufCService *service,
 {
   assert(service->descriptor == &pixtrack__v1__tracking_service__descriptor);
   service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void pixtrack__v1__tracking_service__requeue_meta_events(ProtobufCService *service,
+                                                         const Pixtrack__V1__RequeueMetaEventsRequest *input,
+                                                         Pixtrack__V1__RequeueMetaEventsResponse_Closure closure,
+                                                         void *closure_data)
+{
+  assert(service->descriptor == &pixtrack__v1__tracking_service__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void pixtrack__v1__tracking_service__init (Pixtrack__V1__TrackingService_Service *service,
                                            Pixtrack__V1__TrackingService_ServiceDestroy destroy)

@@ -38,6 +38,8 @@ typedef struct Pixtrack__V1__SlugBot Pixtrack__V1__SlugBot;
 typedef struct Pixtrack__V1__Slug Pixtrack__V1__Slug;
 typedef struct Pixtrack__V1__UpsertSlugRequest Pixtrack__V1__UpsertSlugRequest;
 typedef struct Pixtrack__V1__GetSlugRequest Pixtrack__V1__GetSlugRequest;
+typedef struct Pixtrack__V1__RequeueMetaEventsRequest Pixtrack__V1__RequeueMetaEventsRequest;
+typedef struct Pixtrack__V1__RequeueMetaEventsResponse Pixtrack__V1__RequeueMetaEventsResponse;
 
 
 /* --- enums --- */
@@ -540,6 +542,44 @@ struct  Pixtrack__V1__GetSlugRequest
     , (char *)protobuf_c_empty_string }
 
 
+struct  Pixtrack__V1__RequeueMetaEventsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Required.
+   */
+  char *pixel_id;
+  /*
+   * Only this event name ("PageView", "Purchase"); empty: every name.
+   */
+  char *event_name;
+  /*
+   * Count what would be re-queued, change nothing.
+   */
+  protobuf_c_boolean dry_run;
+};
+#define PIXTRACK__V1__REQUEUE_META_EVENTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__requeue_meta_events_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Pixtrack__V1__RequeueMetaEventsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Parked events now queued again (or, with dry_run, that would be).
+   */
+  int64_t requeued;
+  /*
+   * Parked events too old for Meta to accept; left parked.
+   */
+  int64_t too_old;
+};
+#define PIXTRACK__V1__REQUEUE_META_EVENTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__requeue_meta_events_response__descriptor) \
+    , 0, 0 }
+
+
 /* Pixtrack__V1__TrackingData methods */
 void   pixtrack__v1__tracking_data__init
                      (Pixtrack__V1__TrackingData         *message);
@@ -961,6 +1001,44 @@ Pixtrack__V1__GetSlugRequest *
 void   pixtrack__v1__get_slug_request__free_unpacked
                      (Pixtrack__V1__GetSlugRequest *message,
                       ProtobufCAllocator *allocator);
+/* Pixtrack__V1__RequeueMetaEventsRequest methods */
+void   pixtrack__v1__requeue_meta_events_request__init
+                     (Pixtrack__V1__RequeueMetaEventsRequest         *message);
+size_t pixtrack__v1__requeue_meta_events_request__get_packed_size
+                     (const Pixtrack__V1__RequeueMetaEventsRequest   *message);
+size_t pixtrack__v1__requeue_meta_events_request__pack
+                     (const Pixtrack__V1__RequeueMetaEventsRequest   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__requeue_meta_events_request__pack_to_buffer
+                     (const Pixtrack__V1__RequeueMetaEventsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__RequeueMetaEventsRequest *
+       pixtrack__v1__requeue_meta_events_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__requeue_meta_events_request__free_unpacked
+                     (Pixtrack__V1__RequeueMetaEventsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Pixtrack__V1__RequeueMetaEventsResponse methods */
+void   pixtrack__v1__requeue_meta_events_response__init
+                     (Pixtrack__V1__RequeueMetaEventsResponse         *message);
+size_t pixtrack__v1__requeue_meta_events_response__get_packed_size
+                     (const Pixtrack__V1__RequeueMetaEventsResponse   *message);
+size_t pixtrack__v1__requeue_meta_events_response__pack
+                     (const Pixtrack__V1__RequeueMetaEventsResponse   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__requeue_meta_events_response__pack_to_buffer
+                     (const Pixtrack__V1__RequeueMetaEventsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__RequeueMetaEventsResponse *
+       pixtrack__v1__requeue_meta_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__requeue_meta_events_response__free_unpacked
+                     (Pixtrack__V1__RequeueMetaEventsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pixtrack__V1__TrackingData_Closure)
@@ -1032,6 +1110,12 @@ typedef void (*Pixtrack__V1__UpsertSlugRequest_Closure)
 typedef void (*Pixtrack__V1__GetSlugRequest_Closure)
                  (const Pixtrack__V1__GetSlugRequest *message,
                   void *closure_data);
+typedef void (*Pixtrack__V1__RequeueMetaEventsRequest_Closure)
+                 (const Pixtrack__V1__RequeueMetaEventsRequest *message,
+                  void *closure_data);
+typedef void (*Pixtrack__V1__RequeueMetaEventsResponse_Closure)
+                 (const Pixtrack__V1__RequeueMetaEventsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1079,6 +1163,10 @@ struct Pixtrack__V1__TrackingService_Service
                    const Pixtrack__V1__GetSlugRequest *input,
                    Pixtrack__V1__Slug_Closure closure,
                    void *closure_data);
+  void (*requeue_meta_events)(Pixtrack__V1__TrackingService_Service *service,
+                              const Pixtrack__V1__RequeueMetaEventsRequest *input,
+                              Pixtrack__V1__RequeueMetaEventsResponse_Closure closure,
+                              void *closure_data);
 };
 typedef void (*Pixtrack__V1__TrackingService_ServiceDestroy)(Pixtrack__V1__TrackingService_Service *);
 void pixtrack__v1__tracking_service__init (Pixtrack__V1__TrackingService_Service *service,
@@ -1096,7 +1184,8 @@ void pixtrack__v1__tracking_service__init (Pixtrack__V1__TrackingService_Service
       function_prefix__ ## get_bot,\
       function_prefix__ ## list_bots,\
       function_prefix__ ## upsert_slug,\
-      function_prefix__ ## get_slug  }
+      function_prefix__ ## get_slug,\
+      function_prefix__ ## requeue_meta_events  }
 void pixtrack__v1__tracking_service__record_page_view(ProtobufCService *service,
                                                       const Pixtrack__V1__RecordPageViewRequest *input,
                                                       Pixtrack__V1__RecordPageViewResponse_Closure closure,
@@ -1137,6 +1226,10 @@ void pixtrack__v1__tracking_service__get_slug(ProtobufCService *service,
                                               const Pixtrack__V1__GetSlugRequest *input,
                                               Pixtrack__V1__Slug_Closure closure,
                                               void *closure_data);
+void pixtrack__v1__tracking_service__requeue_meta_events(ProtobufCService *service,
+                                                         const Pixtrack__V1__RequeueMetaEventsRequest *input,
+                                                         Pixtrack__V1__RequeueMetaEventsResponse_Closure closure,
+                                                         void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1168,6 +1261,8 @@ extern const ProtobufCMessageDescriptor pixtrack__v1__slug_bot__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__slug__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__upsert_slug_request__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__get_slug_request__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_request__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_response__descriptor;
 extern const ProtobufCServiceDescriptor pixtrack__v1__tracking_service__descriptor;
 
 PROTOBUF_C__END_DECLS
