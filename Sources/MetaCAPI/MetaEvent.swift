@@ -7,6 +7,10 @@ public struct MetaEvent: Sendable, Equatable {
     public var pixelID: String
     /// `PageView`, `Purchase`, …
     public var eventName: String
+
+    public static let pageViewName = "PageView"
+    /// Never sent twice by us: one whose request went unanswered is parked, not retried.
+    public static let purchaseName = "Purchase"
     /// Stable across retries: Meta deduplicates on (`event_name`, `event_id`).
     public var eventID: String
     /// Unix seconds (UTC).
@@ -75,7 +79,7 @@ public struct MetaEvent: Sendable, Equatable {
     public static func pageView(pixelID: String, eventID: String, eventTime: Int64, eventSourceURL: String,
                                 clientIP: String, userAgent: String, fbp: String, fbc: String, fbclid: String,
                                 testEventCode: String = "") -> MetaEvent {
-        website(pixelID: pixelID, eventName: "PageView", eventID: eventID, eventTime: eventTime,
+        website(pixelID: pixelID, eventName: pageViewName, eventID: eventID, eventTime: eventTime,
                 eventSourceURL: eventSourceURL,
                 visitor: WebsiteVisitor(clientIP: clientIP, userAgent: userAgent, fbp: fbp, fbc: fbc,
                                         externalIDs: fbclid.isEmpty ? [] : [fbclid]),

@@ -60,19 +60,24 @@ public enum MetaOutbox {
         public var tooOld: Int
     }
 
-    /// Puts the parked events of `pixelID` (of one `eventName`, or all when empty) back in the
-    /// queue, due now, with a fresh attempt count; `last_error` keeps why they had been parked.
-    /// Events older than `maxAgeSeconds` stay parked (Meta refuses them). One transaction.
-    public static func requeueParked(pixelID: String, eventName: String = "", dryRun: Bool = false,
+    /// Puts the parked events of `pixelID` (of one `eventName` and only `eventIDs`, when given)
+    /// back in the queue, due now, with a fresh attempt count; `last_error` keeps why they had
+    /// been parked. Events older than `maxAgeSeconds` stay parked (Meta refuses them). One
+    /// transaction.
+    public static func requeueParked(pixelID: String, eventName: String = "", eventIDs: [String] = [], dryRun: Bool = false,
                                      maxAgeSeconds: Int64 = MetaSenderConfiguration().maxEventAgeSeconds,
                                      pool: PGPool) async throws -> Requeued {
-        let filter = "status = 'parked' AND pixel_id = $1 AND ($2 = '' OR event_name = $2)"
+        let filter = """
+            status = 'parked' AND pixel_id = $1 AND ($2 = '' OR event_name = $2)
+            AND ($4::jsonb = '[]'::jsonb OR event_id IN (SELECT jsonb_array_elements_text($4::jsonb)))
+            """
+        let ids = JSON.array(eventIDs.map { .string($0) }).serialized
         let fresh = "event_time >= extract(epoch FROM now())::bigint - $3"
         return try await pool.transaction { c in
             let row = try c.query("""
                 SELECT count(*) FILTER (WHERE \(fresh)) AS fresh, count(*) FILTER (WHERE NOT (\(fresh))) AS old
                 FROM meta_events WHERE \(filter)
-                """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds)]).first
+                """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds), .text(ids)]).first
             var result = Requeued(requeued: try row?.int("fresh") ?? 0, tooOld: try row?.int("old") ?? 0)
             if !dryRun && result.requeued > 0 {
                 result.requeued = try c.execute("""
@@ -80,7 +85,7 @@ public enum MetaOutbox {
                     SET status = 'queued', attempts = 0, next_attempt_at = now(), updated_at = now(),
                         last_error = 'requeued after: ' || coalesce(last_error, '')
                     WHERE \(filter) AND \(fresh)
-                    """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds)])
+                    """, [.text(pixelID), .text(eventName), .int(maxAgeSeconds), .text(ids)])
             }
             return result
         }

@@ -115,8 +115,19 @@ struct MetaPass {
             outcome.summary.sent += rows.count
         case .retry(let reason, let notBefore):
             outcome.requestsByResult["retry", default: 0] += 1
-            try retry(rows, reason: reason, notBeforeSeconds: notBefore)
-            logger.info("meta_batch_retry", ("pixel_id", pixel), ("events", String(rows.count)), ("reason", reason))
+            // The request went out and no answer came back: Meta may have counted it, and it
+            // does not promise to dedup server-to-server repeats. PageViews are retried; a
+            // Purchase is never sent twice on a guess: it is parked for an operator.
+            let sentUnanswered = response.failure == .timeout || response.failure == .transport
+            let held = sentUnanswered ? rows.filter { $0.eventName == MetaEvent.purchaseName } : []
+            let again = held.isEmpty ? rows : rows.filter { $0.eventName != MetaEvent.purchaseName }
+            if !held.isEmpty {
+                try park(held, reason: "\(Self.unansweredPurchase) (\(reason))")
+            }
+            if !again.isEmpty {
+                try retry(again, reason: reason, notBeforeSeconds: notBefore)
+                logger.info("meta_batch_retry", ("pixel_id", pixel), ("events", String(again.count)), ("reason", reason))
+            }
         case .invalidEvent(let reason) where rows.count > 1:
             outcome.requestsByResult["invalid", default: 0] += 1
             let half = rows.count / 2
@@ -158,6 +169,10 @@ struct MetaPass {
         for r in rows { outcome.failedByName[r.eventName, default: 0] += 1 }
         outcome.summary.retried += rows.count
     }
+
+    /// Why a Purchase whose request went unanswered is parked, and what the operator does.
+    static let unansweredPurchase = "sent without an answer: Meta may already count this Purchase; "
+        + "check Events Manager, and only if it is missing send it again with RequeueMetaEvents"
 
     static func idArray(_ rows: [Row]) -> String { "{" + rows.map { String($0.id) }.joined(separator: ",") + "}" }
 

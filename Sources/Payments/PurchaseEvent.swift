@@ -16,7 +16,7 @@ public enum PurchaseEvent {
         let paidMs = payment.paidAtMs > 0 ? payment.paidAtMs : payment.updatedAtMs
         let visitor = MetaEvent.WebsiteVisitor(clientIP: t.clientIP, userAgent: t.userAgent, fbp: t.fbp, fbc: t.fbc,
                                                externalIDs: [fbclid, String(payment.telegramUserID)])
-        return MetaEvent.website(pixelID: account.metaPixelID, eventName: "Purchase", eventID: eventID(payment.id),
+        return MetaEvent.website(pixelID: account.metaPixelID, eventName: MetaEvent.purchaseName, eventID: eventID(payment.id),
                                  eventTime: paidMs / 1000, eventSourceURL: t.eventSourceURL, visitor: visitor,
                                  customData: ["currency": "BRL", "value": .reais(cents: payment.amountCents),
                                               "order_id": .string(payment.reference)],

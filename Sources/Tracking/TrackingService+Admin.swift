@@ -91,9 +91,10 @@ extension TrackingService {
         guard !pixel.isEmpty else { throw RPCError(.invalidArgument, "pixel_id is required") }
         let name = r.string("event_name")
         let dryRun = r.bool("dry_run")
+        let ids = r.list("event_ids").compactMap { if case .string(let s) = $0 { s } else { nil } }
         let result: MetaOutbox.Requeued
         do {
-            result = try await MetaOutbox.requeueParked(pixelID: pixel, eventName: name, dryRun: dryRun, pool: pool)
+            result = try await MetaOutbox.requeueParked(pixelID: pixel, eventName: name, eventIDs: ids, dryRun: dryRun, pool: pool)
         } catch let e as PGError {
             throw e.rpcError
         }

@@ -96,6 +96,8 @@ import RPC
         let dry = try await MetaOutbox.requeueParked(pixelID: "999", dryRun: true, pool: pool)
         #expect(dry == MetaOutbox.Requeued(requeued: 2, tooOld: 1))
         #expect(try await statuses(pool)["p1"] == "parked", "a dry run changes nothing")
+        #expect(try await MetaOutbox.requeueParked(pixelID: "999", eventIDs: ["p1", "x\",'y]\\", "aged"], dryRun: true, pool: pool)
+                == MetaOutbox.Requeued(requeued: 1, tooOld: 1))
         #expect(try await MetaOutbox.requeueParked(pixelID: "999", eventName: "Purchase", pool: pool)
                 == MetaOutbox.Requeued(requeued: 0, tooOld: 0))
         #expect(try await MetaOutbox.requeueParked(pixelID: "nope", pool: pool) == MetaOutbox.Requeued(requeued: 0, tooOld: 0))
@@ -114,6 +116,35 @@ import RPC
         #expect(try await trail(pool, "p1").hasPrefix("sent|1|"))
         #expect(try await MetaOutbox.requeueParked(pixelID: "999", pool: pool) == MetaOutbox.Requeued(requeued: 0, tooOld: 1))
         await pool.close()
+    }
+
+    @Test func anUnansweredPurchaseIsParkedNotSentTwiceWhilePageViewsRetry() async throws {
+        for failure in [MetaHTTPResponse.Failure.timeout, .transport] {
+            let pool = try await MetaTestEnv.isolatedPool()
+            // The first request "reaches Meta" (recorded as accepted by the transport below)
+            // but its answer is lost; then every request succeeds.
+            let transport = ScriptedTransport(script: [MetaHTTPResponse(status: 0, failure: failure)])
+            let visitor = MetaEvent.WebsiteVisitor(clientIP: "203.0.113.1", userAgent: "UA", fbp: "", fbc: "", externalIDs: ["7"])
+            func purchase(_ id: String) -> MetaEvent {
+                MetaEvent.website(pixelID: "111", eventName: MetaEvent.purchaseName, eventID: id,
+                                  eventTime: Int64(Date().timeIntervalSince1970), eventSourceURL: "https://x.test/go/a",
+                                  visitor: visitor, customData: ["currency": "BRL", "value": .reais(cents: 1990)])
+            }
+            try await MetaOutbox.enqueue([testEvent("pv1"), purchase("purchase_1")], pool: pool)
+            try await drain(sender(pool, transport), pool)
+            #expect(transport.requests.count == 2 && transport.requests[0].eventIDs.sorted() == ["purchase_1", "pv1"])
+            #expect(transport.accepted == ["pv1"], "only the PageView went out again")
+            let parked = try await trail(pool, "purchase_1")
+            #expect(parked.hasPrefix("parked|1|sent without an answer: Meta may already count this Purchase"), "\(parked)")
+            #expect(parked.contains("transport: \(failure.rawValue)"))
+            // Not-sent failures and 5xx are safe to retry, Purchase included.
+            let safe = ScriptedTransport(script: [MetaHTTPResponse(status: 0, failure: .notSent), MetaHTTPResponse(status: 503)])
+            try await MetaOutbox.enqueue([purchase("purchase_2")], pool: pool)
+            try await drain(sender(pool, safe), pool)
+            let second = try await trail(pool, "purchase_2")
+            #expect(safe.accepted == ["purchase_2"] && safe.requests.count == 3, "\(safe.requests.map(\.eventIDs)) \(second)")
+            await pool.close()
+        }
     }
 
     /// "status|attempts|last_error" of one event.

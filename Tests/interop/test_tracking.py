@@ -468,6 +468,35 @@ def test_parked_events_are_requeued_by_the_operator_once_the_token_is_fixed(srv,
     assert "the-right-token" not in srv.log()
 
 
+def test_a_purchase_meta_got_but_never_answered_is_parked_not_sent_twice(srv, stub, meta):
+    """The request reaches Meta, which counts the event, but the answer comes after our 1.5 s
+    timeout. A PageView would be retried; a Purchase is parked for an operator instead."""
+    pixel = pixel_id()
+    make_bot(stub, pixel=pixel)
+    meta.fault(kind="latency", latency_ms=2500, times=1, pixel=pixel)
+    eid = f"purchase_it_{unique_id()}"
+    payload = json.dumps({
+        "event_name": "Purchase", "event_time": int(time.time()), "event_id": eid, "action_source": "website",
+        "event_source_url": "https://go.example.test/go/x",
+        "user_data": {"client_user_agent": CHROME_UA, "client_ip_address": "203.0.113.9"},
+        "custom_data": {"currency": "BRL", "value": 19.9}})
+    psql(f"INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload) VALUES "
+         f"('{pixel}', 'Purchase', '{eid}', {int(time.time())}, '{payload}')", srv_db(srv))
+    wait_until(lambda: psql(f"SELECT status FROM meta_events WHERE event_id = '{eid}'", srv_db(srv)) == "parked",
+               timeout=15, what="the unanswered Purchase to be parked")
+    wait_until(lambda: len(meta.events(eid)) == 1, timeout=10, what="Meta to have counted it (late)")
+    time.sleep(1.0)  # several sender polls: nothing sends it again
+    assert len(meta.events(eid)) == 1
+    reason = psql(f"SELECT last_error FROM meta_events WHERE event_id = '{eid}'", srv_db(srv))
+    assert reason.startswith("sent without an answer: Meta may already count this Purchase") and "timeout" in reason, reason
+    dry = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, event_name="Purchase", dry_run=True), timeout=5)
+    assert dry.requeued == 1
+    # Had Events Manager shown it missing, the operator would send exactly this one again.
+    one = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, event_ids=[eid, "purchase_other"]), timeout=5)
+    assert (one.requeued, one.too_old) == (1, 0)
+    wait_until(lambda: len(meta.events(eid)) == 2, timeout=10, what="the operator's explicit re-send")
+
+
 def test_events_older_than_7_days_are_dropped_and_counted(srv, stub, meta, db_url):
     pixel = pixel_id()
     make_bot(stub, pixel=pixel)

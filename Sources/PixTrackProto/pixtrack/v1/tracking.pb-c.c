@@ -3150,7 +3150,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__get_slug_request__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__get_slug_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__requeue_meta_events_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pixtrack__v1__requeue_meta_events_request__field_descriptors[4] =
 {
   {
     "pixel_id",
@@ -3188,16 +3188,29 @@ static const ProtobufCFieldDescriptor pixtrack__v1__requeue_meta_events_request_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "event_ids",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Pixtrack__V1__RequeueMetaEventsRequest, n_event_ids),
+    offsetof(Pixtrack__V1__RequeueMetaEventsRequest, event_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__requeue_meta_events_request__field_indices_by_name[] = {
   2,   /* field[2] = dry_run */
+  3,   /* field[3] = event_ids */
   1,   /* field[1] = event_name */
   0,   /* field[0] = pixel_id */
 };
 static const ProtobufCIntRange pixtrack__v1__requeue_meta_events_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_request__descriptor =
 {
@@ -3207,7 +3220,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__requeue_meta_events_request__desc
   "Pixtrack__V1__RequeueMetaEventsRequest",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__RequeueMetaEventsRequest),
-  3,
+  4,
   pixtrack__v1__requeue_meta_events_request__field_descriptors,
   pixtrack__v1__requeue_meta_events_request__field_indices_by_name,
   1,  pixtrack__v1__requeue_meta_events_request__number_ranges,

@@ -557,10 +557,15 @@ struct  Pixtrack__V1__RequeueMetaEventsRequest
    * Count what would be re-queued, change nothing.
    */
   protobuf_c_boolean dry_run;
+  /*
+   * Only these events (e.g. "purchase_42", after checking Events Manager); empty: all of them.
+   */
+  size_t n_event_ids;
+  char **event_ids;
 };
 #define PIXTRACK__V1__REQUEUE_META_EVENTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__requeue_meta_events_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL }
 
 
 struct  Pixtrack__V1__RequeueMetaEventsResponse
