@@ -22,6 +22,11 @@ public struct PaymentConfiguration: Sendable {
     public var webhookMaxAttempts = 5
     public var webhookRetryMs: Int64 = 10_000
 
+    /// How long a claimed webhook is left to its worker: parsing and the status check are two
+    /// gateway calls under the host timeout, plus database time. Only a worker that died
+    /// mid-way lets it lapse; then another instance takes the webhook over.
+    public var webhookLeaseMs: Int64 { 2 * gatewayTimeoutMs + 5_000 }
+
     public init() {}
 
     /// The delay before check number `n` (1-based).

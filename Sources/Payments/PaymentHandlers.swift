@@ -95,7 +95,8 @@ public struct PaymentHandlers: Sendable {
                 for case .message(let h) in r.list("headers") { headers.append(GatewayHeader(h.string("name"), h.string("value"))) }
                 let id: Int64
                 do {
-                    id = try await inbox.store(gateway: gateway, headers: headers, body: r.bytes("body"), remoteAddr: r.string("remote_addr"))
+                    id = try await inbox.store(gateway: gateway, headers: headers, body: r.bytes("body"), remoteAddr: r.string("remote_addr"),
+                                               processingInline: true)
                 } catch {
                     throw RPCError(.unavailable, "database unavailable")
                 }

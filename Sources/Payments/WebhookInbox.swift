@@ -30,12 +30,19 @@ public final class WebhookInbox: Sendable {
     }
 
     /// Stores the raw request. Throws `PGError` when PostgreSQL is down (answer 503: the gateway retries).
-    public func store(gateway: String, headers: [GatewayHeader], body: [UInt8], remoteAddr: String) async throws -> Int64 {
+    /// - Parameter processingInline: the caller processes it right away (`HandleWebhook`): the
+    ///   row is stored as that first attempt, leased like a claimed row, so background workers
+    ///   leave it alone unless the caller dies before recording the result.
+    public func store(gateway: String, headers: [GatewayHeader], body: [UInt8], remoteAddr: String,
+                      processingInline: Bool = false) async throws -> Int64 {
         let headerJSON = JSON.array(headers.map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).serialized
+        let leaseMs = processingInline ? service.configuration.webhookLeaseMs : 0
         let id = try await service.pool.withConnection { c in
             try c.query("""
-                INSERT INTO webhook_inbox (gateway, headers, body, remote_addr) VALUES ($1, $2::jsonb, $3, $4) RETURNING id
-                """, [.text(gateway), .text(headerJSON), .bytes(body), .text(remoteAddr)]).first?.int64("id") ?? 0
+                INSERT INTO webhook_inbox (gateway, headers, body, remote_addr, attempts, next_attempt_at)
+                VALUES ($1, $2::jsonb, $3, $4, $5, now() + make_interval(secs => $6::bigint / 1000.0)) RETURNING id
+                """, [.text(gateway), .text(headerJSON), .bytes(body), .text(remoteAddr), .int(processingInline ? 1 : 0),
+                      .int(leaseMs)]).first?.int64("id") ?? 0
         }
         service.count("webhook", "stored")
         return id
@@ -45,7 +52,7 @@ public final class WebhookInbox: Sendable {
     /// leasing them by pushing `next_attempt_at`, and processes each. Returns how many.
     @discardableResult
     public func processDue(limit: Int = 20) async throws -> Int {
-        let lease = service.configuration.webhookRetryMs
+        let lease = service.configuration.webhookLeaseMs
         let rows = try await service.pool.transaction { c in
             try c.query("""
                 WITH due AS (SELECT id FROM webhook_inbox WHERE status IN ('new', 'unmatched') AND next_attempt_at <= now()
@@ -91,14 +98,16 @@ public final class WebhookInbox: Sendable {
         if status == "parked" {
             service.logger.warning("webhook_parked", ("inbox_id", String(id)), ("gateway", gateway), ("reason", result.message))
         }
-        let (r, pid) = (result.message, result.paymentID)
+        let (r, pid, retryMs) = (result.message, result.paymentID, service.configuration.webhookRetryMs)
         do {
             try await service.pool.withConnection { c in
                 try c.execute("""
                     UPDATE webhook_inbox SET status = $2, result = $3, payment_id = nullif($4, 0),
-                        processed_at = CASE WHEN $2 IN ('processed', 'parked') THEN now() ELSE processed_at END
+                        processed_at = CASE WHEN $2 IN ('processed', 'parked') THEN now() ELSE processed_at END,
+                        next_attempt_at = CASE WHEN $2 = 'unmatched' THEN now() + make_interval(secs => $5::bigint / 1000.0)
+                                          ELSE next_attempt_at END
                     WHERE id = $1
-                    """, [.int(id), .text(status), .text(String(r.prefix(500))), .int(pid)])
+                    """, [.int(id), .text(status), .text(String(r.prefix(500))), .int(pid), .int(retryMs)])
             }
         } catch {
             service.logger.error("webhook_result_not_recorded", ("inbox_id", String(id)), ("error", String(describing: error)))

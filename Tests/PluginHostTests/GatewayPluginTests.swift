@@ -7,7 +7,7 @@ import Testing
 @Suite struct GatewayPluginTests {
     static let gateways = ["atomopay", "paradise", "umbrellapag", "syncpay"]
 
-    static func instance(_ g: String, _ fake: FakeGateways, timeoutMs: Int64 = 5_000, credentials: [String: String]? = nil) async throws -> GatewayInstance {
+    static func instance(_ g: String, _ fake: FakeGateways, timeoutMs: Int64 = 15_000, credentials: [String: String]? = nil) async throws -> GatewayInstance {
         try await TestEnv.instance(g, config: fake.config(g, credentials: credentials), timeoutMs: timeoutMs)
     }
 

@@ -102,7 +102,7 @@ enum Fixture: Int, CaseIterable {
 
 @Suite struct MisbehavingPluginTests {
     /// Compiles one fixture into its own directory and makes an instance of it.
-    static func instance(_ f: Fixture, timeoutMs: Int64 = 5_000, maxThreads: Int = 256, baseURL: String = "") async throws -> GatewayInstance {
+    static func instance(_ f: Fixture, timeoutMs: Int64 = 15_000, maxThreads: Int = 256, baseURL: String = "") async throws -> GatewayInstance {
         let path = try await TestEnv.compileFixture(mode: f.rawValue, dir: TestEnv.tempDir(), name: "libfixture_\(f).so")
         let reg = try await TestEnv.registry(path: path, timeoutMs: timeoutMs, maxThreads: maxThreads)
         return try await reg.makeInstance(gateway: "fixture", config: GatewayConfig(credentials: ["api_key": "k3y-secret"], baseURL: baseURL))

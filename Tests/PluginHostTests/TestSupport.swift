@@ -33,7 +33,7 @@ enum TestEnv {
         return path
     }
 
-    static func options(timeoutMs: Int64 = 5_000, maxThreads: Int = 256) -> GatewayRegistry.Options {
+    static func options(timeoutMs: Int64 = 15_000, maxThreads: Int = 256) -> GatewayRegistry.Options {
         var o = GatewayRegistry.Options(pluginDirectory: buildDir)
         o.callTimeoutMs = timeoutMs
         o.createTimeoutMs = timeoutMs
@@ -43,7 +43,7 @@ enum TestEnv {
 
     /// One plugin file loaded on its own.
     /// Loading (dlopen, hashing) blocks: it runs on a thread of its own, off the cooperative pool.
-    static func registry(path: String, timeoutMs: Int64 = 5_000, maxThreads: Int = 256) async throws -> GatewayRegistry {
+    static func registry(path: String, timeoutMs: Int64 = 15_000, maxThreads: Int = 256) async throws -> GatewayRegistry {
         let o = options(timeoutMs: timeoutMs, maxThreads: maxThreads)
         return try await offPool { try GatewayRegistry.single(path: path, options: o, logger: quiet) }
     }
@@ -53,7 +53,7 @@ enum TestEnv {
         try await offPool { GatewayRegistry.scan(options: options, logger: quiet) }
     }
 
-    static func instance(_ name: String, config: GatewayConfig = GatewayConfig(), timeoutMs: Int64 = 5_000,
+    static func instance(_ name: String, config: GatewayConfig = GatewayConfig(), timeoutMs: Int64 = 15_000,
                          maxThreads: Int = 256) async throws -> GatewayInstance {
         let path = try plugin(name)
         let reg = try await registry(path: path, timeoutMs: timeoutMs, maxThreads: maxThreads)

@@ -6,6 +6,7 @@ crash test (200 concurrent GeneratePix, SIGKILL, restart: no orphan PIX)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ import support
 from payments_support import (SECRETS, Client, FakeGateways, history, payment_env, purchases, webhook)
 from tracking_support import TCPProxy, http_request, metric, new_schema, pixel_id, psql, unique_id, wait_until
 
-from pixtrack.v1 import payment_pb2 as ppb, tracking_pb2 as tpb
+from pixtrack.v1 import gateway_pb2 as gpb, payment_pb2 as ppb, tracking_pb2 as tpb
 
 S = ppb  # statuses: S.PAYMENT_STATUS_PAID …
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
@@ -174,6 +175,33 @@ def test_wrong_secret_404_nothing_stored(srv, cl, db_url):
     for gw, secret in (("sandbox", "wrong"), ("nosuch", "x"), ("paradise", SECRETS["sandbox"])):
         code, _ = webhook(srv.port, gw, {"action": "pay"}, secret=secret)
         assert code == 404
+    assert psql("SELECT count(*) FROM webhook_inbox", db_url) == before
+
+
+def test_handle_webhook_rpc_processes_inline_once(srv, cl, db_url):
+    """PaymentService/HandleWebhook: the same inbox as the HTTP route, processed in the call
+    and recorded as its one attempt (the background worker does not take it a second time)."""
+    bot = cl.bot("sandbox")
+    p = cl.generate(bot.id, unique_id(), 2590)
+    body = json.dumps({"action": "pay", "transaction_id": p.gateway_transaction_id}).encode()
+    req = ppb.HandleWebhookRequest(gateway="sandbox", secret=SECRETS["sandbox"], body=body, remote_addr="198.51.100.7",
+                                   headers=[gpb.Header(name="content-type", value="application/json")])
+    r = cl.pay.HandleWebhook(req, timeout=10)
+    assert r.accepted and r.inbox_id > 0 and r.payment_id == p.id and r.status == S.PAYMENT_STATUS_PAID, r
+    assert cl.pay.GetPayment(ppb.GetPaymentRequest(id=p.id), timeout=5).status == S.PAYMENT_STATUS_PAID
+    time.sleep(0.5)  # ten background polls
+    row = psql(f"SELECT status || '|' || attempts || '|' || payment_id || '|' || remote_addr FROM webhook_inbox WHERE id = {r.inbox_id}", db_url)
+    assert row == f"processed|1|{p.id}|198.51.100.7", row
+    assert [h[1] for h in history(db_url, p.id)] == ["pending_verification", "pending", "paid"]
+    # Unmatched: kept (status unmatched, retried later), answered with the reason.
+    miss = cl.pay.HandleWebhook(ppb.HandleWebhookRequest(gateway="sandbox", secret=SECRETS["sandbox"],
+                                                         body=b'{"action": "pay", "transaction_id": "sbx-nope"}'), timeout=10)
+    assert miss.accepted and miss.payment_id == 0 and "sbx-nope" in miss.message, miss
+    # Wrong secret: NOT_FOUND and nothing stored.
+    before = psql("SELECT count(*) FROM webhook_inbox", db_url)
+    with pytest.raises(grpc.RpcError) as e:
+        cl.pay.HandleWebhook(ppb.HandleWebhookRequest(gateway="sandbox", secret="wrong", body=body), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert psql("SELECT count(*) FROM webhook_inbox", db_url) == before
 
 
