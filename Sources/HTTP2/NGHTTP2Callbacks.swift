@@ -5,15 +5,17 @@ import CNghttp2
 // `user_data` (an unretained reference: the connection owns the session and outlives it),
 // records the event and returns. None blocks, throws or re-enters the session's recv/send.
 
+/// Runs `body` with the connection behind `user_data`, without a retain/release pair per
+/// callback (a dozen callbacks per call): the connection owns the session, so it is alive.
 @inline(__always)
-private func connection(_ userData: UnsafeMutableRawPointer?) -> H2Connection {
-    Unmanaged<H2Connection>.fromOpaque(userData!).takeUnretainedValue()
+private func withConnection<T>(_ userData: UnsafeMutableRawPointer?, _ body: (H2Connection) -> T) -> T {
+    Unmanaged<H2Connection>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
 }
 
 func h2OnBeginHeaders(_ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ userData: UnsafeMutableRawPointer?) -> Int32 {
     guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
           frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-    connection(userData).beginStream(frame.pointee.hd.stream_id)
+    withConnection(userData) { $0.beginStream(frame.pointee.hd.stream_id) }
     return 0
 }
 
@@ -24,7 +26,7 @@ func h2OnHeader(_ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>
     guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
     let n = UnsafeBufferPointer(start: name, count: nameLen)
     let v = UnsafeBufferPointer(start: value, count: valueLen)
-    connection(userData).header(stream: frame.pointee.hd.stream_id, name: n, value: v)
+    withConnection(userData) { $0.header(stream: frame.pointee.hd.stream_id, name: n, value: v) }
     return 0
 }
 
@@ -32,36 +34,32 @@ func h2OnFrameRecv(_ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_fra
     guard let frame else { return 0 }
     let hd = frame.pointee.hd
     let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-    let conn = connection(userData)
-    switch Int(hd.type) {
-    case Int(NGHTTP2_HEADERS.rawValue):
-        if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-            conn.headersComplete(stream: hd.stream_id)
-        }
+    let isRequest = hd.type == UInt8(NGHTTP2_HEADERS.rawValue) && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
+    guard isRequest || (endStream && (hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue))) else {
+        return 0
+    }
+    withConnection(userData) { conn in
+        if isRequest { conn.headersComplete(stream: hd.stream_id) }
         if endStream { conn.requestEnded(stream: hd.stream_id) }
-    case Int(NGHTTP2_DATA.rawValue):
-        if endStream { conn.requestEnded(stream: hd.stream_id) }
-    default:
-        break
     }
     return 0
 }
 
 func h2OnDataChunk(_ session: OpaquePointer?, _ flags: UInt8, _ streamID: Int32,
                    _ data: UnsafePointer<UInt8>?, _ len: Int, _ userData: UnsafeMutableRawPointer?) -> Int32 {
-    connection(userData).data(stream: streamID, UnsafeRawBufferPointer(start: data, count: len))
+    withConnection(userData) { $0.data(stream: streamID, UnsafeRawBufferPointer(start: data, count: len)) }
     return 0
 }
 
 func h2OnStreamClose(_ session: OpaquePointer?, _ streamID: Int32, _ errorCode: UInt32, _ userData: UnsafeMutableRawPointer?) -> Int32 {
-    connection(userData).streamClosed(streamID, errorCode: errorCode)
+    withConnection(userData) { $0.streamClosed(streamID, errorCode: errorCode) }
     return 0
 }
 
 func h2ReadResponse(_ session: OpaquePointer?, _ streamID: Int32, _ buf: UnsafeMutablePointer<UInt8>?, _ length: Int,
                     _ dataFlags: UnsafeMutablePointer<UInt32>?, _ source: UnsafeMutablePointer<nghttp2_data_source>?,
                     _ userData: UnsafeMutableRawPointer?) -> Int {
-    connection(userData).readResponse(stream: streamID, into: UnsafeMutableRawBufferPointer(start: buf, count: length), flags: dataFlags!)
+    withConnection(userData) { $0.readResponse(stream: streamID, into: UnsafeMutableRawBufferPointer(start: buf, count: length), flags: dataFlags!) }
 }
 
 /// The callback table, built once; nghttp2 copies it into each session.
