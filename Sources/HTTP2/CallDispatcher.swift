@@ -9,6 +9,9 @@ final class CallDispatcher: Sendable {
     let logger: Logger
     let counters: ServerCounters
     let metrics: Metrics
+    /// Call metrics by `RPCMethod.routeIndex`, resolved once: recording a call is a few atomic adds.
+    private let series: [CallSeries]
+    private let unknownSeries: CallSeries
 
     init(router: RPCRouter, config: HTTP2Server.Configuration, logger: Logger, counters: ServerCounters, metrics: Metrics) {
         self.router = router
@@ -16,6 +19,8 @@ final class CallDispatcher: Sendable {
         self.logger = logger
         self.counters = counters
         self.metrics = metrics
+        series = router.methodsByRouteIndex.map { metrics.calls(method: $0.path, transport: "grpc") }
+        unknownSeries = metrics.calls(method: "unknown", transport: "grpc")
     }
 
     func headersComplete(_ s: H2Stream, on c: H2Connection) {
@@ -182,7 +187,7 @@ final class CallDispatcher: Sendable {
         let now = ContinuousClock.now
         logCall(s, code: code, note: nil, now: now, on: c)
         let seconds = Double((now - s.started) / .microseconds(1)) / 1e6
-        metrics.recordCall(method: s.rpc?.path ?? "unknown", code: code, seconds: seconds, transport: "grpc")
+        (s.rpc.map { series[$0.routeIndex] } ?? unknownSeries).record(code, seconds: seconds)
     }
 
     func logCall(_ s: H2Stream, code: RPCCode, note: String?, now: ContinuousClock.Instant = .now, on c: H2Connection) {

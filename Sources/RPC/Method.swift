@@ -44,6 +44,9 @@ public struct RPCMethod: Sendable {
     public let kind: Kind
     /// False for health and reflection: they answer without the bearer token.
     public let requiresAuth: Bool
+    /// Position in the router that holds it (registration order), for per-method tables such
+    /// as metrics series; -1 until registered.
+    public internal(set) var routeIndex = -1
 
     public init(service: String, method: String, requiresAuth: Bool = true, kind: Kind) {
         self.path = "/\(service)/\(method)"
@@ -63,6 +66,8 @@ public struct RPCRouter: Sendable {
     /// The same methods by path length, with the path bytes: looked up on every call straight
     /// from the header bytes, without building a String or hashing it.
     private var byLength: [[(path: [UInt8], method: RPCMethod)]] = []
+    /// Every method, by `routeIndex`.
+    public private(set) var methodsByRouteIndex: [RPCMethod] = []
 
     public init(_ methods: [RPCMethod] = []) {
         for m in methods { register(m) }
@@ -70,6 +75,9 @@ public struct RPCRouter: Sendable {
 
     public mutating func register(_ method: RPCMethod) {
         precondition(methods[method.path] == nil, "method registered twice: \(method.path)")
+        var method = method
+        method.routeIndex = methodsByRouteIndex.count
+        methodsByRouteIndex.append(method)
         methods[method.path] = method
         let bytes = Array(method.path.utf8)
         while byLength.count <= bytes.count { byLength.append([]) }

@@ -17,21 +17,13 @@ public final class Metrics: Sendable {
         var count: UInt64 = 0
     }
 
-    /// Per (method, code, transport): one entry, updated under one lock per finished call.
-    private struct CallKey: Hashable {
+    private struct SeriesKey: Hashable {
         let method: String
-        let code: RPCCode
         let transport: String
     }
 
-    private struct CallStats {
-        var count: UInt64 = 0
-        var buckets = [UInt64](repeating: 0, count: Metrics.latencyBuckets.count)
-        var sum = 0.0
-    }
-
     private struct State {
-        var calls: [CallKey: CallStats] = [:]
+        var calls: [SeriesKey: CallSeries] = [:]
         var help: [String: (type: String, help: String)] = [:]
         var order: [String] = []
         var counters: [Key: Double] = [:]
@@ -87,39 +79,53 @@ public final class Metrics: Sendable {
         }
     }
 
-    /// One finished RPC: `pixtrack_rpc_calls_total{method,code,transport}` and the latency histogram.
-    public func recordCall(method: String, code: RPCCode, seconds: Double, transport: String) {
-        let key = CallKey(method: method, code: code, transport: transport)
+    /// The call counters of one method on one transport, created on first use. Transports keep
+    /// the handle and record every call on it without a lock or a lookup.
+    public func calls(method: String, transport: String) -> CallSeries {
         state.withLock { s in
-            var stats = s.calls.removeValue(forKey: key) ?? CallStats()
-            stats.count += 1
-            stats.sum += seconds
-            for (i, b) in Self.latencyBuckets.enumerated() where seconds <= b { stats.buckets[i] += 1 }
-            s.calls[key] = stats
+            let key = SeriesKey(method: method, transport: transport)
+            if let series = s.calls[key] { return series }
+            let series = CallSeries(method: method, transport: transport)
+            s.calls[key] = series
+            return series
         }
     }
 
-    private static func renderCalls(_ calls: [CallKey: CallStats]) -> String {
+    /// One finished RPC: `pixtrack_rpc_calls_total{method,code,transport}` and the latency
+    /// histogram. Looks the series up each time; hot paths keep `calls(method:transport:)`.
+    public func recordCall(method: String, code: RPCCode, seconds: Double, transport: String) {
+        calls(method: method, transport: transport).record(code, seconds: seconds)
+    }
+
+    private static func renderCalls(_ series: [CallSeries]) -> String {
+        let snapshots = series.map { $0.snapshot() }
         var out = "# HELP pixtrack_rpc_calls_total RPCs finished, by method, status code and transport.\n# TYPE pixtrack_rpc_calls_total counter\n"
-        for (k, v) in calls.sorted(by: { ($0.key.method, $0.key.code.rawValue, $0.key.transport) < ($1.key.method, $1.key.code.rawValue, $1.key.transport) }) {
-            out += "pixtrack_rpc_calls_total{method=\"\(escape(k.method))\",code=\"\(k.code.name)\",transport=\"\(k.transport)\"} \(v.count)\n"
+        var lines: [(String, Int, String, UInt64)] = []
+        for s in snapshots {
+            for (code, n) in s.codes.enumerated() where n > 0 { lines.append((s.method, code, s.transport, n)) }
         }
-        var byMethod: [String: CallStats] = [:]
-        for (k, v) in calls {
-            var m = byMethod[k.method] ?? CallStats()
-            m.count += v.count
-            m.sum += v.sum
-            for i in m.buckets.indices { m.buckets[i] += v.buckets[i] }
-            byMethod[k.method] = m
+        for (method, code, transport, n) in lines.sorted(by: { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }) {
+            out += "pixtrack_rpc_calls_total{method=\"\(escape(method))\",code=\"\(RPCCode(rawValue: code)!.name)\",transport=\"\(transport)\"} \(n)\n"
+        }
+        // Histograms by method, all transports together; buckets made cumulative here.
+        var byMethod: [String: CallSeries.Snapshot] = [:]
+        for s in snapshots {
+            guard var m = byMethod[s.method] else { byMethod[s.method] = s; continue }
+            m.count += s.count
+            m.sumNanos &+= s.sumNanos
+            for i in m.buckets.indices { m.buckets[i] += s.buckets[i] }
+            byMethod[s.method] = m
         }
         out += "# HELP pixtrack_rpc_duration_seconds RPC latency from request headers to final status.\n# TYPE pixtrack_rpc_duration_seconds histogram\n"
-        for (method, h) in byMethod.sorted(by: { $0.key < $1.key }) {
+        for (method, h) in byMethod.sorted(by: { $0.key < $1.key }) where h.count > 0 {
             let m = escape(method)
+            var cumulative: UInt64 = 0
             for (i, b) in latencyBuckets.enumerated() {
-                out += "pixtrack_rpc_duration_seconds_bucket{method=\"\(m)\",le=\"\(format(b))\"} \(h.buckets[i])\n"
+                cumulative += h.buckets[i]
+                out += "pixtrack_rpc_duration_seconds_bucket{method=\"\(m)\",le=\"\(format(b))\"} \(cumulative)\n"
             }
             out += "pixtrack_rpc_duration_seconds_bucket{method=\"\(m)\",le=\"+Inf\"} \(h.count)\n"
-            out += "pixtrack_rpc_duration_seconds_sum{method=\"\(m)\"} \(format(h.sum))\n"
+            out += "pixtrack_rpc_duration_seconds_sum{method=\"\(m)\"} \(format(Double(h.sumNanos) / 1e9))\n"
             out += "pixtrack_rpc_duration_seconds_count{method=\"\(m)\"} \(h.count)\n"
         }
         return out
@@ -128,7 +134,7 @@ public final class Metrics: Sendable {
     /// The Prometheus text exposition (version 0.0.4).
     public func render() -> String {
         let (s, gauges) = state.withLock { s in (s, s.gauges) }
-        var out = Self.renderCalls(s.calls)
+        var out = Self.renderCalls(Array(s.calls.values))
         for name in s.order {
             guard let meta = s.help[name] else { continue }
             out += "# HELP \(name) \(meta.help)\n# TYPE \(name) \(meta.type)\n"
@@ -182,5 +188,54 @@ public final class Metrics: Sendable {
             }
         }
         return out
+    }
+}
+
+/// The calls of one method on one transport: counts by status code and a latency histogram,
+/// kept in relaxed atomic counters, so event loops on several cores record calls without a
+/// lock, a hash or contention. A scrape reads each counter once; a call finishing during the
+/// scrape may show in one figure and not yet in another, never lost.
+public final class CallSeries: Sendable {
+    public let method: String
+    public let transport: String
+    /// By `RPCCode.rawValue`.
+    private let codes: InlineArray<17, Atomic<UInt64>>
+    /// Calls whose latency fell in bucket i (`Metrics.latencyBuckets`, not cumulative); the
+    /// last entry is above every bound (+Inf).
+    private let buckets: InlineArray<15, Atomic<UInt64>>
+    private let sumNanos = Atomic<UInt64>(0)
+
+    init(method: String, transport: String) {
+        precondition(Metrics.latencyBuckets.count == 14 && RPCCode.allCases.count == 17)
+        self.method = method
+        self.transport = transport
+        codes = InlineArray { _ in Atomic(0) }
+        buckets = InlineArray { _ in Atomic(0) }
+    }
+
+    public func record(_ code: RPCCode, seconds: Double) {
+        codes[code.rawValue].add(1, ordering: .relaxed)
+        var i = 0
+        while i < Metrics.latencyBuckets.count && seconds > Metrics.latencyBuckets[i] { i += 1 }
+        buckets[i].add(1, ordering: .relaxed)
+        let nanos = seconds.isFinite && seconds > 0 ? UInt64(min(seconds, 1e9) * 1e9) : 0
+        sumNanos.add(nanos, ordering: .relaxed)
+    }
+
+    struct Snapshot {
+        let method: String
+        let transport: String
+        var codes: [UInt64]
+        var buckets: [UInt64]
+        /// The histogram's count: the sum of its buckets (consistent with them by construction).
+        var count: UInt64
+        var sumNanos: UInt64
+    }
+
+    func snapshot() -> Snapshot {
+        let c = (0..<17).map { codes[$0].load(ordering: .relaxed) }
+        let b = (0..<15).map { buckets[$0].load(ordering: .relaxed) }
+        return Snapshot(method: method, transport: transport, codes: c, buckets: b, count: b.reduce(0, +),
+                        sumNanos: sumNanos.load(ordering: .relaxed))
     }
 }

@@ -24,6 +24,18 @@ import RPC
         }
     }
 
+    @Test func routeIndexesFollowRegistrationOrder() {
+        let router = RPCRouter([method("a.S", "X"), method("a.S", "Y"), method("b.S", "Z")])
+        #expect(router.methodsByRouteIndex.map(\.path) == ["/a.S/X", "/a.S/Y", "/b.S/Z"])
+        #expect(router.methodsByRouteIndex.map(\.routeIndex) == [0, 1, 2])
+        #expect(lookupIndex(router, "/b.S/Z") == 2 && router.method(for: "/a.S/Y")?.routeIndex == 1)
+        #expect(method("c.S", "W").routeIndex == -1)
+    }
+
+    private func lookupIndex(_ router: RPCRouter, _ path: String) -> Int? {
+        Array(path.utf8).withUnsafeBufferPointer { router.method(path: $0)?.routeIndex }
+    }
+
     @Test func inlineHandlersAreAlsoUnaryHandlers() async throws {
         let inline = RPCMethod(service: "s.S", method: "M", kind: .unaryInline { request, _ in request + [1] })
         let context = RPCContext(path: inline.path, metadata: Metadata(), deadline: nil, requestID: "r", peer: "p")
