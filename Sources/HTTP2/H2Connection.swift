@@ -64,7 +64,9 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
         lastActivity = .now
         feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-        scheduleFlush()
+        // Answer what this read produced now (inline handlers, SETTINGS/PING acks, errors)
+        // instead of after every other connection of this loop iteration: one write either way.
+        if mode == .http2 { flushPending = true; flushDirty() }
     }
 
     private func feed(_ bytes: UnsafeRawBufferPointer) {
@@ -134,6 +136,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     }
 
     func flushDirty() {
+        guard flushPending else { return }  // already flushed since it was marked
         flushPending = false
         flush()
     }
