@@ -1,14 +1,14 @@
 import RPC
 
 /// gRPC call semantics on top of HTTP/2 streams: header validation, auth, deadlines, message
-/// framing limits, running handlers off the loop and handing their results back to it.
+/// framing limits, running handlers off the loop (all but `unaryInline` ones, answered in
+/// place) and handing their results back to it.
 /// Every method runs on the connection's loop thread.
 final class CallDispatcher: Sendable {
     let router: RPCRouter
     let config: HTTP2Server.Configuration
     let logger: Logger
     let counters: ServerCounters
-    let metrics: Metrics
     /// Call metrics by `RPCMethod.routeIndex`, resolved once: recording a call is a few atomic adds.
     private let series: [CallSeries]
     private let unknownSeries: CallSeries
@@ -18,7 +18,6 @@ final class CallDispatcher: Sendable {
         self.config = config
         self.logger = logger
         self.counters = counters
-        self.metrics = metrics
         series = router.methodsByRouteIndex.map { metrics.calls(method: $0.path, transport: "grpc") }
         unknownSeries = metrics.calls(method: "unknown", transport: "grpc")
     }

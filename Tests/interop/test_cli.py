@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 import support
+from tracking_support import psql
 
 CLI = Path(os.environ.get("PIXTRACK_CLI", Path(support.pixtrackd_path()).parent / "pixtrack"))
 
@@ -120,9 +122,24 @@ def test_token_from_flag_or_env():
         assert "cli-s3cret" not in s.log()
 
 
-@pytest.mark.parametrize("sub", [[], ["call"], ["list"], ["describe"], ["health"], ["plugin", "check"]])
+def test_meta_requeue(srv):
+    pixel = str(900000000000000 + int(time.time() * 1000) % 99999999)
+    now = int(time.time())
+    for eid, t in ((f"pv-fresh-{pixel}", now), (f"pv-aged-{pixel}", now - 8 * 86400)):
+        psql(f"INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, status, last_error) "
+             f"VALUES ('{pixel}', 'PageView', '{eid}', {t}, '{{}}', 'parked', 'graph code 190: invalid token')")
+    rc, out, err = run("meta", "requeue", "--pixel", pixel, "--dry-run", *addr(srv))
+    assert rc == 0 and out.strip() == f"would requeue 1 parked event of pixel {pixel}; 1 too old for Meta, left parked", (out, err)
+    rc, out, err = run("meta", "requeue", "--pixel", pixel, "--event-id", f"pv-aged-{pixel}", *addr(srv))
+    assert rc == 0 and out.strip() == f"requeued 0 parked events of pixel {pixel}; 1 too old for Meta, left parked", (out, err)
+    assert psql(f"SELECT string_agg(status, ',') FROM meta_events WHERE pixel_id = '{pixel}'") == "parked,parked"
+    rc, _, err = run("meta", "requeue", "--pixel", "not-digits", *addr(srv))
+    assert rc == 64 and "digits" in err
+
+
+@pytest.mark.parametrize("sub", [[], ["call"], ["list"], ["describe"], ["health"], ["meta", "requeue"], ["plugin", "check"]])
 def test_help_everywhere(sub):
     rc, out, _ = run(*sub, "--help")
     assert rc == 0 and "USAGE" in out.upper()
-    if sub and sub[0] in ("call", "list", "describe", "health"):
+    if sub and sub[0] in ("call", "list", "describe", "health", "meta"):
         assert "Examples" in out
