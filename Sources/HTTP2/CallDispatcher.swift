@@ -58,7 +58,7 @@ final class CallDispatcher: Sendable {
         s.rpc = method
         s.context = RPCContext(path: s.path, metadata: s.metadata, deadline: deadline, requestID: requestID, peer: c.peer)
         counters.inFlight.add(1, ordering: .relaxed)
-        if let deadline { armDeadline(deadline, stream: s.id, on: c) }
+        if let deadline { c.deadlineAfterThisRead(s, deadline) }
         if case .bidiStreaming(let handler) = method.kind { startStreaming(handler, s, on: c) }
     }
 
@@ -168,7 +168,8 @@ final class CallDispatcher: Sendable {
         }
     }
 
-    private func armDeadline(_ deadline: ContinuousClock.Instant, stream id: Int32, on c: H2Connection) {
+    /// Starts the timer that ends the call with DEADLINE_EXCEEDED unless it was answered before.
+    func armDeadline(_ deadline: ContinuousClock.Instant, stream id: Int32, on c: H2Connection) {
         let task = Task {
             do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
             c.loop.execute {

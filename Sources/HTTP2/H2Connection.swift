@@ -22,6 +22,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var pollingOut = false
     private var flushPending = false
     private var streams: [Int32: H2Stream] = [:]
+    /// Streams with a deadline whose headers came in the current read.
+    private var deadlinePending: [H2Stream] = []
     private var recent: H2Stream?
     private var draining = false
     private let created = ContinuousClock.now
@@ -64,6 +66,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
         lastActivity = .now
         feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        armPendingDeadlines()
         // Answer what this read produced now (inline handlers, SETTINGS/PING acks, errors)
         // instead of after every other connection of this loop iteration: one write either way.
         if mode == .http2 { flushPending = true; flushDirty() }
@@ -190,6 +193,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             s.inbound?.finish()
         }
         streams.removeAll()
+        deadlinePending.removeAll()
         recent = nil
         loop.unregister(fd)
         Glibc.close(fd)
@@ -389,6 +393,22 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     }
 
     func stream(_ id: Int32) -> H2Stream? { lookup(id) }
+
+    /// A call with a deadline: its timer (a task) is started after this read, and only if the
+    /// call is still open then. Calls answered in the same read, like health checks from
+    /// clients that always send `grpc-timeout`, never pay for one.
+    func deadlineAfterThisRead(_ s: H2Stream, _ deadline: ContinuousClock.Instant) {
+        s.deadline = deadline
+        deadlinePending.append(s)
+    }
+
+    private func armPendingDeadlines() {
+        guard !deadlinePending.isEmpty else { return }
+        for s in deadlinePending where !s.answered && s.deadlineTask == nil && mode != .closed {
+            if let deadline = s.deadline { core.dispatcher.armDeadline(deadline, stream: s.id, on: self) }
+        }
+        deadlinePending.removeAll(keepingCapacity: true)
+    }
 
     /// Callbacks for one frame arrive back to back for the same stream: a one-entry cache in
     /// front of the dictionary saves a hash lookup per header.

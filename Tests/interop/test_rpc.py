@@ -173,6 +173,25 @@ def test_grpc_timeout_units(server, timeout, expected):
     assert expected - 0.05 <= elapsed < expected + 3.0, elapsed
 
 
+def test_deadline_of_a_call_whose_body_never_comes(server):
+    """The deadline timer starts when a call is still open after the read that carried its
+    headers: a health check (answered on the loop) whose body is late still gets
+    DEADLINE_EXCEEDED, and one whose body comes in time is answered."""
+    check = "/grpc.health.v1.Health/Check"
+    with support.H2Client(server.port) as c:
+        t0 = time.monotonic()
+        never = c.request(check, headers=[("grpc-timeout", "300m")], end_stream=False)
+        st = c.wait(never, timeout=5)
+        elapsed = time.monotonic() - t0
+        assert st.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], st.describe()
+        assert 0.29 <= elapsed < 3, elapsed
+        late = c.request(check, headers=[("grpc-timeout", "5S")], end_stream=False)
+        c.pump(0.3)
+        c.send_body(late, support.grpc_message(b""), True)
+        st = c.wait(late, timeout=5)
+        assert st.grpc_status == 0 and st.http_status == 200, st.describe()
+
+
 def test_unimplemented_is_a_proper_grpc_response(server):
     """Trailers-Only: HTTP 200, a gRPC content-type and grpc-status 12."""
     with support.H2Client(server.port) as c:
