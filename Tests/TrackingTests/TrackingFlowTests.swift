@@ -33,7 +33,7 @@ struct Harness {
                               logger: Logger(minimum: .error))
         _ = try await PGMigrator(pool: pool, migrations: TrackingMigrations.all, logger: Logger(minimum: .error)).migrate()
         var rc = try RedisConfiguration(url: rurl)
-        rc.connectTimeout = .milliseconds(200)
+        rc.connectTimeout = .seconds(2)
         let redis = RedisClient(rc, logger: Logger(minimum: .error))
         var config = TrackingConfiguration()
         config.slugCacheTTL = .zero
