@@ -92,6 +92,9 @@ extension TrackingService {
         let name = r.string("event_name")
         let dryRun = r.bool("dry_run")
         let ids = r.list("event_ids").compactMap { if case .string(let s) = $0 { s } else { nil } }
+        guard ids.count <= 1000, ids.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 200 }) else {
+            throw RPCError(.invalidArgument, "event_ids: at most 1000 ids, each 1 to 200 bytes")
+        }
         let result: MetaOutbox.Requeued
         do {
             result = try await MetaOutbox.requeueParked(pixelID: pixel, eventName: name, eventIDs: ids, dryRun: dryRun, pool: pool)

@@ -448,6 +448,10 @@ def test_parked_events_are_requeued_by_the_operator_once_the_token_is_fixed(srv,
     with pytest.raises(grpc.RpcError) as e:
         stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(), timeout=5)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pixel_id" in e.value.details()
+    for bad in ([""], ["x"] * 1001):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, event_ids=bad), timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "event_ids" in e.value.details()
     dry = stub.RequeueMetaEvents(pb.RequeueMetaEventsRequest(pixel_id=pixel, dry_run=True), timeout=5)
     assert (dry.requeued, dry.too_old) == (3, 0)
     assert psql(f"SELECT count(*) FROM meta_events WHERE pixel_id = '{pixel}' AND status = 'parked'", srv_db(srv)) == "3"

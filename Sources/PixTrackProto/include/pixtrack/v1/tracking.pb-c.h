@@ -559,6 +559,7 @@ struct  Pixtrack__V1__RequeueMetaEventsRequest
   protobuf_c_boolean dry_run;
   /*
    * Only these events (e.g. "purchase_42", after checking Events Manager); empty: all of them.
+   * At most 1000.
    */
   size_t n_event_ids;
   char **event_ids;
