@@ -58,7 +58,7 @@ final class CallDispatcher: Sendable {
         s.rpc = method
         s.context = RPCContext(path: s.path, metadata: s.metadata, deadline: deadline, requestID: requestID, peer: c.peer)
         counters.inFlight.add(1, ordering: .relaxed)
-        if let deadline { c.deadlineAfterThisRead(s, deadline) }
+        if deadline != nil { c.deadlineAfterThisRead(s) }
         if case .bidiStreaming(let handler) = method.kind { startStreaming(handler, s, on: c) }
     }
 

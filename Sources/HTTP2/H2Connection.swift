@@ -69,7 +69,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         armPendingDeadlines()
         // Answer what this read produced now (inline handlers, SETTINGS/PING acks, errors)
         // instead of after every other connection of this loop iteration: one write either way.
-        if mode == .http2 { flushPending = true; flushDirty() }
+        // A mark left by this read becomes a no-op at the end of the iteration.
+        if mode == .http2 { flushPending = false; flush() }
     }
 
     private func feed(_ bytes: UnsafeRawBufferPointer) {
@@ -397,15 +398,14 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// A call with a deadline: its timer (a task) is started after this read, and only if the
     /// call is still open then. Calls answered in the same read, like health checks from
     /// clients that always send `grpc-timeout`, never pay for one.
-    func deadlineAfterThisRead(_ s: H2Stream, _ deadline: ContinuousClock.Instant) {
-        s.deadline = deadline
+    func deadlineAfterThisRead(_ s: H2Stream) {
         deadlinePending.append(s)
     }
 
     private func armPendingDeadlines() {
         guard !deadlinePending.isEmpty else { return }
         for s in deadlinePending where !s.answered && s.deadlineTask == nil && mode != .closed {
-            if let deadline = s.deadline { core.dispatcher.armDeadline(deadline, stream: s.id, on: self) }
+            if let deadline = s.context?.deadline { core.dispatcher.armDeadline(deadline, stream: s.id, on: self) }
         }
         deadlinePending.removeAll(keepingCapacity: true)
     }

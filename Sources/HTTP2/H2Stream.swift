@@ -31,9 +31,8 @@ final class H2Stream {
     var rpc: RPCMethod?
     var context: RPCContext?
     var task: Task<Void, Never>?
-    /// When the caller stops waiting (`grpc-timeout`); the timer starts only if the call is
-    /// still open after the read that carried its headers (see `H2Connection`).
-    var deadline: ContinuousClock.Instant?
+    /// Started only if the call is still open after the read that carried its headers (see
+    /// `H2Connection.deadlineAfterThisRead`); the deadline itself is `context.deadline`.
     var deadlineTask: Task<Void, Never>?
     var inbound: AsyncStream<[UInt8]>.Continuation?
 

@@ -34,13 +34,13 @@ func h2OnFrameRecv(_ session: OpaquePointer?, _ frame: UnsafePointer<nghttp2_fra
     guard let frame else { return 0 }
     let hd = frame.pointee.hd
     let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-    let isRequest = hd.type == UInt8(NGHTTP2_HEADERS.rawValue) && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
-    guard isRequest || (endStream && (hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue))) else {
-        return 0
-    }
+    let isHeaders = hd.type == UInt8(NGHTTP2_HEADERS.rawValue)
+    let headersComplete = isHeaders && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
+    let requestEnded = endStream && (isHeaders || hd.type == UInt8(NGHTTP2_DATA.rawValue))
+    guard headersComplete || requestEnded else { return 0 }
     withConnection(userData) { conn in
-        if isRequest { conn.headersComplete(stream: hd.stream_id) }
-        if endStream { conn.requestEnded(stream: hd.stream_id) }
+        if headersComplete { conn.headersComplete(stream: hd.stream_id) }
+        if requestEnded { conn.requestEnded(stream: hd.stream_id) }
     }
     return 0
 }

@@ -36,15 +36,15 @@ public final class CallSeries: Sendable {
         let transport: String
         var codes: [UInt64]
         var buckets: [UInt64]
-        /// The histogram's count: the sum of its buckets (consistent with them by construction).
-        var count: UInt64
         var sumNanos: UInt64
+        /// The histogram's count: the sum of its buckets (consistent with them by construction).
+        var count: UInt64 { buckets.reduce(0, +) }
     }
 
     func snapshot() -> Snapshot {
         let c = (0..<17).map { codes[$0].load(ordering: .relaxed) }
         let b = (0..<15).map { buckets[$0].load(ordering: .relaxed) }
-        return Snapshot(method: method, transport: transport, codes: c, buckets: b, count: b.reduce(0, +),
+        return Snapshot(method: method, transport: transport, codes: c, buckets: b,
                         sumNanos: sumNanos.load(ordering: .relaxed))
     }
 }

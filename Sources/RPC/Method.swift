@@ -61,40 +61,41 @@ public struct RPCMethod: Sendable {
 
 /// The method table: immutable once the server starts.
 public struct RPCRouter: Sendable {
-    private var methods: [String: RPCMethod] = [:]
-    private var declared: Set<String> = []
-    /// The same methods by path length, with the path bytes: looked up on every call straight
-    /// from the header bytes, without building a String or hashing it.
-    private var byLength: [[(path: [UInt8], method: RPCMethod)]] = []
     /// Every method, by `routeIndex`.
     public private(set) var methodsByRouteIndex: [RPCMethod] = []
+    /// Route indexes by path length, with the path bytes: a call is routed straight from the
+    /// `:path` header bytes, without building a String or hashing it.
+    private var byLength: [[(path: [UInt8], index: Int)]] = []
+    private var declared: Set<String> = []
 
     public init(_ methods: [RPCMethod] = []) {
         for m in methods { register(m) }
     }
 
     public mutating func register(_ method: RPCMethod) {
-        precondition(methods[method.path] == nil, "method registered twice: \(method.path)")
+        precondition(self.method(for: method.path) == nil, "method registered twice: \(method.path)")
         var method = method
         method.routeIndex = methodsByRouteIndex.count
         methodsByRouteIndex.append(method)
-        methods[method.path] = method
         let bytes = Array(method.path.utf8)
         while byLength.count <= bytes.count { byLength.append([]) }
-        byLength[bytes.count].append((bytes, method))
+        byLength[bytes.count].append((bytes, method.routeIndex))
     }
 
     public mutating func register(contentsOf list: [RPCMethod]) {
         for m in list { register(m) }
     }
 
-    public func method(for path: String) -> RPCMethod? { methods[path] }
+    public func method(for path: String) -> RPCMethod? {
+        var path = path
+        return path.withUTF8 { method(path: $0) }
+    }
 
     /// `method(for:)` on the raw `:path` bytes.
     public func method(path: UnsafeBufferPointer<UInt8>) -> RPCMethod? {
         guard path.count < byLength.count else { return nil }
         for entry in byLength[path.count] where entry.path.withUnsafeBufferPointer({ $0.elementsEqual(path) }) {
-            return entry.method
+            return methodsByRouteIndex[entry.index]
         }
         return nil
     }
@@ -104,10 +105,10 @@ public struct RPCRouter: Sendable {
     public mutating func declare(service: String) { declared.insert(service) }
 
     /// True when the service is registered or declared.
-    public func knows(service: String) -> Bool { declared.contains(service) || methods.values.contains { $0.service == service } }
+    public func knows(service: String) -> Bool { declared.contains(service) || methodsByRouteIndex.contains { $0.service == service } }
 
     /// Fully-qualified names of the services that have at least one registered method.
-    public var serviceNames: [String] { Set(methods.values.map(\.service)).sorted() }
+    public var serviceNames: [String] { Set(methodsByRouteIndex.map(\.service)).sorted() }
 
-    public var allMethods: [RPCMethod] { methods.values.sorted { $0.path < $1.path } }
+    public var allMethods: [RPCMethod] { methodsByRouteIndex.sorted { $0.path < $1.path } }
 }

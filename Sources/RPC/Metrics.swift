@@ -111,7 +111,6 @@ public final class Metrics: Sendable {
         var byMethod: [String: CallSeries.Snapshot] = [:]
         for s in snapshots {
             guard var m = byMethod[s.method] else { byMethod[s.method] = s; continue }
-            m.count += s.count
             m.sumNanos &+= s.sumNanos
             for i in m.buckets.indices { m.buckets[i] += s.buckets[i] }
             byMethod[s.method] = m
