@@ -113,7 +113,7 @@ import Testing
     @Test(arguments: gateways)
     func everyFaultGivesTheSafeOutcome(_ g: String) async throws {
         let fake = try await FakeGateways.start()
-        let gw = try await Self.instance(g, fake, timeoutMs: 700)
+        let gw = try await Self.instance(g, fake, timeoutMs: 1_500)
         var created: [String: CreateOutcome] = [:]
         for f in Self.faults {
             try await fake.fault(g, kind: f.kind, extra: f.extra)
@@ -142,7 +142,7 @@ import Testing
     @Test(arguments: gateways)
     func statusFaultsAreUnknownNotPaid(_ g: String) async throws {
         let fake = try await FakeGateways.start()
-        let gw = try await Self.instance(g, fake, timeoutMs: 700)
+        let gw = try await Self.instance(g, fake, timeoutMs: 1_500)
         let o = await gw.createPix(.sample(uniqueReference(g)))
         try #require(o.outcome == .created)
         for kind in ["http5xx", "reset", "malformed", "html", "timeout"] {

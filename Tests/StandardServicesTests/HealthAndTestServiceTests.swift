@@ -37,7 +37,7 @@ private let check = "/grpc.health.v1.Health/Check"
     @Test func malformedRequestIsInvalidArgument() async throws {
         let methods = StandardServices.health(knownServices: known, isServing: { true })
         guard case .unaryInline(let handler) = methods[0].kind else { Issue.record("not answered inline"); return }
-        let error = await #expect(throws: RPCError.self) { try handler([0x0a, 0x09], Harness.context(check)) }
+        let error = #expect(throws: RPCError.self) { try handler([0x0a, 0x09], Harness.context(check)) }
         #expect(error?.code == .invalidArgument)
     }
 }
