@@ -97,6 +97,8 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &pixtrack__v1__record_page_view_response__descriptor,
   &pixtrack__v1__requeue_meta_events_request__descriptor,
   &pixtrack__v1__requeue_meta_events_response__descriptor,
+  &pixtrack__v1__resolve_payment_request__descriptor,
+  &pixtrack__v1__resolve_payment_response__descriptor,
   &pixtrack__v1__resolve_token_request__descriptor,
   &pixtrack__v1__resolve_token_response__descriptor,
   &pixtrack__v1__secret__descriptor,

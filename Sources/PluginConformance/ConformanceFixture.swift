@@ -17,6 +17,7 @@ import PluginKit
 ///      "http": [{"expect": {"method", "path", "query": {…}, "headers": {…}, "json": {…}},
 ///                "respond": {"status", "headers": {…}, "json": {…} | "body": "…" | "reset": true}}],
 ///      "expect": {"outcome" | "status" | "transaction_id" | "gateway_hash" | "reference" |
+///                 "rejected" (parse_webhook: true when the plugin refused the body) |
 ///                 "event_id" | "amount_cents": …}}
 ///   ]
 /// }

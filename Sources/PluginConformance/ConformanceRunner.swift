@@ -112,11 +112,13 @@ public struct ConformanceRunner: Sendable {
         case "get_status":
             let o = await instance.getStatus(ConformanceFixture.statusQuery(step["request"]))
             actual = ["status": o.status.rawValue, "transaction_id": o.transactionID, "amount_cents": String(o.amountCents),
+                      "reference": o.reference, "gateway_hash": o.gatewayHash,
                       "message": o.message + (o.failure.map { " [\($0)]" } ?? "")]
         case "parse_webhook":
             let o = await instance.parseWebhook(ConformanceFixture.webhook(step["request"]))
             actual = ["status": o.status.rawValue, "transaction_id": o.transactionID, "reference": o.reference,
-                      "event_id": o.eventID, "amount_cents": String(o.amountCents),
+                      "gateway_hash": o.gatewayHash, "event_id": o.eventID, "amount_cents": String(o.amountCents),
+                      "rejected": o.failure == nil ? "false" : "true",
                       "message": o.failure.map { "\($0)" } ?? ""]
         default:
             report.add(false, name, "unknown call '\(call)'")

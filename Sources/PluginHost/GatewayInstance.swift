@@ -164,6 +164,8 @@ public final class GatewayInstance: Sendable {
             out.paidAtUnixMs = m.int64("paid_at_unix_ms")
             out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
             out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
+            out.reference = GatewayProto.text(m, "reference", limit: 256)
+            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
             return out
         }
     }
@@ -195,6 +197,7 @@ public final class GatewayInstance: Sendable {
             out.eventID = GatewayProto.text(m, "event_id", limit: 256)
             out.amountCents = m.int64("amount_cents")
             out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
+            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
             return out
         }
         return failed

@@ -109,6 +109,11 @@ public struct StatusOutcome: Sendable, Hashable {
     public var transactionID: String = ""
     /// The gateway's own status word, for logs.
     public var rawStatus: String = ""
+    /// The reference the gateway holds for the charge, when its answer carries one (checked
+    /// against the payment before a webhook's transaction id is bound).
+    public var reference: String = ""
+    /// The second gateway id, when the answer carries one.
+    public var gatewayHash: String = ""
     public var message: String = ""
     public var failure: GatewayCallFailure?
     public var elapsedMs: Int64 = 0
@@ -149,6 +154,8 @@ public struct WebhookOutcome: Sendable, Hashable {
     public var eventID: String = ""
     public var amountCents: Int64 = 0
     public var rawStatus: String = ""
+    /// The second gateway id (`CreatePixOutcome.gatewayHash`), when the body carries it.
+    public var gatewayHash: String = ""
     /// Set when the plugin could not parse the webhook (or misbehaved).
     public var failure: GatewayCallFailure?
 

@@ -163,6 +163,11 @@ public struct StatusResult: Sendable, Hashable {
     public var message = ""
     public var transactionID = ""
     public var rawStatus = ""
+    /// The reference (`PAY-{id}`) the gateway holds for the charge, when the answer carries one:
+    /// the host checks it against the payment before binding a webhook's transaction id.
+    public var reference = ""
+    /// The second gateway id, when the answer carries one.
+    public var gatewayHash = ""
 
     public init(_ status: PixStatus, rawStatus: String = "") {
         self.status = status
@@ -177,6 +182,8 @@ public struct StatusResult: Sendable, Hashable {
         m.set("message", message)
         m.set("transaction_id", transactionID)
         m.set("raw_status", rawStatus)
+        m.set("reference", reference)
+        m.set("gateway_hash", gatewayHash)
         return m
     }
 }
@@ -227,6 +234,8 @@ public struct WebhookResult: Sendable, Hashable {
     public var eventID = ""
     public var amountCents: Int64 = 0
     public var rawStatus = ""
+    /// The second gateway id (what `PixResult.gatewayHash` returned), when the body carries it.
+    public var gatewayHash = ""
 
     public init() {}
 
@@ -238,6 +247,7 @@ public struct WebhookResult: Sendable, Hashable {
         m.set("event_id", eventID)
         if amountCents != 0 { m["amount_cents"] = .int64(amountCents) }
         m.set("raw_status", rawStatus)
+        m.set("gateway_hash", gatewayHash)
         return m
     }
 }

@@ -1078,7 +1078,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__get_status_request__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__get_status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__status_result__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pixtrack__v1__status_result__field_descriptors[8] =
 {
   {
     "status",
@@ -1152,19 +1152,45 @@ static const ProtobufCFieldDescriptor pixtrack__v1__status_result__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reference",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__StatusResult, reference),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gateway_hash",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__StatusResult, gateway_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__status_result__field_indices_by_name[] = {
   1,   /* field[1] = amount_cents */
+  7,   /* field[7] = gateway_hash */
   3,   /* field[3] = message */
   2,   /* field[2] = paid_at_unix_ms */
   5,   /* field[5] = raw_status */
+  6,   /* field[6] = reference */
   0,   /* field[0] = status */
   4,   /* field[4] = transaction_id */
 };
 static const ProtobufCIntRange pixtrack__v1__status_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__status_result__descriptor =
 {
@@ -1174,7 +1200,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__status_result__descriptor =
   "Pixtrack__V1__StatusResult",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__StatusResult),
-  6,
+  8,
   pixtrack__v1__status_result__field_descriptors,
   pixtrack__v1__status_result__field_indices_by_name,
   1,  pixtrack__v1__status_result__number_ranges,
@@ -1232,7 +1258,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__parse_webhook_request__descriptor
   (ProtobufCMessageInit) pixtrack__v1__parse_webhook_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__webhook_result__field_descriptors[6] =
+static const ProtobufCFieldDescriptor pixtrack__v1__webhook_result__field_descriptors[7] =
 {
   {
     "transaction_id",
@@ -1306,10 +1332,23 @@ static const ProtobufCFieldDescriptor pixtrack__v1__webhook_result__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "gateway_hash",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__WebhookResult, gateway_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__webhook_result__field_indices_by_name[] = {
   4,   /* field[4] = amount_cents */
   3,   /* field[3] = event_id */
+  6,   /* field[6] = gateway_hash */
   5,   /* field[5] = raw_status */
   1,   /* field[1] = reference */
   2,   /* field[2] = status */
@@ -1318,7 +1357,7 @@ static const unsigned pixtrack__v1__webhook_result__field_indices_by_name[] = {
 static const ProtobufCIntRange pixtrack__v1__webhook_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__webhook_result__descriptor =
 {
@@ -1328,7 +1367,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__webhook_result__descriptor =
   "Pixtrack__V1__WebhookResult",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__WebhookResult),
-  6,
+  7,
   pixtrack__v1__webhook_result__field_descriptors,
   pixtrack__v1__webhook_result__field_indices_by_name,
   1,  pixtrack__v1__webhook_result__number_ranges,

@@ -322,6 +322,96 @@ void   pixtrack__v1__reconcile_payment_response__free_unpacked
   assert(message->base.descriptor == &pixtrack__v1__reconcile_payment_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pixtrack__v1__resolve_payment_request__init
+                     (Pixtrack__V1__ResolvePaymentRequest         *message)
+{
+  static const Pixtrack__V1__ResolvePaymentRequest init_value = PIXTRACK__V1__RESOLVE_PAYMENT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__resolve_payment_request__get_packed_size
+                     (const Pixtrack__V1__ResolvePaymentRequest *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__resolve_payment_request__pack
+                     (const Pixtrack__V1__ResolvePaymentRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__resolve_payment_request__pack_to_buffer
+                     (const Pixtrack__V1__ResolvePaymentRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__ResolvePaymentRequest *
+       pixtrack__v1__resolve_payment_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__ResolvePaymentRequest *)
+     protobuf_c_message_unpack (&pixtrack__v1__resolve_payment_request__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__resolve_payment_request__free_unpacked
+                     (Pixtrack__V1__ResolvePaymentRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pixtrack__v1__resolve_payment_response__init
+                     (Pixtrack__V1__ResolvePaymentResponse         *message)
+{
+  static const Pixtrack__V1__ResolvePaymentResponse init_value = PIXTRACK__V1__RESOLVE_PAYMENT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__resolve_payment_response__get_packed_size
+                     (const Pixtrack__V1__ResolvePaymentResponse *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__resolve_payment_response__pack
+                     (const Pixtrack__V1__ResolvePaymentResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__resolve_payment_response__pack_to_buffer
+                     (const Pixtrack__V1__ResolvePaymentResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__ResolvePaymentResponse *
+       pixtrack__v1__resolve_payment_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__ResolvePaymentResponse *)
+     protobuf_c_message_unpack (&pixtrack__v1__resolve_payment_response__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__resolve_payment_response__free_unpacked
+                     (Pixtrack__V1__ResolvePaymentResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__resolve_payment_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pixtrack__v1__handle_webhook_request__init
                      (Pixtrack__V1__HandleWebhookRequest         *message)
 {
@@ -1404,6 +1494,134 @@ const ProtobufCMessageDescriptor pixtrack__v1__reconcile_payment_response__descr
   (ProtobufCMessageInit) pixtrack__v1__reconcile_payment_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pixtrack__v1__resolve_payment_request__field_descriptors[2] =
+{
+  {
+    "reference",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentRequest, reference),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gateway_transaction_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentRequest, gateway_transaction_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__resolve_payment_request__field_indices_by_name[] = {
+  1,   /* field[1] = gateway_transaction_id */
+  0,   /* field[0] = reference */
+};
+static const ProtobufCIntRange pixtrack__v1__resolve_payment_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__resolve_payment_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.ResolvePaymentRequest",
+  "ResolvePaymentRequest",
+  "Pixtrack__V1__ResolvePaymentRequest",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__ResolvePaymentRequest),
+  2,
+  pixtrack__v1__resolve_payment_request__field_descriptors,
+  pixtrack__v1__resolve_payment_request__field_indices_by_name,
+  1,  pixtrack__v1__resolve_payment_request__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__resolve_payment_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pixtrack__v1__resolve_payment_response__field_descriptors[4] =
+{
+  {
+    "payment",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentResponse, payment),
+    &pixtrack__v1__payment__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "previous_status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentResponse, previous_status),
+    &pixtrack__v1__payment_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "changed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentResponse, changed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__ResolvePaymentResponse, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__resolve_payment_response__field_indices_by_name[] = {
+  2,   /* field[2] = changed */
+  3,   /* field[3] = message */
+  0,   /* field[0] = payment */
+  1,   /* field[1] = previous_status */
+};
+static const ProtobufCIntRange pixtrack__v1__resolve_payment_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__resolve_payment_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.ResolvePaymentResponse",
+  "ResolvePaymentResponse",
+  "Pixtrack__V1__ResolvePaymentResponse",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__ResolvePaymentResponse),
+  4,
+  pixtrack__v1__resolve_payment_response__field_descriptors,
+  pixtrack__v1__resolve_payment_response__field_indices_by_name,
+  1,  pixtrack__v1__resolve_payment_response__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__resolve_payment_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pixtrack__v1__handle_webhook_request__field_descriptors[5] =
 {
   {
@@ -1807,7 +2025,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__list_gateways_response__descripto
   (ProtobufCMessageInit) pixtrack__v1__list_gateways_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue pixtrack__v1__payment_status__enum_values_by_number[8] =
+static const ProtobufCEnumValue pixtrack__v1__payment_status__enum_values_by_number[9] =
 {
   { "PAYMENT_STATUS_UNSPECIFIED", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNSPECIFIED", 0 },
   { "PAYMENT_STATUS_PENDING_VERIFICATION", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_PENDING_VERIFICATION", 1 },
@@ -1817,11 +2035,12 @@ static const ProtobufCEnumValue pixtrack__v1__payment_status__enum_values_by_num
   { "PAYMENT_STATUS_EXPIRED", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_EXPIRED", 5 },
   { "PAYMENT_STATUS_REFUNDED", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_REFUNDED", 6 },
   { "PAYMENT_STATUS_CHARGEBACK", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_CHARGEBACK", 7 },
+  { "PAYMENT_STATUS_UNRESOLVED", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNRESOLVED", 8 },
 };
 static const ProtobufCIntRange pixtrack__v1__payment_status__value_ranges[] = {
-{0, 0},{0, 8}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex pixtrack__v1__payment_status__enum_values_by_name[8] =
+static const ProtobufCEnumValueIndex pixtrack__v1__payment_status__enum_values_by_name[9] =
 {
   { "PAYMENT_STATUS_CHARGEBACK", 7 },
   { "PAYMENT_STATUS_EXPIRED", 5 },
@@ -1830,6 +2049,7 @@ static const ProtobufCEnumValueIndex pixtrack__v1__payment_status__enum_values_b
   { "PAYMENT_STATUS_PENDING", 2 },
   { "PAYMENT_STATUS_PENDING_VERIFICATION", 1 },
   { "PAYMENT_STATUS_REFUNDED", 6 },
+  { "PAYMENT_STATUS_UNRESOLVED", 8 },
   { "PAYMENT_STATUS_UNSPECIFIED", 0 },
 };
 const ProtobufCEnumDescriptor pixtrack__v1__payment_status__descriptor =
@@ -1839,9 +2059,9 @@ const ProtobufCEnumDescriptor pixtrack__v1__payment_status__descriptor =
   "PaymentStatus",
   "Pixtrack__V1__PaymentStatus",
   "pixtrack.v1",
-  8,
+  9,
   pixtrack__v1__payment_status__enum_values_by_number,
-  8,
+  9,
   pixtrack__v1__payment_status__enum_values_by_name,
   1,
   pixtrack__v1__payment_status__value_ranges,
@@ -1877,7 +2097,7 @@ const ProtobufCEnumDescriptor pixtrack__v1__review_filter__descriptor =
   pixtrack__v1__review_filter__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_descriptors[6] =
+static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_descriptors[7] =
 {
   { "GeneratePix", &pixtrack__v1__generate_pix_request__descriptor, &pixtrack__v1__payment__descriptor },
   { "GetPayment", &pixtrack__v1__get_payment_request__descriptor, &pixtrack__v1__payment__descriptor },
@@ -1885,6 +2105,7 @@ static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_des
   { "ReconcilePayment", &pixtrack__v1__reconcile_payment_request__descriptor, &pixtrack__v1__reconcile_payment_response__descriptor },
   { "HandleWebhook", &pixtrack__v1__handle_webhook_request__descriptor, &pixtrack__v1__handle_webhook_response__descriptor },
   { "ListGateways", &pixtrack__v1__list_gateways_request__descriptor, &pixtrack__v1__list_gateways_response__descriptor },
+  { "ResolvePayment", &pixtrack__v1__resolve_payment_request__descriptor, &pixtrack__v1__resolve_payment_response__descriptor },
 };
 const unsigned pixtrack__v1__payment_service__method_indices_by_name[] = {
   0,        /* GeneratePix */
@@ -1892,7 +2113,8 @@ const unsigned pixtrack__v1__payment_service__method_indices_by_name[] = {
   4,        /* HandleWebhook */
   5,        /* ListGateways */
   2,        /* ListPayments */
-  3         /* ReconcilePayment */
+  3,        /* ReconcilePayment */
+  6         /* ResolvePayment */
 };
 const ProtobufCServiceDescriptor pixtrack__v1__payment_service__descriptor =
 {
@@ -1901,7 +2123,7 @@ const ProtobufCServiceDescriptor pixtrack__v1__payment_service__descriptor =
   "PaymentService",
   "Pixtrack__V1__PaymentService",
   "pixtrack.v1",
-  6,
+  7,
   pixtrack__v1__payment_service__method_descriptors,
   pixtrack__v1__payment_service__method_indices_by_name
 };
@@ -1952,6 +2174,14 @@ void pixtrack__v1__payment_service__list_gateways(ProtobufCService *service,
 {
   assert(service->descriptor == &pixtrack__v1__payment_service__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void pixtrack__v1__payment_service__resolve_payment(ProtobufCService *service,
+                                                    const Pixtrack__V1__ResolvePaymentRequest *input,
+                                                    Pixtrack__V1__ResolvePaymentResponse_Closure closure,
+                                                    void *closure_data)
+{
+  assert(service->descriptor == &pixtrack__v1__payment_service__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *service,
                                           Pixtrack__V1__PaymentService_ServiceDestroy destroy)

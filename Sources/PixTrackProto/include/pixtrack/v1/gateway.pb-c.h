@@ -268,10 +268,20 @@ struct  Pixtrack__V1__StatusResult
    * The gateway's own status word, for logs.
    */
   char *raw_status;
+  /*
+   * The reference (`PAY-{id}`) the gateway holds for this charge, when its answer carries one.
+   * The host cross-checks it before binding a transaction id a webhook suggested: a different
+   * reference flags the payment and binds nothing.
+   */
+  char *reference;
+  /*
+   * The second gateway identifier (as in CreatePixResult.gateway_hash), when the answer has one.
+   */
+  char *gateway_hash;
 };
 #define PIXTRACK__V1__STATUS_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__status_result__descriptor) \
-    , PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Pixtrack__V1__ParseWebhookRequest
@@ -288,20 +298,33 @@ struct  Pixtrack__V1__ParseWebhookRequest
 
 /*
  * What a webhook claims. A hint only: the host confirms with GetStatus before paying.
+ * The host matches a payment by transaction_id, then gateway_hash, then reference (`PAY-{id}`),
+ * then a legacy id in reference; fill every one the body carries.
  */
 struct  Pixtrack__V1__WebhookResult
 {
   ProtobufCMessage base;
+  /*
+   * The id CreatePixResult.transaction_id returned for this charge (the same kind of id).
+   */
   char *transaction_id;
   char *reference;
+  /*
+   * UNKNOWN for a status word the plugin does not know (never PAID on a guess). A refund or
+   * chargeback in the body wins over a `paid` status next to it.
+   */
   Pixtrack__V1__GatewayStatus status;
   char *event_id;
   int64_t amount_cents;
   char *raw_status;
+  /*
+   * The id CreatePixResult.gateway_hash returned (e.g. ÁtomoPay's `hash`), when the body has it.
+   */
+  char *gateway_hash;
 };
 #define PIXTRACK__V1__WEBHOOK_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__webhook_result__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*

@@ -24,6 +24,8 @@ typedef struct Pixtrack__V1__ListPaymentsRequest Pixtrack__V1__ListPaymentsReque
 typedef struct Pixtrack__V1__ListPaymentsResponse Pixtrack__V1__ListPaymentsResponse;
 typedef struct Pixtrack__V1__ReconcilePaymentRequest Pixtrack__V1__ReconcilePaymentRequest;
 typedef struct Pixtrack__V1__ReconcilePaymentResponse Pixtrack__V1__ReconcilePaymentResponse;
+typedef struct Pixtrack__V1__ResolvePaymentRequest Pixtrack__V1__ResolvePaymentRequest;
+typedef struct Pixtrack__V1__ResolvePaymentResponse Pixtrack__V1__ResolvePaymentResponse;
 typedef struct Pixtrack__V1__HandleWebhookRequest Pixtrack__V1__HandleWebhookRequest;
 typedef struct Pixtrack__V1__HandleWebhookResponse Pixtrack__V1__HandleWebhookResponse;
 typedef struct Pixtrack__V1__ListGatewaysRequest Pixtrack__V1__ListGatewaysRequest;
@@ -54,7 +56,12 @@ typedef enum _Pixtrack__V1__PaymentStatus {
   PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_FAILED = 4,
   PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_EXPIRED = 5,
   PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_REFUNDED = 6,
-  PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_CHARGEBACK = 7
+  PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_CHARGEBACK = 7,
+  /*
+   * The outcome was never learned and the gateway cannot be asked by reference: a charge may
+   * exist. Flagged for an operator (ResolvePayment); a webhook or status answer still settles it.
+   */
+  PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNRESOLVED = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PIXTRACK__V1__PAYMENT_STATUS)
 } Pixtrack__V1__PaymentStatus;
 typedef enum _Pixtrack__V1__ReviewFilter {
@@ -223,6 +230,39 @@ struct  Pixtrack__V1__ReconcilePaymentResponse
 #define PIXTRACK__V1__RECONCILE_PAYMENT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__reconcile_payment_response__descriptor) \
     , NULL, PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNSPECIFIED, 0 }
+
+
+struct  Pixtrack__V1__ResolvePaymentRequest
+{
+  ProtobufCMessage base;
+  /*
+   * "PAY-{id}".
+   */
+  char *reference;
+  /*
+   * The gateway's id of the charge, as its dashboard shows it.
+   */
+  char *gateway_transaction_id;
+};
+#define PIXTRACK__V1__RESOLVE_PAYMENT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__resolve_payment_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Pixtrack__V1__ResolvePaymentResponse
+{
+  ProtobufCMessage base;
+  Pixtrack__V1__Payment *payment;
+  Pixtrack__V1__PaymentStatus previous_status;
+  protobuf_c_boolean changed;
+  /*
+   * What the gateway said, for the operator.
+   */
+  char *message;
+};
+#define PIXTRACK__V1__RESOLVE_PAYMENT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__resolve_payment_response__descriptor) \
+    , NULL, PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNSPECIFIED, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Pixtrack__V1__HandleWebhookRequest
@@ -452,6 +492,44 @@ Pixtrack__V1__ReconcilePaymentResponse *
 void   pixtrack__v1__reconcile_payment_response__free_unpacked
                      (Pixtrack__V1__ReconcilePaymentResponse *message,
                       ProtobufCAllocator *allocator);
+/* Pixtrack__V1__ResolvePaymentRequest methods */
+void   pixtrack__v1__resolve_payment_request__init
+                     (Pixtrack__V1__ResolvePaymentRequest         *message);
+size_t pixtrack__v1__resolve_payment_request__get_packed_size
+                     (const Pixtrack__V1__ResolvePaymentRequest   *message);
+size_t pixtrack__v1__resolve_payment_request__pack
+                     (const Pixtrack__V1__ResolvePaymentRequest   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__resolve_payment_request__pack_to_buffer
+                     (const Pixtrack__V1__ResolvePaymentRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__ResolvePaymentRequest *
+       pixtrack__v1__resolve_payment_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__resolve_payment_request__free_unpacked
+                     (Pixtrack__V1__ResolvePaymentRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Pixtrack__V1__ResolvePaymentResponse methods */
+void   pixtrack__v1__resolve_payment_response__init
+                     (Pixtrack__V1__ResolvePaymentResponse         *message);
+size_t pixtrack__v1__resolve_payment_response__get_packed_size
+                     (const Pixtrack__V1__ResolvePaymentResponse   *message);
+size_t pixtrack__v1__resolve_payment_response__pack
+                     (const Pixtrack__V1__ResolvePaymentResponse   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__resolve_payment_response__pack_to_buffer
+                     (const Pixtrack__V1__ResolvePaymentResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__ResolvePaymentResponse *
+       pixtrack__v1__resolve_payment_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__resolve_payment_response__free_unpacked
+                     (Pixtrack__V1__ResolvePaymentResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Pixtrack__V1__HandleWebhookRequest methods */
 void   pixtrack__v1__handle_webhook_request__init
                      (Pixtrack__V1__HandleWebhookRequest         *message);
@@ -589,6 +667,12 @@ typedef void (*Pixtrack__V1__ReconcilePaymentRequest_Closure)
 typedef void (*Pixtrack__V1__ReconcilePaymentResponse_Closure)
                  (const Pixtrack__V1__ReconcilePaymentResponse *message,
                   void *closure_data);
+typedef void (*Pixtrack__V1__ResolvePaymentRequest_Closure)
+                 (const Pixtrack__V1__ResolvePaymentRequest *message,
+                  void *closure_data);
+typedef void (*Pixtrack__V1__ResolvePaymentResponse_Closure)
+                 (const Pixtrack__V1__ResolvePaymentResponse *message,
+                  void *closure_data);
 typedef void (*Pixtrack__V1__HandleWebhookRequest_Closure)
                  (const Pixtrack__V1__HandleWebhookRequest *message,
                   void *closure_data);
@@ -638,6 +722,10 @@ struct Pixtrack__V1__PaymentService_Service
                         const Pixtrack__V1__ListGatewaysRequest *input,
                         Pixtrack__V1__ListGatewaysResponse_Closure closure,
                         void *closure_data);
+  void (*resolve_payment)(Pixtrack__V1__PaymentService_Service *service,
+                          const Pixtrack__V1__ResolvePaymentRequest *input,
+                          Pixtrack__V1__ResolvePaymentResponse_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Pixtrack__V1__PaymentService_ServiceDestroy)(Pixtrack__V1__PaymentService_Service *);
 void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *service,
@@ -651,7 +739,8 @@ void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *
       function_prefix__ ## list_payments,\
       function_prefix__ ## reconcile_payment,\
       function_prefix__ ## handle_webhook,\
-      function_prefix__ ## list_gateways  }
+      function_prefix__ ## list_gateways,\
+      function_prefix__ ## resolve_payment  }
 void pixtrack__v1__payment_service__generate_pix(ProtobufCService *service,
                                                  const Pixtrack__V1__GeneratePixRequest *input,
                                                  Pixtrack__V1__Payment_Closure closure,
@@ -676,6 +765,10 @@ void pixtrack__v1__payment_service__list_gateways(ProtobufCService *service,
                                                   const Pixtrack__V1__ListGatewaysRequest *input,
                                                   Pixtrack__V1__ListGatewaysResponse_Closure closure,
                                                   void *closure_data);
+void pixtrack__v1__payment_service__resolve_payment(ProtobufCService *service,
+                                                    const Pixtrack__V1__ResolvePaymentRequest *input,
+                                                    Pixtrack__V1__ResolvePaymentResponse_Closure closure,
+                                                    void *closure_data);
 
 /* --- descriptors --- */
 
@@ -688,6 +781,8 @@ extern const ProtobufCMessageDescriptor pixtrack__v1__list_payments_request__des
 extern const ProtobufCMessageDescriptor pixtrack__v1__list_payments_response__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__reconcile_payment_request__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__reconcile_payment_response__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__resolve_payment_request__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__resolve_payment_response__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__handle_webhook_request__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__handle_webhook_response__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__list_gateways_request__descriptor;
