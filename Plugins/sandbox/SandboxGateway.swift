@@ -171,8 +171,18 @@ final class SandboxGateway: GatewayPlugin {
             l.byID[id] = c
             return c
         }
-        guard let c = charge else { throw .invalidArgument("no sandbox charge \(tid.isEmpty ? ref : tid)") }
+        guard tid.isEmpty == false || ref.isEmpty == false else { throw .invalidArgument("webhook names no charge (transaction_id or reference)") }
         var out = WebhookResult()
+        guard let c = charge else {
+            // Not in this process's ledger: report what the body claims, as a real gateway's
+            // parser would (the host matches nothing, or finds the charge not found).
+            out.transactionID = tid
+            out.reference = ref
+            out.status = target
+            out.rawStatus = action
+            out.eventID = j["event_id"]?.text ?? "\(tid.isEmpty ? ref : tid):\(action)"
+            return out
+        }
         out.transactionID = c.transactionID
         out.reference = c.reference
         out.status = c.status

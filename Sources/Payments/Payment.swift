@@ -6,7 +6,6 @@ import ProtoCodec
 public struct Payment: Sendable, Equatable {
     public var id: Int64
     public var status: PaymentStatus
-    public var inferredFailure = false
     public var gateway: String
     public var botID: Int64
     public var telegramUserID: Int64
@@ -28,6 +27,8 @@ public struct Payment: Sendable, Equatable {
     public var reviewReason = ""
     public var gatewayMessage = ""
     public var checks = 0
+    /// The reconciler stopped polling it (gave up); reset when the payment reopens.
+    public var reconcileDone = false
     public var createdAtMs: Int64 = 0
     public var updatedAtMs: Int64 = 0
     public var paidAtMs: Int64 = 0
@@ -52,7 +53,7 @@ public struct Payment: Sendable, Equatable {
     }
 
     public var machine: PaymentMachine {
-        PaymentMachine(status: status, amountCents: amountCents, inferredFailure: inferredFailure)
+        PaymentMachine(status: status, amountCents: amountCents)
     }
 }
 
@@ -64,11 +65,11 @@ public struct UTM: Sendable, Equatable {
 extension Payment {
     /// Every column the repository selects, in the shape `init(row:)` reads.
     static let columns = """
-        id, status, inferred_failure, gateway, bot_id, telegram_user_id, amount_cents, description,
+        id, status, gateway, bot_id, telegram_user_id, amount_cents, description,
         customer_name, customer_email, customer_phone, customer_document, coalesce(gateway_transaction_id, '') AS txid,
         gateway_hash, pix_code, qr_code_base64, expires_at_ms, tracking_token, token_source, fbclid,
         utm_source, utm_medium, utm_campaign, utm_content, utm_term, coalesce(idempotency_key, '') AS idem,
-        request_fingerprint, flagged, review_reason, gateway_message, checks,
+        request_fingerprint, flagged, review_reason, gateway_message, checks, reconcile_done,
         (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
         (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms,
         coalesce((extract(epoch FROM paid_at) * 1000)::bigint, 0) AS paid_ms
@@ -80,7 +81,6 @@ extension Payment {
         }
         id = try r.int64("id") ?? 0
         self.status = status
-        inferredFailure = try r.bool("inferred_failure") ?? false
         gateway = try r.string("gateway") ?? ""
         botID = try r.int64("bot_id") ?? 0
         telegramUserID = try r.int64("telegram_user_id") ?? 0
@@ -107,6 +107,7 @@ extension Payment {
         reviewReason = try r.string("review_reason") ?? ""
         gatewayMessage = try r.string("gateway_message") ?? ""
         checks = try r.int("checks") ?? 0
+        reconcileDone = try r.bool("reconcile_done") ?? false
         createdAtMs = try r.int64("created_ms") ?? 0
         updatedAtMs = try r.int64("updated_ms") ?? 0
         paidAtMs = try r.int64("paid_ms") ?? 0

@@ -20,7 +20,14 @@ public struct PaymentConfiguration: Sendable {
     /// Webhook processor: poll interval, retries of a webhook that matches nothing, then parked.
     public var webhookIntervalMs: Int64 = 1_000
     public var webhookMaxAttempts = 5
+    /// The first retry's delay; it doubles with each attempt, up to `webhookRetryMaxMs`.
     public var webhookRetryMs: Int64 = 10_000
+    public var webhookRetryMaxMs: Int64 = 3_600_000
+    /// A `pending` PIX is polled until its expiry plus this grace (gateways settle late), then
+    /// flagged if still pending. Without an expiry from the gateway, `pendingLifetimeMs` after
+    /// its creation stands in for it.
+    public var pendingGraceMs: Int64 = 3_600_000
+    public var pendingLifetimeMs: Int64 = 86_400_000
 
     /// How long a claimed webhook is left to its worker: parsing and the status check are two
     /// gateway calls under the host timeout, plus database time. Only a worker that died
@@ -34,6 +41,18 @@ public struct PaymentConfiguration: Sendable {
         let shift = min(max(n - 1, 0), 30)
         let (v, overflow) = reconcileBackoffBaseMs.multipliedReportingOverflow(by: Int64(1) << Int64(shift))
         return overflow ? reconcileBackoffMaxMs : min(v, reconcileBackoffMaxMs)
+    }
+
+    /// The delay before a webhook's next attempt, after attempt `n` (1-based).
+    public func webhookRetryDelayMs(afterAttempt n: Int) -> Int64 {
+        let shift = min(max(n - 1, 0), 30)
+        let (v, overflow) = webhookRetryMs.multipliedReportingOverflow(by: Int64(1) << Int64(shift))
+        return overflow ? webhookRetryMaxMs : min(v, webhookRetryMaxMs)
+    }
+
+    /// Until when (Unix ms) the reconciler polls a `pending` payment.
+    public func pollDeadlineMs(_ p: Payment) -> Int64 {
+        (p.expiresAtMs > 0 ? p.expiresAtMs : p.createdAtMs + pendingLifetimeMs) + pendingGraceMs
     }
 
     public func postbackURL(gateway: String) -> String {

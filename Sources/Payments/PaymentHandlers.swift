@@ -86,6 +86,16 @@ public struct PaymentHandlers: Sendable {
                     "changed": .bool(a.changed),
                 ])
             },
+            unary("ResolvePayment") { r in
+                let a = try await s.resolve(reference: r.string("reference"), transactionID: r.string("gateway_transaction_id"))
+                var out = ProtoMessage("pixtrack.v1.ResolvePaymentResponse", [
+                    "payment": .message(a.payment.proto), "previous_status": .enumValue(a.previous.protoNumber),
+                    "changed": .bool(a.changed),
+                ])
+                let message = WebhookInbox.describe(a)
+                if !message.isEmpty { out["message"] = .string(message) }
+                return out
+            },
             unary("HandleWebhook") { r in
                 let gateway = r.string("gateway")
                 guard inbox.accepts(gateway: gateway, secret: r.string("secret")) else {
@@ -101,6 +111,8 @@ public struct PaymentHandlers: Sendable {
                     throw RPCError(.unavailable, "database unavailable")
                 }
                 let result = await inbox.process(id: id, gateway: gateway, headers: headers, body: r.bytes("body"), attempts: 1)
+                // Stored for the audit, but the plugin refused the body: retrying cannot help.
+                if result.inboxStatus == "rejected" { throw RPCError(.invalidArgument, result.message) }
                 var out = ProtoMessage("pixtrack.v1.HandleWebhookResponse", ["accepted": .bool(true), "inbox_id": .int64(id)])
                 if result.paymentID != 0 { out["payment_id"] = .int64(result.paymentID) }
                 if let st = result.status { out["status"] = .enumValue(st.protoNumber) }
@@ -121,8 +133,10 @@ public struct PaymentHandlers: Sendable {
         ]
     }
 
-    /// `POST /webhooks/{gateway}/{secret}`: wrong secret → 404 and nothing stored; stored → 200
-    /// at once (processing follows in the background); PostgreSQL down → 503 (the gateway retries).
+    /// `POST /webhooks/{gateway}/{secret}`: wrong secret → 404 and nothing stored; stored, then
+    /// parsed by the plugin (local, no network): a body it refuses → 400 with its reason (the row
+    /// stays, `rejected`, for the audit); otherwise 200 at once and matching/confirmation follows
+    /// in the background; PostgreSQL down → 503 (the gateway retries).
     public func webhookRoute(_ request: HTTPRequest, _ params: [String: String]) async -> HTTPResponse {
         let gateway = params["gateway"] ?? "", secret = params["secret"] ?? ""
         guard inbox.accepts(gateway: gateway, secret: secret) else {
@@ -130,13 +144,20 @@ public struct PaymentHandlers: Sendable {
             return .jsonError(404, code: "not_found", message: "no route for POST /webhooks/…")
         }
         let headers = request.headers.map { GatewayHeader($0.name, $0.value) }
+        let id: Int64
         do {
-            let id = try await inbox.store(gateway: gateway, headers: headers, body: request.body, remoteAddr: request.peer)
-            stored()
-            return HTTPResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{\"ok\":true,\"id\":\(id)}".utf8))
+            id = try await inbox.store(gateway: gateway, headers: headers, body: request.body, remoteAddr: request.peer)
         } catch {
             service.logger.error("webhook_not_stored", ("gateway", gateway), ("error", String(describing: error)))
             return .jsonError(503, code: "unavailable", message: "could not store the webhook; retry")
         }
+        let verdict = await inbox.parse(gateway: gateway, headers: headers, body: request.body)
+        if case .rejected = verdict {
+            // Recorded by the one code path that records results (counted, row `rejected`).
+            let result = await inbox.process(id: id, gateway: gateway, verdict: verdict, attempts: 1)
+            return .jsonError(400, code: "invalid_argument", message: "\(result.message) (stored as webhook \(id))")
+        }
+        stored()
+        return HTTPResponse(status: 200, headers: [("content-type", "application/json")], body: Array("{\"ok\":true,\"id\":\(id)}".utf8))
     }
 }

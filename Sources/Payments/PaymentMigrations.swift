@@ -83,5 +83,27 @@ public enum PaymentMigrations {
             );
             CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_at, id) WHERE status IN ('new', 'unmatched');
             """),
+        PGMigration(version: 101, name: "unresolved status, webhook ids, poll until expiry", sql: """
+            -- `unresolved`: the outcome was never learned (DESIGN §2). Payments the old give-up
+            -- marked `failed` with an inferred failure are exactly those.
+            ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+            ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN ('pending_verification', 'pending',
+                'paid', 'failed', 'expired', 'refunded', 'chargeback', 'unresolved'));
+            UPDATE payments SET status = 'unresolved', inferred_failure = false, updated_at = now()
+                WHERE status = 'failed' AND inferred_failure;
+            -- The reconciler stopped polling this row (gave up); cleared when the payment reopens.
+            ALTER TABLE payments ADD COLUMN reconcile_done boolean NOT NULL DEFAULT false;
+            UPDATE payments SET reconcile_done = true WHERE status = 'pending' AND flagged;
+            -- Webhooks that carry only the gateway's second id (ÁtomoPay's hash) match by it.
+            CREATE INDEX payments_gateway_hash ON payments (gateway, gateway_hash) WHERE gateway_hash <> '';
+
+            -- `rejected`: the plugin could not parse the body (answered 400, kept for audit);
+            -- `retry`: matched, but the gateway's status API could not be asked yet.
+            ALTER TABLE webhook_inbox DROP CONSTRAINT webhook_inbox_status_check;
+            ALTER TABLE webhook_inbox ADD CONSTRAINT webhook_inbox_status_check
+                CHECK (status IN ('new', 'processed', 'unmatched', 'retry', 'parked', 'rejected'));
+            DROP INDEX webhook_inbox_due;
+            CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_at, id) WHERE status IN ('new', 'unmatched', 'retry');
+            """),
     ]
 }

@@ -37,6 +37,12 @@ extension PaymentService {
         } catch let e as PGError { throw e.rpcError }
     }
 
+    public func get(gateway: String, gatewayHash: String) async throws -> Payment? {
+        do {
+            return try await pool.withConnection { try PaymentRepository.get(gateway: gateway, gatewayHash: gatewayHash, on: $0) }
+        } catch let e as PGError { throw e.rpcError }
+    }
+
     /// Newest first; the page token is the last id of the previous page.
     public func list(_ f: PaymentFilter) async throws -> (payments: [Payment], nextPageToken: String) {
         var conditions: [String] = []

@@ -19,7 +19,13 @@ public struct Applied: Sendable {
     public var previous: PaymentStatus
     public var action: PaymentMachine.Action
     public var purchaseQueued: Bool
+    /// What the gateway's status API answered, when it was asked (`.unknown` also when the call
+    /// failed: then `gatewayFailure` says why).
+    public var gatewayStatus: GatewayStatus? = nil
+    public var gatewayFailure: String? = nil
     public var changed: Bool { payment.status != previous }
+    /// The gateway was asked and gave a usable answer.
+    public var gatewayAnswered: Bool { gatewayStatus.map { $0 != .unknown } ?? false }
 }
 
 /// Parameterized SQL over `payments` and `payment_status_history`. Every function runs on the
@@ -73,6 +79,13 @@ public enum PaymentRepository {
         return try c.query(sql, params).first.map(Payment.init(row:))
     }
 
+    /// By the gateway's second id (ÁtomoPay's `hash`), for webhooks that carry only that one.
+    public static func get(gateway: String, gatewayHash: String, on c: PGConnection) throws -> Payment? {
+        guard !gatewayHash.isEmpty else { return nil }
+        return try c.query("SELECT \(Payment.columns) FROM payments WHERE gateway = $1 AND gateway_hash = $2 ORDER BY id LIMIT 1",
+                           [.text(gateway), .text(gatewayHash)]).first.map(Payment.init(row:))
+    }
+
     public static func get(legacyID: String, on c: PGConnection) throws -> Payment? {
         try c.query("SELECT \(Payment.columns) FROM payments WHERE legacy_payment_id = $1", [.text(legacyID)])
             .first.map(Payment.init(row:))
@@ -100,10 +113,10 @@ public enum PaymentRepository {
         switch action {
         case .transition(let to, let purchaseWanted, let flag):
             p.status = to
-            p.inferredFailure = machine.inferredFailure
             queuePurchase = purchaseWanted
             flagNote = flag
-            if previous == .failed { p.flagged = false; p.reviewReason = "" }  // reopened: the old flag is answered
+            if previous == .unresolved { p.flagged = false; p.reviewReason = "" }  // settled: the old flag is answered
+            if to.isOpen { p.reconcileDone = false }  // reopened: the reconciler polls it again
             try history(id, from: previous, to: to, source: source, detail: flag.map { detail + "; " + $0 } ?? detail, on: c)
         case .flag(let reason):
             flagNote = reason
@@ -115,20 +128,21 @@ public enum PaymentRepository {
             p.flagged = true
             p.reviewReason = String(flagNote.prefix(500))
         }
+        if event == .gaveUp { p.reconcileDone = true }
         // A duplicate (nothing new) leaves the row, and its updated_at, as it was.
         if p == original && !queuePurchase {
             return Applied(payment: p, previous: previous, action: action, purchaseQueued: false)
         }
         let paidAt: PGValue? = queuePurchase ? .int(facts.paidAtMs > 0 ? facts.paidAtMs : 0) : nil
         let updated = try c.query("""
-            UPDATE payments SET status = $2, inferred_failure = $3, gateway_transaction_id = nullif($4, ''),
+            UPDATE payments SET status = $2, reconcile_done = $3, gateway_transaction_id = nullif($4, ''),
                 gateway_hash = $5, pix_code = $6, qr_code_base64 = $7, expires_at_ms = $8, gateway_message = $9,
                 flagged = $10, review_reason = $11, updated_at = now(),
                 paid_at = CASE WHEN $12::bigint IS NULL THEN paid_at
                                WHEN $12::bigint > 0 THEN to_timestamp($12::bigint / 1000.0) ELSE now() END
             WHERE id = $1
             RETURNING (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
-            """, [.int(id), .text(p.status.rawValue), .bool(p.inferredFailure), .text(p.transactionID), .text(p.gatewayHash),
+            """, [.int(id), .text(p.status.rawValue), .bool(p.reconcileDone), .text(p.transactionID), .text(p.gatewayHash),
                   .text(p.pixCode), .text(p.qrCodeBase64), .int(p.expiresAtMs), .text(p.gatewayMessage), .bool(p.flagged),
                   .text(p.reviewReason), paidAt])
         p.updatedAtMs = try updated.first?.int64("updated_ms") ?? p.updatedAtMs

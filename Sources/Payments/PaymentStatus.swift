@@ -8,11 +8,15 @@ public enum PaymentStatus: String, Sendable, CaseIterable {
     case pending
     /// Confirmed by the gateway's status API.
     case paid
-    /// The gateway certainly did not create it (or, flagged, could not be found after every check).
+    /// The gateway told us it did not create the charge (declined, failed), or the request
+    /// certainly never left. Never inferred from silence.
     case failed
     case expired
     case refunded
     case chargeback
+    /// The outcome was never learned and the gateway could not tell us: a charge may exist.
+    /// Flagged for an operator (`ResolvePayment`); a webhook or a status answer still settles it.
+    case unresolved
 
     /// `pixtrack.v1.PaymentStatus` number.
     public var protoNumber: Int32 {
@@ -24,6 +28,7 @@ public enum PaymentStatus: String, Sendable, CaseIterable {
         case .expired: 5
         case .refunded: 6
         case .chargeback: 7
+        case .unresolved: 8
         }
     }
 
@@ -32,8 +37,12 @@ public enum PaymentStatus: String, Sendable, CaseIterable {
         self = s
     }
 
-    /// Statuses the reconciler still works on.
+    /// Statuses the reconciler still polls.
     public var isOpen: Bool { self == .pendingVerification || self == .pending }
+
+    /// Statuses whose gateway outcome is not known: a webhook's ids may still be bound to them,
+    /// and an operator may resolve them.
+    public var outcomeUnknown: Bool { self == .pendingVerification || self == .unresolved }
 }
 
 /// The payment status machine as a value: feed it an event, get the action to perform.
@@ -41,18 +50,16 @@ public enum PaymentStatus: String, Sendable, CaseIterable {
 ///
 /// Legal transitions (everything else is `.ignore`, transitions only move forward):
 /// - `pendingVerification` → `pending` (created / gateway says pending), `failed` (declined,
-///   not sent, gateway says failed, or given up after the last check: flagged), `paid`,
-///   `expired`, `refunded`, `chargeback` (gateway-confirmed).
+///   not sent, gateway says failed), `paid`, `expired`, `refunded`, `chargeback`
+///   (gateway-confirmed), `unresolved` (the reconciler's last check learned nothing: flagged).
+/// - `unresolved` → everything `pendingVerification` may reach from a gateway answer (a webhook,
+///   a status answer, or an operator's `ResolvePayment`); the flag is cleared when it moves.
 /// - `pending` → `paid`, `failed`, `expired`, `refunded`, `chargeback` (gateway-confirmed).
 /// - `paid` → `refunded`, `chargeback` only.
-/// - `failed` flagged as "not found after every check" (the outcome was inferred, not told):
-///   reopens like `pendingVerification` when the gateway later confirms the charge exists.
-/// - `failed` (told by the gateway), `expired`, `refunded`, `chargeback`: terminal.
+/// - `failed`, `expired`, `refunded`, `chargeback`: terminal.
 /// A `paid` report whose amount differs from the payment's flags it and changes nothing.
 public struct PaymentMachine: Sendable, Equatable {
     public private(set) var status: PaymentStatus
-    /// True when a `failed` status was inferred (never found), not told by the gateway.
-    public private(set) var inferredFailure: Bool
     public let amountCents: Int64
 
     public enum Event: Sendable, Equatable {
@@ -62,6 +69,9 @@ public struct PaymentMachine: Sendable, Equatable {
         case gatewayReported(GatewayStatus, amountCents: Int64)
         /// The reconciler made its last check without learning anything.
         case gaveUp
+        /// The gateway's answer contradicts what we hold (another reference, a transaction id
+        /// that belongs to another payment): flag, bind nothing.
+        case contradicted(String)
     }
 
     public enum Action: Sendable, Equatable {
@@ -73,18 +83,18 @@ public struct PaymentMachine: Sendable, Equatable {
         case ignore(String)
     }
 
-    public init(status: PaymentStatus, amountCents: Int64, inferredFailure: Bool = false) {
+    /// Why an `unresolved` payment is flagged.
+    public static let unresolvedReason =
+        "outcome unknown after every check: the gateway may hold a charge; look it up by reference and attach it with ResolvePayment"
+
+    public init(status: PaymentStatus, amountCents: Int64) {
         self.status = status
         self.amountCents = amountCents
-        self.inferredFailure = inferredFailure && status == .failed
     }
 
     public mutating func handle(_ event: Event) -> Action {
         let action = decide(event)
-        if case .transition(let to, _, let flag) = action {
-            inferredFailure = to == .failed && flag != nil && event == .gaveUp
-            status = to
-        }
+        if case .transition(let to, _, _) = action { status = to }
         return action
     }
 
@@ -99,9 +109,7 @@ public struct PaymentMachine: Sendable, Equatable {
         case (_, .createAnswered):
             return .ignore("create answer arrived after the status moved to \(status.rawValue)")
 
-        case (.pendingVerification, .gatewayReported(let s, let amount)):
-            return fromOpen(s, amount, allowPending: true)
-        case (.failed, .gatewayReported(let s, let amount)) where inferredFailure:
+        case (.pendingVerification, .gatewayReported(let s, let amount)), (.unresolved, .gatewayReported(let s, let amount)):
             return fromOpen(s, amount, allowPending: true)
         case (.pending, .gatewayReported(let s, let amount)):
             return fromOpen(s, amount, allowPending: false)
@@ -115,12 +123,14 @@ public struct PaymentMachine: Sendable, Equatable {
             return .ignore("\(status.rawValue) is terminal")
 
         case (.pendingVerification, .gaveUp):
-            return .transition(to: .failed, queuePurchase: false,
-                               flag: "charge not found at the gateway after every check; look it up by reference")
+            return .transition(to: .unresolved, queuePurchase: false, flag: Self.unresolvedReason)
         case (.pending, .gaveUp):
-            return .flag("still pending at the gateway after every check")
+            return .flag("still pending at the gateway after the PIX expiry and every check")
         case (_, .gaveUp):
             return .ignore("\(status.rawValue) needs no more checks")
+
+        case (_, .contradicted(let why)):
+            return .flag(why)
         }
     }
 

@@ -7,9 +7,11 @@ import Synchronization
 /// backoff) in the claiming transaction, so each check happens once.
 ///
 /// - `pending_verification` older than the gateway timeout: status by transaction id, or by
-///   reference where the plugin supports it.
-/// - `pending`: polled until paid/expired (some gateways never deliver webhooks).
-/// - After `reconcileMaxChecks` checks without an answer: `.gaveUp` (flagged for review).
+///   reference where the plugin supports it. After `reconcileMaxChecks` checks that learned
+///   nothing it becomes `unresolved` (flagged: an operator looks it up), never `failed`.
+/// - `pending`: polled with backoff until the PIX expiry plus a grace period (some gateways
+///   never deliver webhooks), then flagged if the gateway still says pending.
+/// A status check that goes unanswered (gateway down) is simply tried again at the next backoff.
 public final class Reconciler: Sendable {
     public struct PassResult: Sendable, Equatable {
         public var claimed = 0, changed = 0, gaveUp = 0, unanswered = 0
@@ -31,21 +33,22 @@ public final class Reconciler: Sendable {
             try c.query("""
                 WITH due AS (
                     SELECT id FROM payments
-                    WHERE status IN ('pending_verification', 'pending') AND next_check_at <= now() AND checks < $2
-                      AND (status = 'pending' OR created_at <= now() - make_interval(secs => ($3::bigint + 1000) / 1000.0))
+                    WHERE status IN ('pending_verification', 'pending') AND next_check_at <= now() AND NOT reconcile_done
+                      AND (status = 'pending' OR created_at <= now() - make_interval(secs => ($2::bigint + 1000) / 1000.0))
                     ORDER BY next_check_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
                 UPDATE payments p SET checks = p.checks + 1,
-                    next_check_at = now() + make_interval(secs => GREATEST(LEAST($4::float8 * power(2, LEAST(p.checks, 30)), $5::float8),
-                                                                         $3::float8 + 1000) / 1000.0)
-                WHERE p.id IN (SELECT id FROM due) RETURNING \(Payment.columns)
-                """, [.int(cfg.reconcileBatch), .int(cfg.reconcileMaxChecks), .int(cfg.gatewayTimeoutMs),
+                    next_check_at = now() + make_interval(secs => GREATEST(LEAST($3::float8 * power(2, LEAST(p.checks, 30)), $4::float8),
+                                                                         $2::float8 + 1000) / 1000.0)
+                WHERE p.id IN (SELECT id FROM due)
+                RETURNING \(Payment.columns), (extract(epoch FROM now()) * 1000)::bigint AS now_ms
+                """, [.int(cfg.reconcileBatch), .int(cfg.gatewayTimeoutMs),
                       .double(Double(cfg.reconcileBackoffBaseMs)), .double(Double(cfg.reconcileBackoffMaxMs))])
-                .map(Payment.init(row:))
+                .map { (try Payment(row: $0), try $0.int64("now_ms") ?? 0) }
         }
         var result = PassResult()
         result.claimed = claimed.count
         let outcomes = await withTaskGroup(of: PassResult.self) { group in
-            for p in claimed { group.addTask { await self.check(p, maxChecks: cfg.reconcileMaxChecks) } }
+            for (p, nowMs) in claimed { group.addTask { await self.check(p, nowMs: nowMs) } }
             var all: [PassResult] = []
             for await r in group { all.append(r) }
             return all
@@ -63,8 +66,15 @@ public final class Reconciler: Sendable {
         return result
     }
 
+    /// Whether the reconciler stops after this check of `p` (claimed at `nowMs`, its `checks`
+    /// already counting this one) if it learns nothing.
+    func isLastCheck(_ p: Payment, nowMs: Int64) -> Bool {
+        let cfg = service.configuration
+        return p.status == .pending ? nowMs >= cfg.pollDeadlineMs(p) : p.checks >= cfg.reconcileMaxChecks
+    }
+
     /// One claimed payment: ask the gateway; after the last check without an answer, give up.
-    private func check(_ p: Payment, maxChecks: Int) async -> PassResult {
+    private func check(_ p: Payment, nowMs: Int64) async -> PassResult {
         var r = PassResult()
         var applied: Applied?
         do {
@@ -77,8 +87,8 @@ public final class Reconciler: Sendable {
             return r
         }
         if let a = applied, case .flag = a.action { return r }
-        r.unanswered = 1
-        guard p.checks >= maxChecks else { return r }
+        if applied?.gatewayAnswered != true { r.unanswered = 1 }
+        guard isLastCheck(p, nowMs: nowMs) else { return r }
         if let a = try? await service.giveUp(id: p.id, checks: p.checks), a.changed || a.payment.flagged {
             r.gaveUp = 1
             service.count("reconcile", "gave_up")

@@ -24,8 +24,12 @@ struct PaymentWiring {
       PIXTRACK_WEBHOOK_BASE_URL       public origin gateways post to (default PIXTRACK_PUBLIC_BASE_URL)
       PIXTRACK_RECONCILE_INTERVAL_MS / _BACKOFF_MS / _MAX_BACKOFF_MS / _MAX_CHECKS / _BATCH
                                       reconciler tuning (defaults 5000 / 30000 / 3600000 / 12 / 50)
-      PIXTRACK_WEBHOOK_POLL_MS / _MAX_ATTEMPTS / _RETRY_MS
-                                      webhook processor tuning (defaults 1000 / 5 / 10000)
+      PIXTRACK_RECONCILE_PENDING_GRACE_MS / _PENDING_LIFETIME_MS
+                                      a pending PIX is polled until its expiry + grace (default 3600000);
+                                      without an expiry, lifetime after creation stands in (default 86400000)
+      PIXTRACK_WEBHOOK_POLL_MS / _MAX_ATTEMPTS / _RETRY_MS / _MAX_RETRY_MS
+                                      webhook processor tuning (defaults 1000 / 5 / 10000 / 3600000;
+                                      the retry delay doubles per attempt up to the max)
       PIXTRACK_PAYMENT_WORKERS=0      do not run the reconciler and webhook processor in this instance
     """
 
@@ -52,6 +56,9 @@ struct PaymentWiring {
         c.webhookIntervalMs = Int64(try EnvNumber.int(env, "PIXTRACK_WEBHOOK_POLL_MS", 1000, 10...3_600_000))
         c.webhookMaxAttempts = try EnvNumber.int(env, "PIXTRACK_WEBHOOK_MAX_ATTEMPTS", 5, 1...1000)
         c.webhookRetryMs = Int64(try EnvNumber.int(env, "PIXTRACK_WEBHOOK_RETRY_MS", 10_000, 10...86_400_000))
+        c.webhookRetryMaxMs = Int64(try EnvNumber.int(env, "PIXTRACK_WEBHOOK_MAX_RETRY_MS", 3_600_000, 10...86_400_000))
+        c.pendingGraceMs = Int64(try EnvNumber.int(env, "PIXTRACK_RECONCILE_PENDING_GRACE_MS", 3_600_000, 0...30 * 86_400_000))
+        c.pendingLifetimeMs = Int64(try EnvNumber.int(env, "PIXTRACK_RECONCILE_PENDING_LIFETIME_MS", 86_400_000, 1000...30 * 86_400_000))
         return c
     }
 

@@ -6,8 +6,8 @@ import Testing
 @Suite struct PaymentMachineTests {
     typealias M = PaymentMachine
 
-    func after(_ status: PaymentStatus, _ event: M.Event, amount: Int64 = 1990, inferred: Bool = false) -> (M.Action, PaymentStatus) {
-        var m = M(status: status, amountCents: amount, inferredFailure: inferred)
+    func after(_ status: PaymentStatus, _ event: M.Event, amount: Int64 = 1990) -> (M.Action, PaymentStatus) {
+        var m = M(status: status, amountCents: amount)
         let a = m.handle(event)
         return (a, m.status)
     }
@@ -22,7 +22,7 @@ import Testing
     }
 
     @Test func lateCreateAnswerNeverMovesBack() {
-        for s in [PaymentStatus.pending, .paid, .failed, .expired] {
+        for s in [PaymentStatus.pending, .paid, .failed, .expired, .unresolved] {
             #expect(after(s, .createAnswered(.created)).1 == s)
             #expect(after(s, .createAnswered(.declined)).1 == s)
         }
@@ -63,14 +63,65 @@ import Testing
         #expect(after(.pendingVerification, .gatewayReported(.notFound, amountCents: 0)).1 == .pendingVerification)
     }
 
-    @Test func givingUpFlags() {
+    @Test func givingUpIsUnresolvedNeverFailed() {
         var m = M(status: .pendingVerification, amountCents: 100)
-        guard case .transition(.failed, false, let flag?) = m.handle(.gaveUp) else { Issue.record("must fail flagged"); return }
-        #expect(flag.contains("reference") && m.inferredFailure)
-        // The charge turns up later (a webhook with the reference): the inferred failure reopens.
+        guard case .transition(.unresolved, false, let flag?) = m.handle(.gaveUp) else { Issue.record("must be unresolved, flagged"); return }
+        #expect(flag.contains("reference") && flag.contains("ResolvePayment"))
+        #expect(m.status == .unresolved)
+        // Nothing more to give up on, and no create answer moves it.
+        #expect(after(.unresolved, .gaveUp).1 == .unresolved)
+        #expect(after(.unresolved, .createAnswered(.declined)).1 == .unresolved)
+        // The charge turns up later (a webhook with the reference, an operator): it settles.
         #expect(m.handle(.gatewayReported(.paid, amountCents: 100)) == .transition(to: .paid, queuePurchase: true, flag: nil))
-        guard case .flag = after(.pending, .gaveUp).0 else { Issue.record("pending gives up by flagging"); return }
+        for (g, want) in [(GatewayStatus.pending, PaymentStatus.pending), (.failed, .failed), (.expired, .expired),
+                          (.refunded, .refunded), (.chargeback, .chargeback), (.unknown, .unresolved), (.notFound, .unresolved)] {
+            #expect(after(.unresolved, .gatewayReported(g, amountCents: 1990)).1 == want, "\(g)")
+        }
+        guard case .flag(let why) = after(.pending, .gaveUp).0 else { Issue.record("pending gives up by flagging"); return }
+        #expect(why.contains("expiry"))
         #expect(after(.pending, .gaveUp).1 == .pending)
+    }
+
+    @Test func contradictionsFlagWhateverTheStatus() {
+        for s in PaymentStatus.allCases {
+            let (a, after) = after(s, .contradicted("other reference"))
+            #expect(a == .flag("other reference") && after == s)
+        }
+    }
+
+    @Test func failedIsNeverReachedWithoutTheGatewaySayingSo() {
+        // Every way into `failed`: a declined or not-sent create, or the gateway reporting failed.
+        for s in PaymentStatus.allCases {
+            for e in [M.Event.gaveUp, .createAnswered(.unknown), .gatewayReported(.unknown, amountCents: 1990),
+                      .gatewayReported(.notFound, amountCents: 1990), .contradicted("x")] {
+                let to = after(s, e).1
+                #expect(to != .failed || s == .failed, "\(s) + \(e) -> failed")
+            }
+        }
+    }
+
+    @Test func protoNumbersRoundTrip() {
+        for s in PaymentStatus.allCases { #expect(PaymentStatus(protoNumber: s.protoNumber) == s) }
+        #expect(PaymentStatus.unresolved.protoNumber == 8 && PaymentStatus(protoNumber: 9) == nil)
+        #expect(PaymentStatus.unresolved.outcomeUnknown && !PaymentStatus.unresolved.isOpen)
+    }
+
+    @Test func webhookRetriesBackOff() {
+        var c = PaymentConfiguration()
+        c.webhookRetryMs = 100
+        c.webhookRetryMaxMs = 500
+        #expect((1...5).map { c.webhookRetryDelayMs(afterAttempt: $0) } == [100, 200, 400, 500, 500])
+    }
+
+    @Test func pendingIsPolledUntilExpiryPlusGrace() {
+        var c = PaymentConfiguration()
+        c.pendingGraceMs = 1000
+        c.pendingLifetimeMs = 60_000
+        var p = Payment(id: 1, status: .pending, gateway: "g", botID: 1, telegramUserID: 1, amountCents: 1)
+        p.createdAtMs = 5_000
+        #expect(c.pollDeadlineMs(p) == 66_000)
+        p.expiresAtMs = 20_000
+        #expect(c.pollDeadlineMs(p) == 21_000)
     }
 
     @Test func referencesAndLegacyIDs() {
