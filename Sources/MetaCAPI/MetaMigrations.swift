@@ -25,5 +25,13 @@ public enum MetaMigrations {
             -- What the sender scans: only queued rows, oldest due first.
             CREATE INDEX meta_events_due ON meta_events (next_attempt_at, id) WHERE status = 'queued';
             """),
+        PGMigration(version: 51, name: "meta_events_sending", sql: """
+            -- `sending`: claimed and committed before the POST, so a crash between Meta's answer and
+            -- our record of it leaves a trace instead of a silent resend (see MetaPass).
+            ALTER TABLE meta_events DROP CONSTRAINT meta_events_status_check;
+            ALTER TABLE meta_events ADD CONSTRAINT meta_events_status_check
+                CHECK (status IN ('queued', 'sending', 'sent', 'parked', 'dropped'));
+            CREATE INDEX meta_events_sending ON meta_events (updated_at) WHERE status = 'sending';
+            """),
     ]
 }

@@ -3,8 +3,16 @@ import JSONKit
 import Postgres
 import RPC
 
-/// One sender pass on one connection, inside the transaction that holds the claimed rows' locks.
+/// One sender pass on one connection, each statement committed on its own (autocommit).
 /// Synchronous by design: it runs on the connection's own thread (see `MetaSender`).
+///
+/// The send window: due rows are claimed by moving them to `sending` (committed) before any
+/// POST, and each batch's rows are stamped again right before their POST; the answer is then
+/// recorded. Another instance never claims a `sending` row. A row found `sending` longer than
+/// the lease was being sent by a sender that died between the POST and the record of its
+/// answer: Meta may have counted it, so a Purchase is parked as "sent without an answer"
+/// (never re-sent on a guess) and a PageView is queued again (Meta dedups by event id, and the
+/// browser copy carries the same id).
 struct MetaPass {
     struct Row {
         let id: Int64
@@ -39,6 +47,7 @@ struct MetaPass {
     }
 
     mutating func run(tokens: any MetaAccessTokenSource) throws -> Outcome {
+        try recoverAbandoned()
         let rows = try claim()
         outcome.summary.claimed = rows.count
         guard !rows.isEmpty else { return outcome }
@@ -74,20 +83,47 @@ struct MetaPass {
         return outcome
     }
 
+    /// Rows a dead sender left `sending` past the lease (see the type's comment).
+    private mutating func recoverAbandoned() throws {
+        let rows = try connection.query("""
+            UPDATE meta_events
+            SET status = CASE WHEN event_name = $2 THEN 'parked' ELSE 'queued' END,
+                last_error = CASE WHEN event_name = $2 THEN $3 ELSE 'found sending after its sender stopped; queued again' END,
+                attempts = attempts + 1, updated_at = now(), next_attempt_at = now()
+            WHERE status = 'sending' AND updated_at < now() - make_interval(secs => $1::bigint / 1000.0)
+            RETURNING event_name, pixel_id
+            """, [.int(configuration.sendingLeaseMs), .text(MetaEvent.purchaseName),
+                  .text("\(Self.unansweredPurchase) (found sending after its sender stopped mid-request)")])
+        guard !rows.isEmpty else { return }
+        var parked = 0
+        for r in rows where try r.string("event_name") == MetaEvent.purchaseName {
+            parked += 1
+            outcome.parkedByName[MetaEvent.purchaseName, default: 0] += 1
+        }
+        outcome.summary.parked += parked
+        logger.warning("meta_events_recovered", ("events", String(rows.count)), ("purchases_parked", String(parked)),
+                       ("requeued", String(rows.count - parked)))
+    }
+
+    /// Moves due rows to `sending` (committed at once) and returns them, oldest due first.
     private func claim() throws -> [Row] {
         let rows = try connection.query("""
-            SELECT id, pixel_id, event_name, test_event_code, payload::text AS payload, event_time, attempts
-            FROM meta_events
-            WHERE status = 'queued' AND next_attempt_at <= now()
-            ORDER BY next_attempt_at, id
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
+            WITH due AS (
+                SELECT id FROM meta_events
+                WHERE status = 'queued' AND next_attempt_at <= now()
+                ORDER BY next_attempt_at, id
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+            UPDATE meta_events m SET status = 'sending', updated_at = now()
+            FROM due WHERE m.id = due.id
+            RETURNING m.id, m.pixel_id, m.event_name, m.test_event_code, m.payload::text AS payload, m.event_time, m.attempts,
+                      (extract(epoch FROM m.next_attempt_at) * 1000000)::bigint AS due_us
             """, [.int(configuration.batchSize)])
         return try rows.map { r in
-            Row(id: try r.int64("id") ?? 0, pixelID: try r.string("pixel_id") ?? "", eventName: try r.string("event_name") ?? "",
-                testEventCode: try r.string("test_event_code") ?? "", payload: try r.string("payload") ?? "{}",
-                eventTime: try r.int64("event_time") ?? 0, attempts: try r.int("attempts") ?? 0)
-        }
+            (Row(id: try r.int64("id") ?? 0, pixelID: try r.string("pixel_id") ?? "", eventName: try r.string("event_name") ?? "",
+                 testEventCode: try r.string("test_event_code") ?? "", payload: try r.string("payload") ?? "{}",
+                 eventTime: try r.int64("event_time") ?? 0, attempts: try r.int("attempts") ?? 0), try r.int64("due_us") ?? 0)
+        }.sorted { ($0.1, $0.0.id) < ($1.1, $1.0.id) }.map(\.0)
     }
 
     /// Posts `rows` as one request and records the result; code 100 on several events splits.
@@ -104,6 +140,9 @@ struct MetaPass {
         }
         body.append(UInt8(ascii: "}"))
         let url = configuration.endpoint(pixelID: pixel) + "?access_token=" + Self.percentEncode(token)
+        // The lease of these rows starts now, whatever the batches before them took.
+        try connection.execute("UPDATE meta_events SET updated_at = now() WHERE id = ANY($1::bigint[]) AND status = 'sending'",
+                               [.text(Self.idArray(rows))])
         let response = transport.post(url: url, body: body, timeoutMs: configuration.timeoutMs(events: rows.count))
         outcome.summary.requests += 1
         let decision = MetaDelivery.classify(response)
@@ -161,7 +200,7 @@ struct MetaPass {
         let delays = rows.map { max(floorMs, configuration.backoff.delayMs(attempt: $0.attempts + 1)) }
         try connection.execute("""
             UPDATE meta_events m
-            SET attempts = m.attempts + 1, last_error = $3, updated_at = now(),
+            SET status = 'queued', attempts = m.attempts + 1, last_error = $3, updated_at = now(),
                 next_attempt_at = now() + u.delay_ms * interval '1 millisecond'
             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, delay_ms)
             WHERE m.id = u.id

@@ -5,12 +5,12 @@ import Synchronization
 
 /// Delivers the `meta_events` outbox to the Conversions API in the background.
 ///
-/// Each pass claims due events with `SELECT … FOR UPDATE SKIP LOCKED` inside one transaction,
-/// posts them per (pixel, test_event_code) in batches of up to `batchSize`, records each
-/// outcome, and commits: another instance never sees a row while it is being sent, so no event
-/// is sent twice by two instances (a crash between the POST and COMMIT means a resend, which
-/// Meta deduplicates by event id). The POST runs on the database connection's thread, off
-/// Swift's cooperative pool. Rules (DESIGN §3): retry timeouts, 5xx, 429 and transient codes
+/// Each pass claims due events (`FOR UPDATE SKIP LOCKED`) by moving them to `sending` and
+/// committing, posts them per (pixel, test_event_code) in batches of up to `batchSize`, and
+/// records each outcome: another instance never takes a row while it is being sent, and a crash
+/// between Meta's answer and our record of it leaves the row `sending`, which the next pass past
+/// the lease resolves without a blind resend of a Purchase (see `MetaPass`). The POST runs on
+/// the database connection's thread, off Swift's cooperative pool. Rules (DESIGN §3): retry timeouts, 5xx, 429 and transient codes
 /// with jittered backoff; split a batch Meta rejects with code 100 and park the bad event;
 /// park token and permission errors with the reason; drop events older than 7 days.
 public final class MetaSender: Sendable {
@@ -116,7 +116,7 @@ public final class MetaSender: Sendable {
     @discardableResult
     public func runPass() async throws -> PassResult {
         let (configuration, transport, tokens, logger) = (self.configuration, self.transport, self.tokens, self.logger)
-        let result = try await pool.transaction { connection in
+        let result = try await pool.withConnection { connection in
             var pass = MetaPass(configuration: configuration, transport: transport, connection: connection, logger: logger)
             return try pass.run(tokens: tokens)
         }

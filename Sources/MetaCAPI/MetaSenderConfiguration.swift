@@ -17,6 +17,10 @@ public struct MetaSenderConfiguration: Sendable {
     public var maxEventAgeSeconds: Int64 = 7 * 86_400 - 60
     /// Sent with events that have none of their own (empty: none).
     public var defaultTestEventCode = ""
+    /// A row left `sending` this long after its POST started belongs to a sender that died (or
+    /// stalled) mid-request: a Purchase is parked (Meta may count it), a PageView queued again.
+    /// Never shorter than the longest request timeout plus 5 s.
+    public var sendingLease: Duration = .seconds(60)
     /// How often the queue-depth gauges are refreshed from the table.
     public var depthRefresh: Duration = .seconds(5)
 
@@ -27,6 +31,10 @@ public struct MetaSenderConfiguration: Sendable {
         var base = baseURL
         while base.hasSuffix("/") { base.removeLast() }
         return "\(base)/\(apiVersion)/\(pixelID)/events"
+    }
+
+    var sendingLeaseMs: Int64 {
+        max(MetaBackoff.ms(sendingLease), Int64(timeoutMs(events: batchSize)) + 5000)
     }
 
     func timeoutMs(events: Int) -> Int {

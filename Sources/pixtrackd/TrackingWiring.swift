@@ -23,6 +23,9 @@ struct TrackingWiring {
       PIXTRACK_META_TEST_EVENT_CODE   test_event_code for events whose bot sets none
       PIXTRACK_META_POLL_MS / _BACKOFF_MS / _MAX_BACKOFF_MS / _TIMEOUT_MS / _BATCH_SIZE   sender tuning
                                       (defaults 1000 / 2000 / 600000 / 1500 / 1000)
+      PIXTRACK_META_SENDING_LEASE_MS  an event left `sending` this long by a sender that died mid-request is
+                                      recovered: a Purchase parked (Meta may count it), a PageView re-queued
+                                      (default 60000; never below the request timeout + 5 s)
       PIXTRACK_META_SENDER=0          do not run the Conversions API sender in this instance
     """
 
@@ -53,6 +56,7 @@ struct TrackingWiring {
                                 maximum: .milliseconds(try EnvNumber.int(env, "PIXTRACK_META_MAX_BACKOFF_MS", 600_000, 1...86_400_000)))
         m.requestTimeout = .milliseconds(try EnvNumber.int(env, "PIXTRACK_META_TIMEOUT_MS", 1500, 100...120_000))
         m.batchSize = try EnvNumber.int(env, "PIXTRACK_META_BATCH_SIZE", 1000, 1...1000)
+        m.sendingLease = .milliseconds(try EnvNumber.int(env, "PIXTRACK_META_SENDING_LEASE_MS", 60_000, 1...86_400_000))
         return (t, m, env["PIXTRACK_META_SENDER"] != "0")
     }
 

@@ -147,6 +147,49 @@ import RPC
         }
     }
 
+    @Test func rowsADeadSenderLeftSendingAreRecoveredWithoutResendingAPurchase() async throws {
+        let pool = try await MetaTestEnv.isolatedPool()
+        let visitor = MetaEvent.WebsiteVisitor(clientIP: "203.0.113.1", userAgent: "UA", fbp: "", fbc: "", externalIDs: ["7"])
+        let purchase = MetaEvent.website(pixelID: "111", eventName: MetaEvent.purchaseName, eventID: "purchase_9",
+                                         eventTime: Int64(Date().timeIntervalSince1970), eventSourceURL: "https://x.test/go/a",
+                                         visitor: visitor, customData: ["currency": "BRL", "value": .reais(cents: 1990)])
+        try await MetaOutbox.enqueue([testEvent("pv-old"), purchase, testEvent("pv-live")], pool: pool)
+        // A sender claimed these and died mid-POST an hour ago; "pv-live" belongs to a live
+        // sender that stamped it just now (its lease is running).
+        try await pool.withConnection { c in
+            try c.execute("UPDATE meta_events SET status = 'sending', updated_at = now() - interval '1 hour' WHERE event_id <> 'pv-live'")
+            try c.execute("UPDATE meta_events SET status = 'sending', updated_at = now() WHERE event_id = 'pv-live'")
+        }
+        let transport = ScriptedTransport()
+        let metrics = Metrics()
+        let result = try await sender(pool, transport, metrics: metrics).runPass()
+        #expect(result.parked == 1)
+        #expect(try await trail(pool, "purchase_9").hasPrefix("parked|1|sent without an answer"))
+        #expect(try await statuses(pool)["pv-live"] == "sending", "a live sender's row is left alone")
+        // The PageView went back to the queue and out again; the Purchase was never re-sent.
+        try await sender(pool, transport).runPass()
+        #expect(transport.accepted == ["pv-old"])
+        #expect(try await statuses(pool)["pv-old"] == "sent")
+        #expect(metrics.render().contains("pixtrack_meta_events_parked_total{event_name=\"Purchase\"} 1"))
+        await pool.close()
+    }
+
+    @Test func claimedRowsAreCommittedAsSendingBeforeThePost() async throws {
+        let (pool, url) = try await MetaTestEnv.isolated()
+        try await MetaOutbox.enqueue([testEvent("s1")], pool: pool)
+        // The transport looks at the table from another connection while "on the wire": what a
+        // crash at that moment would leave behind.
+        let seen = ScriptedTransport(onPost: {
+            guard let c = try? PGConnection.connect(url: url) else { return "no connection" }
+            defer { c.close() }
+            return (try? c.query("SELECT status FROM meta_events WHERE event_id = 's1'").first?.string("status")) ?? "no row"
+        })
+        try await sender(pool, seen).runPass()
+        #expect(seen.observed == ["sending"])
+        #expect(try await statuses(pool)["s1"] == "sent")
+        await pool.close()
+    }
+
     /// "status|attempts|last_error" of one event.
     func trail(_ pool: PGPool, _ eventID: String) async throws -> String {
         try await pool.withConnection { c in

@@ -21,17 +21,21 @@ enum MetaTestEnv {
 
     /// A pool whose search_path is a fresh schema holding a migrated outbox: tests never see
     /// each other's events.
-    static func isolatedPool() async throws -> PGPool {
+    static func isolatedPool() async throws -> PGPool { try await isolated().pool }
+
+    /// The pool and the URL that reaches the same schema (for a second, blocking connection).
+    static func isolated() async throws -> (pool: PGPool, url: String) {
         let url = try databaseURL()
         let schema = "m_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
         let admin = try PGPool(PGPoolConfiguration(url: url), logger: Logger(minimum: .error))
         try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
         await admin.close()
-        var config = PGPoolConfiguration(url: url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)")
+        let schemaURL = url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+        var config = PGPoolConfiguration(url: schemaURL)
         config.maxConnections = 4
         let pool = try PGPool(config, logger: Logger(minimum: .error))
         _ = try await PGMigrator(pool: pool, migrations: MetaMigrations.all, logger: Logger(minimum: .error)).migrate()
-        return pool
+        return (pool, schemaURL)
     }
 }
 
@@ -43,17 +47,22 @@ final class ScriptedTransport: MetaTransport, Sendable {
         let body: JSON
     }
 
-    private let state = Mutex<(script: [MetaHTTPResponse], requests: [Request], accepted: [String])>(([], [], []))
+    private let state = Mutex<(script: [MetaHTTPResponse], requests: [Request], accepted: [String], observed: [String])>(([], [], [], []))
     let delay: Duration
     let rejectEventIDs: Set<String>
+    /// Runs while the request is "on the wire"; what it returns is kept in `observed`.
+    let onPost: (@Sendable () -> String?)?
 
-    init(script: [MetaHTTPResponse] = [], delay: Duration = .zero, rejectEventIDs: Set<String> = []) {
+    init(script: [MetaHTTPResponse] = [], delay: Duration = .zero, rejectEventIDs: Set<String> = [],
+         onPost: (@Sendable () -> String?)? = nil) {
         self.delay = delay
         self.rejectEventIDs = rejectEventIDs
+        self.onPost = onPost
         state.withLock { $0.script = script }
     }
 
     func post(url: String, body: [UInt8], timeoutMs: Int) -> MetaHTTPResponse {
+        if let onPost, let seen = onPost() { state.withLock { $0.observed.append(seen) } }
         if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000 + delay.components.seconds * 1_000_000)) }
         let json = (try? JSON.parse(body)) ?? .null
         let ids = (json["data"]?.array ?? []).compactMap { $0["event_id"]?.string }
@@ -70,6 +79,7 @@ final class ScriptedTransport: MetaTransport, Sendable {
 
     var requests: [Request] { state.withLock { $0.requests } }
     var accepted: [String] { state.withLock { $0.accepted } }
+    var observed: [String] { state.withLock { $0.observed } }
 }
 
 extension MetaHTTPResponse {
