@@ -39,7 +39,8 @@ extension PaymentService {
         metrics.increment("pixtrack_gateway_status_checks_total", help: "Gateway status API calls, by gateway and answer.",
                           labels: [("gateway", payment.gateway), ("status", status.status.rawValue), ("source", source)])
         var facts = GatewayFacts()
-        let echoed = Self.referenceContradiction(status, payment)
+        let fromHint = payment.transactionID.isEmpty && (!hint.transactionID.isEmpty || !hint.gatewayHash.isEmpty)
+        let echoed = Self.referenceContradiction(status, payment) ?? (fromHint ? Self.amountContradiction(status, payment) : nil)
         if status.status != .unknown && status.status != .notFound && echoed == nil {
             facts.transactionID = status.transactionID.isEmpty ? txid : status.transactionID
             facts.gatewayHash = status.gatewayHash.isEmpty ? hash : status.gatewayHash
@@ -90,6 +91,12 @@ extension PaymentService {
     static func referenceContradiction(_ s: StatusOutcome, _ payment: Payment) -> String? {
         guard !s.reference.isEmpty, s.reference != payment.reference, Payment.id(fromReference: s.reference) != nil else { return nil }
         return "gateway says transaction '\(s.transactionID)' is \(s.reference), not \(payment.reference); nothing bound"
+    }
+
+    /// A hinted charge whose amount is not the payment's is another charge: bind nothing.
+    static func amountContradiction(_ s: StatusOutcome, _ payment: Payment) -> String? {
+        guard s.status != .unknown, s.status != .notFound, s.amountCents != 0, s.amountCents != payment.amountCents else { return nil }
+        return "gateway says transaction '\(s.transactionID)' is for \(s.amountCents) centavos, \(payment.reference) is \(payment.amountCents); nothing bound"
     }
 
     /// `ReconcilePayment`: check now, whatever the schedule says.

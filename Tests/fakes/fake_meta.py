@@ -18,7 +18,8 @@ Control endpoints (JSON):
                                {"kind": K, "times": 1, "pixel": optional, "latency_ms": 0, "code": 2}
                                kinds: http500, transient (code 2, is_transient true, HTTP 500),
                                code (Graph error `code`, HTTP 400, e.g. 100, 190, 613),
-                               rate_limit (HTTP 429 code 4), latency (wait, then answer normally)
+                               rate_limit (HTTP 429 code 4), latency (wait, then answer normally),
+                               slow_answer (accept and record the events, then wait before answering)
     POST /_control/reject_event  {"event_id": "..."}: any batch containing it gets code 100
     POST /_control/token       {"pixel": P, "token": T}: only T is accepted for P (else 190)
 
@@ -125,15 +126,21 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(*graph_error(803, f"unknown path {url.path}", status=404))
         pixel = m.group(2)
         token = urllib.parse.parse_qs(url.query).get("access_token", [""])[0]
+        self.slow_answer_ms = 0
         status, answer, count = self.events(pixel, token, raw)
         with lock:
             state["requests"].append({"pixel_id": pixel, "events": count, "status": status,
                                       "code": answer.get("error", {}).get("code")})
+        if self.slow_answer_ms:  # accepted and recorded; the answer is late (or never arrives)
+            time.sleep(self.slow_answer_ms / 1000)
         self.reply(status, answer)
 
     def events(self, pixel, token, raw):
         fault = take_fault(pixel)
-        if fault and fault.get("latency_ms"):
+        if fault and fault.get("kind") == "slow_answer":
+            self.slow_answer_ms = fault.get("latency_ms", 0)
+            fault = None
+        elif fault and fault.get("latency_ms"):
             time.sleep(fault["latency_ms"] / 1000)
         if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
             return (*graph_error(100, "content type must be application/json"), 0)

@@ -10,7 +10,17 @@ from tracking_support import FakeProcess, http_request, psql, server_env, unique
 
 from pixtrack.v1 import payment_pb2 as ppb, payment_pb2_grpc, tracking_pb2 as tpb, tracking_pb2_grpc
 
-SECRETS = {"sandbox": "sbx-secret-1", "paradise": "pdx-secret-2"}
+SECRETS = {"sandbox": "sbx-secret-1", "paradise": "pdx-secret-2", "atomopay": "atm-secret-3", "umbrellapag": "umb-secret-4",
+           "syncpay": "syn-secret-5"}
+
+# What each fake gateway account needs (credentials and options both go in credentials.values),
+# and its base path on the fake (Tests/fakes/fake_gateways.py).
+GATEWAY_ACCOUNTS = {
+    "atomopay": ("/atomopay/api/public/v1", {"api_token": "atomo-token", "offer_hash": "offer1", "product_hash": "prod1"}),
+    "paradise": ("/paradise/api/v1", {"api_key": "paradise-key", "product_hash": "prod_1"}),
+    "umbrellapag": ("/umbrellapag/api", {"api_key": "umbrella-key"}),
+    "syncpay": ("/syncpay", {"client_id": "sync-id", "client_secret": "sync-secret"}),
+}
 
 
 class FakeGateways(FakeProcess):
@@ -57,8 +67,11 @@ class Client:
         return self.track.UpsertBot(req, timeout=10)
 
     def paradise_bot(self, fakes: FakeGateways, pixel=None) -> tpb.Bot:
-        return self.bot("paradise", f"{fakes.base}/paradise/api/v1",
-                        {"api_key": "paradise-key", "product_hash": "prod_1"}, pixel=pixel)
+        return self.gateway_bot(fakes, "paradise", pixel=pixel)
+
+    def gateway_bot(self, fakes: FakeGateways, gateway: str, pixel=None) -> tpb.Bot:
+        path, credentials = GATEWAY_ACCOUNTS[gateway]
+        return self.bot(gateway, fakes.base + path, credentials, pixel=pixel)
 
     def generate(self, bot_id: int, user: int, cents: int, key: str = "", timeout: float = 20, **customer) -> ppb.Payment:
         req = ppb.GeneratePixRequest(bot_id=bot_id, telegram_user_id=user, amount_cents=cents, description="VIP",
