@@ -65,6 +65,26 @@
  *     PT_MAX_RESULT_BYTES, or no answer before the deadline: UNKNOWN.
  *   A plugin that is unsure whether the gateway created the charge must say UNKNOWN, never
  *   DECLINED or NOT_SENT: UNKNOWN leaves the payment for the reconciler, the others fail it.
+ *
+ * IDS
+ *   A gateway may know a charge by two ids. CreatePixResult.transaction_id is its primary id
+ *   (the one its dashboard shows; e.g. ÁtomoPay's numeric `id`) and gateway_hash the second one
+ *   when there is one (ÁtomoPay's `hash`). The host stores both and passes both back in
+ *   GetStatusRequest. StatusResult and WebhookResult carry the same two fields with the same
+ *   meaning: never put one kind of id in the other's field. Fill WebhookResult.reference (our
+ *   "PAY-{id}") and StatusResult.reference whenever the gateway's body carries it: the host
+ *   matches a webhook by transaction_id, then gateway_hash, then reference, and before it binds
+ *   an id a webhook suggested it checks that the status answer's reference (if any) and amount
+ *   are the payment's. WebhookResult.gateway_hash and StatusResult.reference/gateway_hash were
+ *   appended to gateway.proto without touching a table, so PT_GATEWAY_ABI_MINOR stays 0: an older
+ *   plugin leaves them empty (matching falls back to the other ids) and an older host ignores them.
+ *
+ * WEBHOOKS
+ *   parse_webhook returns PT_ERR_INVALID_ARGUMENT, with a short reason in error, for a body that
+ *   can never be read (not JSON, names no charge): the host stores it, marks it rejected and
+ *   answers the gateway 400 with that reason. A body that names a charge but whose status word
+ *   the plugin does not know is PT_OK with GATEWAY_STATUS_UNKNOWN: the host still asks the
+ *   status API. Refund and chargeback markers in a body win over a "paid" status next to them.
  */
 #ifndef PIXTRACK_GATEWAY_H
 #define PIXTRACK_GATEWAY_H
