@@ -90,4 +90,61 @@ import Testing
         #expect(count == 1)
         await pool.close()
     }
+
+    @Test func giveUpIsUnresolvedAndStopsPollingUntilTheChargeTurnsUp() async throws {
+        let pool = try await Self.freshPool()
+        let id = try await pool.transaction { try PaymentRepository.insert(Self.draft(), on: $0) }.payment.id
+        let gaveUp = try await pool.transaction { c in
+            try PaymentRepository.apply(.gaveUp, to: id, facts: GatewayFacts(), source: "reconciler", detail: "no answer after 4 checks",
+                                        purchase: { _ in false }, on: c)
+        }
+        #expect(gaveUp?.payment.status == .unresolved && gaveUp?.payment.flagged == true && gaveUp?.payment.reconcileDone == true)
+        // A webhook hint confirmed by the gateway: the ids are bound, the flag answered, polling resumes.
+        var facts = GatewayFacts()
+        facts.transactionID = "atm-1"
+        facts.gatewayHash = "h-1"
+        let f = facts
+        let back = try await pool.transaction { c in
+            try PaymentRepository.apply(.gatewayReported(.pending, amountCents: 0), to: id, facts: f, source: "webhook", detail: "",
+                                        purchase: { _ in false }, on: c)
+        }
+        let p = try #require(back?.payment)
+        #expect(p.status == .pending && !p.flagged && p.reviewReason.isEmpty && !p.reconcileDone)
+        #expect(p.transactionID == "atm-1" && p.gatewayHash == "h-1")
+        let byHash = try await pool.withConnection { try PaymentRepository.get(gateway: "sandbox", gatewayHash: "h-1", on: $0) }
+        #expect(byHash?.id == id)
+        #expect(try await pool.withConnection { try PaymentRepository.get(gateway: "other", gatewayHash: "h-1", on: $0) } == nil)
+        // A contradiction flags and binds nothing new.
+        let flagged = try await pool.transaction { c in
+            try PaymentRepository.apply(.contradicted("gateway says PAY-9"), to: id, facts: GatewayFacts(), source: "webhook", detail: "",
+                                        purchase: { _ in false }, on: c)
+        }
+        #expect(flagged?.payment.status == .pending && flagged?.payment.flagged == true && flagged?.payment.reviewReason == "gateway says PAY-9")
+        await pool.close()
+    }
+
+    @Test func migrationTurnsInferredFailuresIntoUnresolved() async throws {
+        guard let base = ProcessInfo.processInfo.environment["DATABASE_URL"], !base.isEmpty else { throw MissingDatabase() }
+        let schema = "t_mig_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
+        let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
+        try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
+        await admin.close()
+        let pool = try PGPool(PGPoolConfiguration(url: base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"),
+                              logger: Logger(minimum: .error))
+        let v100 = PaymentMigrations.all.filter { $0.version == 100 }
+        _ = try await PGMigrator(pool: pool, migrations: v100, logger: Logger(minimum: .error)).migrate()
+        try await pool.withConnection { c in
+            try c.execute("""
+                INSERT INTO payments (status, inferred_failure, flagged, gateway, bot_id, telegram_user_id, amount_cents) VALUES
+                    ('failed', true, true, 'paradise', 1, 1, 100), ('failed', false, false, 'paradise', 1, 1, 100),
+                    ('pending', false, true, 'paradise', 1, 1, 100), ('pending', false, false, 'paradise', 1, 1, 100)
+                """)
+        }
+        _ = try await PGMigrator(pool: pool, migrations: PaymentMigrations.all, logger: Logger(minimum: .error)).migrate()
+        let rows = try await pool.withConnection { c in
+            try c.query("SELECT status, reconcile_done FROM payments ORDER BY id").map { "\(try $0.string("status")!)/\(try $0.bool("reconcile_done")!)" }
+        }
+        #expect(rows == ["unresolved/false", "failed/false", "pending/true", "pending/false"])
+        await pool.close()
+    }
 }
