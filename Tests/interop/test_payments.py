@@ -372,7 +372,7 @@ def test_crash_no_orphan_pix(meta):
                                               "status": "paid" if ch["seq"] % 2 == 0 else "pending"})
             wait_until(lambda: psql("SELECT count(*) FROM payments WHERE status = 'pending_verification'", db3) == "0",
                        timeout=40, what="no payment left in pending_verification")
-            wait_until(lambda: psql("SELECT count(*) FROM webhook_inbox WHERE status IN ('new', 'unmatched')", db3) == "0",
+            wait_until(lambda: psql("SELECT count(*) FROM webhook_inbox WHERE status IN ('new', 'unmatched', 'retry')", db3) == "0",
                        timeout=20, what="every webhook processed")
             rows = psql("SELECT id, status, coalesce(gateway_transaction_id, ''), flagged FROM payments", db3).splitlines()
             payments = {int(r.split("|")[0]): r.split("|") for r in rows}
