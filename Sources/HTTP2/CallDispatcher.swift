@@ -53,6 +53,8 @@ final class CallDispatcher: Sendable {
             }
             deadline = s.started + d
         }
+        // Anyone may call a method that needs no token: its messages get the small limit.
+        if !method.requiresAuth { s.deframer.limit = min(s.deframer.limit, config.maxUnauthenticatedMessageBytes) }
         let requestID = s.requestID ?? BearerToken.newRequestID()
         s.requestID = requestID
         s.rpc = method
@@ -147,13 +149,30 @@ final class CallDispatcher: Sendable {
 
     private func startStreaming(_ handler: @escaping BidiStreamingHandler, _ s: H2Stream, on c: H2Connection) {
         guard let context = s.context else { return }
-        let (requests, continuation) = AsyncStream.makeStream(of: [UInt8].self)
+        let (raw, continuation) = AsyncStream.makeStream(of: [UInt8].self)
         s.inbound = continuation
         let id = s.id
         let logger = self.logger
+        // Each message the handler takes gives its bytes back to the peer's window: a client
+        // can be only one stream window ahead of the handler.
+        let source = InboundSource(raw)
+        let requests = AsyncStream<[UInt8]>(unfolding: {
+            guard let m = await source.next() else { return nil }
+            c.loop.execute { c.messageTaken(stream: id, bytes: m.count + 5) }
+            return m
+        })
+        // `send` returns once the message is queued and the stream's backlog is under the high
+        // water mark; for a client that does not read, it waits (never an unbounded queue).
+        let highWater = config.streamWriteHighWater
         let writer = RPCResponseWriter { bytes in
             try Task.checkCancellation()
-            c.loop.execute { if let st = c.stream(id) { c.sendMessage(st, bytes) } }
+            try await withCheckedThrowingContinuation { (k: CheckedContinuation<Void, any Error>) in
+                c.loop.execute {
+                    guard let st = c.stream(id), !st.answered else { return k.resume(throwing: CancellationError()) }
+                    c.sendMessage(st, bytes)
+                    if st.pendingOutbound <= highWater { k.resume() } else { st.writeWaiter = k }
+                }
+            }
         }
         s.task = Task {
             let final: RPCError
@@ -228,4 +247,14 @@ final class CallDispatcher: Sendable {
         return base.elementsEqual("application/grpc".utf8) || base.elementsEqual("application/grpc+proto".utf8)
     }
 
+}
+
+/// The one consumer of a streaming call's raw inbound messages (the handler's iterator).
+private final class InboundSource: @unchecked Sendable {
+    // Only ever advanced by the handler's single `for await` loop, one `next()` at a time.
+    private var iterator: AsyncStream<[UInt8]>.Iterator
+
+    init(_ stream: AsyncStream<[UInt8]>) { iterator = stream.makeAsyncIterator() }
+
+    func next() async -> [UInt8]? { await iterator.next() }
 }

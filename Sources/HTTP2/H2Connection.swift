@@ -28,6 +28,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var draining = false
     private let created = ContinuousClock.now
     private var lastActivity = ContinuousClock.now
+    /// HTTP/2: when the last open stream closed (nil while one is open).
+    private var idleSince: ContinuousClock.Instant? = .now
+    /// Request bytes every stream of this connection holds (see `H2Stream.held`).
+    private var held = 0
+    /// The peer's address without the port, for the per-address connection count.
+    let peerAddress: String
 
     // HTTP/1.1 side door: parsed requests are answered one at a time, in order.
     private var h1: H1Session?
@@ -35,11 +41,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var h1Busy = false
     private var closeAfterWrite = false
 
-    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String) {
+    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String) {
         self.fd = fd
         self.loop = loop
         self.core = core
         self.peer = peer
+        self.peerAddress = peerAddress
     }
 
     deinit {
@@ -192,13 +199,17 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             s.deadlineTask?.cancel()
             s.task?.cancel()
             s.inbound?.finish()
+            s.writeWaiter?.resume(throwing: CancellationError())
+            s.writeWaiter = nil
         }
+        if held > 0 { core.counters.bufferedBytes.subtract(held, ordering: .relaxed) }
+        held = 0
         streams.removeAll()
         deadlinePending.removeAll()
         recent = nil
         loop.unregister(fd)
         Glibc.close(fd)
-        core.connectionClosed()
+        core.connectionClosed(peerAddress: peerAddress)
         core.logger.debug("connection_closed", ("peer", peer), ("reason", reason))
     }
 
@@ -280,9 +291,36 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             } else if !h1Busy, h1Queue.isEmpty, now - lastActivity > limits.idle {
                 close(reason: "idle")
             }
-        case .http2, .closed:
+        case .http2:
+            // Slow headers: a stream begun but without END_HEADERS after the header timeout
+            // (a client dribbling header bytes) ends the connection.
+            if streams.values.contains(where: { !$0.headersDone && now - $0.started > limits.headerRead }) {
+                core.counters.closedHeaderTimeout.add(1, ordering: .relaxed)
+                goAwayAndClose(reason: "header_timeout", error: NGHTTP2_ENHANCE_YOUR_CALM)
+            } else if let since = idleSince, now - since > limits.idle {
+                core.counters.closedIdle.add(1, ordering: .relaxed)
+                goAwayAndClose(reason: "idle", error: NGHTTP2_NO_ERROR)
+            }
+        case .closed:
             break
         }
+    }
+
+    /// GOAWAY with `error`, flushed as far as the socket takes it, then the connection is closed.
+    private func goAwayAndClose(reason: String, error: nghttp2_error_code) {
+        if let session {
+            let last = nghttp2_session_get_last_proc_stream_id(session)
+            _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(error.rawValue), nil, 0)
+            var p: UnsafePointer<UInt8>?
+            while out.count - outOffset < core.config.maxOutboundBuffer {
+                let n = nghttp2_session_mem_send(session, &p)
+                if n <= 0 { break }
+                out.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+            }
+            // One attempt: a peer that does not read gets no more of our time.
+            _ = out.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outOffset, out.count - outOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        }
+        close(reason: reason)
     }
 
     // MARK: graceful shutdown
@@ -319,6 +357,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         let s = H2Stream(id: id, messageLimit: core.config.maxMessageBytes)
         streams[id] = s
         recent = s
+        idleSince = nil
     }
 
     func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
@@ -365,12 +404,73 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     func headersComplete(stream id: Int32) {
         guard let s = lookup(id) else { return }
+        s.headersDone = true
         core.dispatcher.headersComplete(s, on: self)
     }
 
+    /// DATA for a stream. Bytes are held against the connection's and the process's budgets
+    /// and given back to the peer's window when consumed: at once for unary calls (the message
+    /// is bounded by the size limit and the budgets), as the handler takes each message for
+    /// streaming calls. Data that would pass a budget fails its stream with RESOURCE_EXHAUSTED.
     func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
-        guard let s = lookup(id), !s.answered else { return }
+        let n = bytes.count
+        guard let s = lookup(id), !s.answered, let method = s.rpc else {
+            consume(id, n)  // not ours to keep (answered, refused, or unknown): dropped
+            return
+        }
+        let cfg = core.config
+        if held + n > cfg.maxConnectionBufferBytes || core.counters.bufferedBytes.load(ordering: .relaxed) + n > cfg.maxBufferBytes {
+            consume(id, n)
+            core.counters.budgetRefusals.add(1, ordering: .relaxed)
+            let which = held + n > cfg.maxConnectionBufferBytes
+                ? "this connection's \(cfg.maxConnectionBufferBytes)-byte request buffer" : "the server's request buffer"
+            // What the client still sends on this stream is consumed and dropped (the `answered`
+            // guard above); a well-behaved client stops at the trailers.
+            respondTrailersOnly(s, code: .resourceExhausted, message: "request data would exceed \(which); retry later")
+            return
+        }
+        s.held += n
+        held += n
+        core.counters.bufferedBytes.add(n, ordering: .relaxed)
+        if case .bidiStreaming = method.kind { s.unconsumed += n } else { consume(id, n) }
         core.dispatcher.data(s, bytes, on: self)
+    }
+
+    /// Gives `n` bytes of stream `id` back to the peer's flow-control windows.
+    private func consume(_ id: Int32, _ n: Int) {
+        guard n > 0, let session else { return }
+        _ = nghttp2_session_consume(session, id, n)
+        scheduleFlush()
+    }
+
+    /// A streaming handler took a message of `bytes` wire bytes (prefix included).
+    func messageTaken(stream id: Int32, bytes: Int) {
+        guard let s = streams[id] else { return }
+        let k = min(bytes, s.unconsumed)
+        s.unconsumed -= k
+        consume(id, k)
+        let r = min(bytes, s.held)
+        s.held -= r
+        held -= r
+        core.counters.bufferedBytes.subtract(r, ordering: .relaxed)
+    }
+
+    /// The call is over: what the stream held goes back to the budgets and the peer's window.
+    private func releaseBuffers(_ s: H2Stream) {
+        if s.unconsumed > 0 { consume(s.id, s.unconsumed); s.unconsumed = 0 }
+        // The memory too, not only the count: a refused stream may stay open (half-closed)
+        // for as long as its client likes.
+        if s.deframer.pendingBytes > 0 { s.deframer = GRPCDeframer(limit: s.deframer.limit) }
+        s.requestMessages = []
+        if s.held > 0 {
+            held -= s.held
+            core.counters.bufferedBytes.subtract(s.held, ordering: .relaxed)
+            s.held = 0
+        }
+        if let k = s.writeWaiter {
+            s.writeWaiter = nil
+            k.resume(throwing: CancellationError())
+        }
     }
 
     func requestEnded(stream id: Int32) {
@@ -382,6 +482,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     func streamClosed(_ id: Int32, errorCode: UInt32) {
         if recent?.id == id { recent = nil }
         guard let s = streams.removeValue(forKey: id) else { return }
+        if streams.isEmpty { idleSince = .now }
+        defer { releaseBuffers(s) }
         if !s.answered {
             // The client reset the stream (cancelled) before we answered.
             s.answered = true
@@ -434,6 +536,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         core.dispatcher.callEnded(s, code: code, on: self)
         s.task?.cancel()
         s.inbound?.finish()
+        releaseBuffers(s)
         scheduleFlush()
     }
 
@@ -463,6 +566,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         core.dispatcher.callEnded(s, code: code, on: self)
         s.task?.cancel()
         s.inbound?.finish()
+        releaseBuffers(s)
         resume(s, session)
     }
 
@@ -496,6 +600,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if s.outboundOffset == s.outbound.count {
                 s.outbound.removeAll(keepingCapacity: false)
                 s.outboundOffset = 0
+            }
+            if let k = s.writeWaiter, s.pendingOutbound <= core.config.streamWriteHighWater {
+                s.writeWaiter = nil
+                k.resume()
             }
         }
         if s.pendingOutbound == 0, let t = s.trailers {

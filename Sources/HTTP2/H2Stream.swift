@@ -26,6 +26,14 @@ final class H2Stream {
     var deframer: GRPCDeframer
     var requestMessages: [[UInt8]] = []
     var requestEnded = false
+    /// END_HEADERS arrived (a stream still without it after the header timeout is a slow client).
+    var headersDone = false
+    /// Request bytes this stream holds against the connection's and the process's budgets:
+    /// partial and complete messages, until the call ends (streaming calls: until taken).
+    var held = 0
+    /// Request bytes not yet given back to the peer's flow-control window (streaming calls
+    /// give them back as the handler takes each message: back-pressure).
+    var unconsumed = 0
 
     // The call.
     var rpc: RPCMethod?
@@ -46,6 +54,8 @@ final class H2Stream {
     /// The data source returned `NGHTTP2_ERR_DEFERRED`; new output needs `resume_data`.
     var deferred = false
     var finalCode: RPCCode?
+    /// A streaming handler's `send`, waiting for the client to read what is queued.
+    var writeWaiter: CheckedContinuation<Void, any Error>?
 
     init(id: Int32, messageLimit: Int) {
         self.id = id

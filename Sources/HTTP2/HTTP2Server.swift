@@ -9,6 +9,16 @@ public final class ServerCounters: Sendable {
     public let inFlight = Atomic<Int>(0)
     public let connections = Atomic<Int>(0)
     public let protocolErrors = Atomic<Int>(0)
+    /// Request bytes held for every connection (buffered messages, messages of running calls).
+    public let bufferedBytes = Atomic<Int>(0)
+    /// Streams refused with RESOURCE_EXHAUSTED because a buffer budget was spent.
+    public let budgetRefusals = Atomic<Int>(0)
+    /// Connections refused at accept: over `maxConnections`, over `maxConnectionsPerIP`.
+    public let refusedOverLimit = Atomic<Int>(0)
+    public let refusedPerIP = Atomic<Int>(0)
+    /// HTTP/2 connections closed for sending no complete headers in time, or idling.
+    public let closedHeaderTimeout = Atomic<Int>(0)
+    public let closedIdle = Atomic<Int>(0)
     public init() {}
 }
 
@@ -28,7 +38,50 @@ final class ServerCore: Sendable {
         self.dispatcher = CallDispatcher(router: router, config: config, logger: logger, counters: counters, metrics: metrics)
     }
 
-    func connectionClosed() { counters.connections.subtract(1, ordering: .relaxed) }
+    /// Open connections per client address (trusted proxies are not counted). Accepts happen on
+    /// loop 0, closes on any loop.
+    private let perAddress = Mutex<[String: Int]>([:])
+
+    /// Counts a new connection from `address`; false (nothing counted) when a limit is reached.
+    func admit(address: String) -> Bool {
+        let limit = config.maxConnections > 0 ? config.maxConnections : Self.defaultMaxConnections
+        if counters.connections.load(ordering: .relaxed) >= limit {
+            counters.refusedOverLimit.add(1, ordering: .relaxed)
+            return false
+        }
+        if !config.exemptFromPerIPLimit(address) {
+            let admitted = perAddress.withLock { m -> Bool in
+                let n = m[address, default: 0]
+                guard n < config.maxConnectionsPerIP else { return false }
+                m[address] = n + 1
+                return true
+            }
+            guard admitted else {
+                counters.refusedPerIP.add(1, ordering: .relaxed)
+                return false
+            }
+        }
+        counters.connections.add(1, ordering: .relaxed)
+        return true
+    }
+
+    func connectionClosed(peerAddress: String) {
+        counters.connections.subtract(1, ordering: .relaxed)
+        if !config.exemptFromPerIPLimit(peerAddress) {
+            perAddress.withLock { m in
+                let n = m[peerAddress, default: 1] - 1
+                m[peerAddress] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    /// The file descriptor limit, less room for the database, Redis, plugins and logs.
+    static let defaultMaxConnections: Int = {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return 1000 }
+        let soft = rl.rlim_cur > 1 << 20 ? 1 << 20 : Int(rl.rlim_cur)  // RLIM_INFINITY included
+        return max(16, soft - 256)
+    }()
 }
 
 /// The gRPC server: one listening socket, `eventLoops` epoll threads, nghttp2 sessions.
@@ -38,7 +91,24 @@ public final class HTTP2Server: Sendable {
         /// 0 picks a free port (see the return value of `start()`).
         public var port = 50051
         public var maxMessageBytes = 4 << 20
-        public var maxConcurrentStreams = 1000
+        /// Request messages of methods that never need authentication (health, reflection):
+        /// anyone may call them, so they get a small limit.
+        public var maxUnauthenticatedMessageBytes = 64 << 10
+        /// Per connection: request bytes held (partial and complete messages, and the messages
+        /// of calls still running). A stream whose data would pass it is answered
+        /// RESOURCE_EXHAUSTED; the rest of the connection goes on.
+        public var maxConnectionBufferBytes = 8 << 20
+        /// The same, over every connection of the process.
+        public var maxBufferBytes = 256 << 20
+        /// A streaming call's response bytes queued for a client that is not reading, past which
+        /// the handler's `send` waits (back-pressure) instead of queueing more.
+        public var streamWriteHighWater = 256 << 10
+        /// Open connections at once (0: from the process's file descriptor limit) and per client
+        /// address; `exemptFromPerIPLimit` names addresses (trusted proxies) that are not counted.
+        public var maxConnections = 0
+        public var maxConnectionsPerIP = 256
+        public var exemptFromPerIPLimit: @Sendable (String) -> Bool = { _ in false }
+        public var maxConcurrentStreams = 100
         public var maxHeaderListBytes = 16 << 10
         /// Per connection: past this many unsent bytes we stop reading from the peer.
         public var maxOutboundBuffer = 4 << 20
@@ -63,7 +133,8 @@ public final class HTTP2Server: Sendable {
         public var headerRead: Duration = .seconds(10)
         /// From the first byte of a request to the end of its body.
         public var bodyRead: Duration = .seconds(30)
-        /// An HTTP/1.1 connection with nothing in flight is closed after this.
+        /// A connection with nothing in flight (HTTP/1.1: no request; HTTP/2: no open stream) is
+        /// closed after this (HTTP/2: with a GOAWAY).
         public var idle: Duration = .seconds(60)
         public init() {}
     }
@@ -87,7 +158,31 @@ public final class HTTP2Server: Sendable {
         metrics.gauge("pixtrack_http2_protocol_errors_total", help: "Connections ended by an HTTP/2 protocol error.") {
             [([], Double(counters.protocolErrors.load(ordering: .relaxed)))]
         }
+        metrics.gauge("pixtrack_request_buffer_bytes", help: "Request bytes held for open calls, all connections.") {
+            [([], Double(counters.bufferedBytes.load(ordering: .relaxed)))]
+        }
+        metrics.gauge("pixtrack_request_buffer_refusals_total", help: "Streams answered RESOURCE_EXHAUSTED: a request buffer budget was spent.") {
+            [([], Double(counters.budgetRefusals.load(ordering: .relaxed)))]
+        }
+        metrics.gauge("pixtrack_connections_refused_total", help: "Connections closed at accept, by the limit they hit.") {
+            [([("limit", "max_connections")], Double(counters.refusedOverLimit.load(ordering: .relaxed))),
+             ([("limit", "per_ip")], Double(counters.refusedPerIP.load(ordering: .relaxed)))]
+        }
+        metrics.gauge("pixtrack_connections_timed_out_total", help: "HTTP/2 connections closed by the server, by reason.") {
+            [([("reason", "header_timeout")], Double(counters.closedHeaderTimeout.load(ordering: .relaxed))),
+             ([("reason", "idle")], Double(counters.closedIdle.load(ordering: .relaxed)))]
+        }
+        Self.raiseDescriptorLimit()
         loops = try (0..<max(1, configuration.eventLoops)).map { try EventLoop(index: $0) }
+    }
+
+    /// Lifts the soft file descriptor limit to the hard one (1024 by default on Debian, far
+    /// below what a public server needs); connection limits derive from it.
+    static func raiseDescriptorLimit() {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0, rl.rlim_cur < rl.rlim_max else { return }
+        rl.rlim_cur = rl.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
     }
 
     /// Binds, starts the loops and returns the bound port.
@@ -185,33 +280,72 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
         self.core = core
     }
 
+    private var pausedUntil: ContinuousClock.Instant?
+    private var lastAcceptLog: ContinuousClock.Instant?
+
     func handleEvents(_ events: UInt32) {
-        while !closed {
+        while !closed, pausedUntil == nil {
             var ss = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let cfd = withUnsafeMutablePointer(to: &ss) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pt_accept_nonblocking(fd, $0, &len) }
             }
             if cfd < 0 {
-                if errno == EINTR { continue }
-                if errno != EAGAIN { core.logger.warning("accept_failed", ("error", String(cString: strerror(errno)))) }
+                let e = errno
+                if e == EINTR || e == ECONNABORTED { continue }
+                if e == EAGAIN { return }
+                // Out of descriptors (or memory): the pending connection stays in the backlog and
+                // epoll would report it again at once. Stop listening for a moment instead of
+                // spinning, and say so at most once a second.
+                logAcceptFailure(e)
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM { pauseAccepting() }
                 return
+            }
+            let (peer, address) = SocketAddress.describe(ss)
+            guard core.admit(address: address) else {
+                // Over a connection limit: closed at once (counted in /metrics).
+                Glibc.close(cfd)
+                continue
             }
             var one: Int32 = 1
             setsockopt(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let loop = loops[next % loops.count]
             next &+= 1
-            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: SocketAddress.describe(ss))
-            core.counters.connections.add(1, ordering: .relaxed)
+            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address)
             loop.execute {
                 do {
                     try loop.register(cfd, conn, events: EPOLLIN.rawValue)
                 } catch {
                     Glibc.close(cfd)
-                    self.core.connectionClosed()
+                    self.core.connectionClosed(peerAddress: address)
                 }
             }
         }
+    }
+
+    private func logAcceptFailure(_ e: Int32) {
+        let now = ContinuousClock.now
+        if let last = lastAcceptLog, now - last < .seconds(1) { return }
+        lastAcceptLog = now
+        core.logger.warning("accept_failed", ("error", String(cString: strerror(e))),
+                            ("open_connections", String(core.counters.connections.load(ordering: .relaxed))))
+    }
+
+    /// Stops reading the listening socket for 100 ms (it is re-armed by `tick` or the timer).
+    private func pauseAccepting() {
+        pausedUntil = .now + .milliseconds(100)
+        loops[0].modify(fd, events: 0)
+        let loop = loops[0]
+        Task { [self] in
+            try? await Task.sleep(for: .milliseconds(100))
+            loop.execute { [self] in self.resumeAccepting() }
+        }
+    }
+
+    private func resumeAccepting() {
+        guard pausedUntil != nil, !closed else { return }
+        pausedUntil = nil
+        loops[0].modify(fd, events: EPOLLIN.rawValue)
     }
 
     func close() {
@@ -238,25 +372,28 @@ enum SocketAddress {
         }
     }
 
-    static func describe(_ ss: sockaddr_storage) -> String {
+    /// (`address:port` for logs, the bare address for per-client limits).
+    static func describe(_ ss: sockaddr_storage) -> (peer: String, address: String) {
         var ss = ss
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        return withUnsafePointer(to: &ss) { p -> String in
+        return withUnsafePointer(to: &ss) { p -> (String, String) in
             switch Int32(p.pointee.ss_family) {
             case AF_INET:
                 return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
                     var a = sin.pointee.sin_addr
                     inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
-                    return "\(cString(buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
+                    let host = cString(buf)
+                    return ("\(host):\(UInt16(bigEndian: sin.pointee.sin_port))", host)
                 }
             case AF_INET6:
                 return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
                     var a = sin.pointee.sin6_addr
                     inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
-                    return "[\(cString(buf))]:\(UInt16(bigEndian: sin.pointee.sin6_port))"
+                    let host = cString(buf)
+                    return ("[\(host)]:\(UInt16(bigEndian: sin.pointee.sin6_port))", host)
                 }
             default:
-                return "unknown"
+                return ("unknown", "unknown")
             }
         }
     }

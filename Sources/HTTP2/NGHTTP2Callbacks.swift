@@ -74,10 +74,13 @@ nonisolated(unsafe) let h2Callbacks: OpaquePointer = {
     return cbs!
 }()
 
-/// Session options: the backported flood protections, and no automatic 100-continue games.
+/// Session options: the backported flood protections, and flow control driven by what we
+/// consume (`H2Connection.consume`), not by what arrived: a peer can only send what our buffer
+/// budgets have room for.
 nonisolated(unsafe) let h2Options: OpaquePointer = {
     var opt: OpaquePointer?
     precondition(nghttp2_option_new(&opt) == 0, "nghttp2_option_new failed")
+    nghttp2_option_set_no_auto_window_update(opt, 1)
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33)
     nghttp2_option_set_max_continuations(opt, 8)
     nghttp2_option_set_max_settings(opt, 32)

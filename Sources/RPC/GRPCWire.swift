@@ -106,7 +106,8 @@ public struct GRPCDeframer: Sendable {
         case badFlag(UInt8)
     }
 
-    public let limit: Int
+    /// May be lowered once the method is known (before any message arrived).
+    public var limit: Int
     private var buffer: [UInt8] = []
     private var offset = 0
 

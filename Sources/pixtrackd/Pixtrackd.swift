@@ -88,6 +88,13 @@ enum Pixtrackd {
         config.timeouts.headerRead = .milliseconds(options.headerTimeoutMs)
         config.timeouts.bodyRead = .milliseconds(options.bodyTimeoutMs)
         config.timeouts.idle = .milliseconds(options.idleTimeoutMs)
+        config.maxConnections = options.maxConnections
+        config.maxConnectionsPerIP = options.maxConnectionsPerIP
+        config.maxConcurrentStreams = options.maxConcurrentStreams
+        config.maxConnectionBufferBytes = options.maxConnectionBufferBytes
+        config.maxBufferBytes = options.maxBufferBytes
+        let proxies = tracking.service.configuration.trustedProxies
+        config.exemptFromPerIPLimit = { proxies.trusts($0) }
 
         let server: HTTP2Server
         let port: Int

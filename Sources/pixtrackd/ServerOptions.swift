@@ -13,6 +13,12 @@ struct ServerOptions {
     var headerTimeoutMs = 10_000
     var bodyTimeoutMs = 30_000
     var idleTimeoutMs = 60_000
+    var maxConnections = 0
+    var maxConnectionsPerIP = 256
+    var maxConcurrentStreams = 100
+    /// 0: the larger of 8 MiB and twice --max-message-bytes.
+    var maxConnectionBufferBytes = 0
+    var maxBufferBytes = 256 << 20
     /// From `PIXTRACK_RPC_TOKEN` only: a flag would show up in `ps`.
     var rpcToken: String?
     /// `pixtrackd migrate`: apply the database migrations and exit.
@@ -33,7 +39,15 @@ struct ServerOptions {
       --log-level LEVEL         debug, info, warning or error (default info; env PIXTRACK_LOG_LEVEL)
       --header-timeout-ms N     slow-client limit: request headers must arrive within N ms (default 10000)
       --body-timeout-ms N       an HTTP/1.1 request body must arrive within N ms (default 30000)
-      --idle-timeout-ms N       idle HTTP/1.1 keep-alive connections close after N ms (default 60000)
+      --idle-timeout-ms N       a connection with nothing in flight closes after N ms (HTTP/2: GOAWAY; default 60000)
+      --max-connections N       open connections at once; more are closed at accept
+                                (default: the file descriptor limit less 256; env PIXTRACK_MAX_CONNECTIONS)
+      --max-connections-per-ip N  per client address, trusted proxies exempt (default 256; env PIXTRACK_MAX_CONNECTIONS_PER_IP)
+      --max-concurrent-streams N  HTTP/2 streams open at once per connection (default 100; env PIXTRACK_MAX_CONCURRENT_STREAMS)
+      --max-connection-buffer-bytes N  request bytes one connection may have held at once; a stream
+                                past it gets RESOURCE_EXHAUSTED (default max(8 MiB, 2 x max message);
+                                env PIXTRACK_MAX_CONNECTION_BUFFER_BYTES)
+      --max-buffer-bytes N      the same for all connections together (default 268435456; env PIXTRACK_MAX_BUFFER_BYTES)
       --allow-unauthenticated   permit a non-loopback address without PIXTRACK_RPC_TOKEN (logs a warning)
       --enable-test-service     register pixtrack.testing.v1.TestService (tests only; env PIXTRACK_TEST_SERVICE=1)
       -h, --help                this text
@@ -68,6 +82,17 @@ struct ServerOptions {
         if let v = environment["PIXTRACK_LOG_LEVEL"], !v.isEmpty { o.logLevel = v }
         if environment["PIXTRACK_TEST_SERVICE"] == "1" { o.enableTestService = true }
         if let v = environment["PIXTRACK_RPC_TOKEN"], !v.isEmpty { o.rpcToken = v }
+        if let v = environment["PIXTRACK_MAX_CONNECTIONS"], !v.isEmpty { o.maxConnections = try int(v, "PIXTRACK_MAX_CONNECTIONS", min: 1, max: 1 << 20) }
+        if let v = environment["PIXTRACK_MAX_CONNECTIONS_PER_IP"], !v.isEmpty {
+            o.maxConnectionsPerIP = try int(v, "PIXTRACK_MAX_CONNECTIONS_PER_IP", min: 1, max: 1 << 20)
+        }
+        if let v = environment["PIXTRACK_MAX_CONCURRENT_STREAMS"], !v.isEmpty {
+            o.maxConcurrentStreams = try int(v, "PIXTRACK_MAX_CONCURRENT_STREAMS", min: 1, max: 10_000)
+        }
+        if let v = environment["PIXTRACK_MAX_CONNECTION_BUFFER_BYTES"], !v.isEmpty {
+            o.maxConnectionBufferBytes = try int(v, "PIXTRACK_MAX_CONNECTION_BUFFER_BYTES", min: 1024, max: 1 << 34)
+        }
+        if let v = environment["PIXTRACK_MAX_BUFFER_BYTES"], !v.isEmpty { o.maxBufferBytes = try int(v, "PIXTRACK_MAX_BUFFER_BYTES", min: 1024, max: 1 << 40) }
 
         var i = 0
         if arguments.first == "migrate" {
@@ -92,6 +117,11 @@ struct ServerOptions {
             case "--header-timeout-ms": o.headerTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
             case "--body-timeout-ms": o.bodyTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
             case "--idle-timeout-ms": o.idleTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
+            case "--max-connections": o.maxConnections = try int(try value(arg), arg, min: 1, max: 1 << 20)
+            case "--max-connections-per-ip": o.maxConnectionsPerIP = try int(try value(arg), arg, min: 1, max: 1 << 20)
+            case "--max-concurrent-streams": o.maxConcurrentStreams = try int(try value(arg), arg, min: 1, max: 10_000)
+            case "--max-connection-buffer-bytes": o.maxConnectionBufferBytes = try int(try value(arg), arg, min: 1024, max: 1 << 34)
+            case "--max-buffer-bytes": o.maxBufferBytes = try int(try value(arg), arg, min: 1024, max: 1 << 40)
             case "--allow-unauthenticated": o.allowUnauthenticated = true
             case "--enable-test-service": o.enableTestService = true
             default: throw UsageError(message: "unknown option '\(arg)' (see --help)")
@@ -100,6 +130,10 @@ struct ServerOptions {
         }
         guard ["debug", "info", "warning", "error"].contains(o.logLevel) else {
             throw UsageError(message: "--log-level must be debug, info, warning or error, got '\(o.logLevel)'")
+        }
+        if o.maxConnectionBufferBytes == 0 { o.maxConnectionBufferBytes = max(8 << 20, 2 * o.maxMessageBytes) }
+        guard o.maxConnectionBufferBytes > o.maxMessageBytes, o.maxBufferBytes >= o.maxConnectionBufferBytes else {
+            throw UsageError(message: "--max-connection-buffer-bytes must exceed --max-message-bytes (a largest message must fit), and --max-buffer-bytes must be at least --max-connection-buffer-bytes")
         }
         if o.rpcToken == nil && !isLoopback(o.host) && !o.allowUnauthenticated {
             throw UsageError(message: "refusing to listen on \(o.host) without PIXTRACK_RPC_TOKEN; set the token, or pass --allow-unauthenticated to accept unauthenticated calls from the network")
