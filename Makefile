@@ -57,7 +57,9 @@ run: deps
 	$(SWIFT_BUILD); \
 	export PIXTRACK_PLUGIN_DIR="$${PIXTRACK_PLUGIN_DIR:-$(abspath $(BUILD_DIR))/debug}"; \
 	port="$${PIXTRACK_PORT:-50051}"; \
+	export PIXTRACK_PUBLIC_PORT="$${PIXTRACK_PUBLIC_PORT:-50052}"; \
 	echo "==> pixtrackd on 127.0.0.1:$$port  (Ctrl-C stops it; PostgreSQL/Redis keep running: make services-stop)"; \
+	echo "    public port 127.0.0.1:$$PIXTRACK_PUBLIC_PORT: /go, /t, /webhooks, /healthz only (what a reverse proxy exposes)"; \
 	echo "    DATABASE_URL=$$DATABASE_URL"; \
 	echo "    REDIS_URL=$$REDIS_URL"; \
 	echo "    PIXTRACK_PLUGIN_DIR=$$PIXTRACK_PLUGIN_DIR"; \

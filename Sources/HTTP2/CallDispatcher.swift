@@ -23,6 +23,10 @@ final class CallDispatcher: Sendable {
     }
 
     func headersComplete(_ s: H2Stream, on c: H2Connection) {
+        if c.isPublic {
+            return c.respondTrailersOnly(s, httpStatus: 404, code: .unimplemented,
+                                         message: "RPCs are not served on the public port; use the main port")
+        }
         if s.headersTooLarge {
             return c.respondTrailersOnly(s, httpStatus: 431, code: .resourceExhausted,
                                          message: "request headers exceed \(config.maxHeaderListBytes) bytes")

@@ -34,6 +34,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var held = 0
     /// The peer's address without the port, for the per-address connection count.
     let peerAddress: String
+    /// Accepted on the public listener: HTTP/1.1 public routes only, no RPCs.
+    let isPublic: Bool
 
     // HTTP/1.1 side door: parsed requests are answered one at a time, in order.
     private var h1: H1Session?
@@ -41,12 +43,13 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var h1Busy = false
     private var closeAfterWrite = false
 
-    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String) {
+    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String, isPublic: Bool = false) {
         self.fd = fd
         self.loop = loop
         self.core = core
         self.peer = peer
         self.peerAddress = peerAddress
+        self.isPublic = isPublic
     }
 
     deinit {
@@ -243,7 +246,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             return
         }
         let next = h1Queue.removeFirst()
-        guard let handler = core.httpHandler else {
+        guard let handler = isPublic ? core.publicHTTPHandler : core.httpHandler else {
             writeHTTP1(.jsonError(404, code: "not_found", message: "no HTTP routes"), keepAlive: next.keepAlive)
             return pumpHTTP1()
         }

@@ -29,10 +29,14 @@ final class ServerCore: Sendable {
     let dispatcher: CallDispatcher
     let counters: ServerCounters
     let httpHandler: HTTPHandler?
+    /// What the public listener answers over HTTP/1.1 (no RPCs are served there at all).
+    let publicHTTPHandler: HTTPHandler?
 
-    init(config: HTTP2Server.Configuration, router: RPCRouter, httpHandler: HTTPHandler?, logger: Logger, metrics: Metrics, counters: ServerCounters) {
+    init(config: HTTP2Server.Configuration, router: RPCRouter, httpHandler: HTTPHandler?, publicHTTPHandler: HTTPHandler?,
+         logger: Logger, metrics: Metrics, counters: ServerCounters) {
         self.config = config
         self.httpHandler = httpHandler
+        self.publicHTTPHandler = publicHTTPHandler
         self.logger = logger
         self.counters = counters
         self.dispatcher = CallDispatcher(router: router, config: config, logger: logger, counters: counters, metrics: metrics)
@@ -90,6 +94,11 @@ public final class HTTP2Server: Sendable {
         public var host = "127.0.0.1"
         /// 0 picks a free port (see the return value of `start()`).
         public var port = 50051
+        /// A second listener for the internet-facing HTTP routes only (`publicHTTPHandler`); gRPC
+        /// and everything not in that table answer 404 there. Nil: none. 0 picks a free port.
+        public var publicPort: Int?
+        /// Empty: the same address as `host`.
+        public var publicHost = ""
         public var maxMessageBytes = 4 << 20
         /// Request messages of methods that never need authentication (health, reflection):
         /// anyone may call them, so they get a small limit.
@@ -141,14 +150,21 @@ public final class HTTP2Server: Sendable {
 
     private let core: ServerCore
     private let loops: [EventLoop]
-    private let listener = Mutex<Listener?>(nil)
+    private let listeners = Mutex<[Listener]>([])
+    private let publicPortBound = Atomic<Int>(0)
+
+    /// The public listener's port once `start()` returned (0 when there is none).
+    public var publicPort: Int { publicPortBound.load(ordering: .relaxed) }
 
     public var counters: ServerCounters { core.counters }
 
     /// `httpHandler` answers HTTP/1.1 requests on the same port (nil: every one gets 404).
+    /// `publicHTTPHandler` answers HTTP/1.1 on the public listener (`Configuration.publicPort`).
     public init(configuration: Configuration, router: RPCRouter, httpHandler: HTTPHandler? = nil,
+                publicHTTPHandler: HTTPHandler? = nil,
                 logger: Logger, metrics: Metrics = Metrics(), counters: ServerCounters = ServerCounters()) throws {
-        core = ServerCore(config: configuration, router: router, httpHandler: httpHandler, logger: logger, metrics: metrics, counters: counters)
+        core = ServerCore(config: configuration, router: router, httpHandler: httpHandler, publicHTTPHandler: publicHTTPHandler,
+                          logger: logger, metrics: metrics, counters: counters)
         metrics.gauge("pixtrack_rpc_in_flight", help: "gRPC calls started and not yet answered.") {
             [([], Double(counters.inFlight.load(ordering: .relaxed)))]
         }
@@ -188,18 +204,32 @@ public final class HTTP2Server: Sendable {
     /// Binds, starts the loops and returns the bound port.
     public func start() throws -> Int {
         let (fd, port) = try Self.bind(host: core.config.host, port: core.config.port)
+        var bound = [(fd, false)]
+        if let p = core.config.publicPort {
+            do {
+                let host = core.config.publicHost.isEmpty ? core.config.host : core.config.publicHost
+                let (pfd, pport) = try Self.bind(host: host, port: p)
+                bound.append((pfd, true))
+                publicPortBound.store(pport, ordering: .relaxed)
+            } catch {
+                Glibc.close(fd)
+                throw error
+            }
+        }
         for l in loops { l.start() }
-        let l = Listener(fd: fd, loops: loops, core: core)
-        listener.withLock { $0 = l }
         let first = loops[0]
-        try syncOnLoop(first) { try first.register(fd, l, events: EPOLLIN.rawValue) }
+        for (lfd, isPublic) in bound {
+            let l = Listener(fd: lfd, loops: loops, core: core, isPublic: isPublic)
+            listeners.withLock { $0.append(l) }
+            try syncOnLoop(first) { try first.register(lfd, l, events: EPOLLIN.rawValue) }
+        }
         return port
     }
 
     /// Graceful shutdown: stop accepting, GOAWAY every connection, let open calls finish for up
     /// to `grace`, then close what is left. Returns true when everything drained in time.
     public func shutdown(grace: Duration) async -> Bool {
-        if let l = listener.withLock({ l in defer { l = nil }; return l }) {
+        for l in listeners.withLock({ l in defer { l = [] }; return l }) {
             loops[0].execute { l.close() }
         }
         for loop in loops {
@@ -271,13 +301,16 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
     let fd: Int32
     let loops: [EventLoop]
     let core: ServerCore
+    /// The internet-facing listener: its connections serve the public HTTP routes only.
+    let isPublic: Bool
     private var next = 0
     private var closed = false
 
-    init(fd: Int32, loops: [EventLoop], core: ServerCore) {
+    init(fd: Int32, loops: [EventLoop], core: ServerCore, isPublic: Bool) {
         self.fd = fd
         self.loops = loops
         self.core = core
+        self.isPublic = isPublic
     }
 
     private var pausedUntil: ContinuousClock.Instant?
@@ -311,7 +344,7 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
             setsockopt(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let loop = loops[next % loops.count]
             next &+= 1
-            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address)
+            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address, isPublic: isPublic)
             loop.execute {
                 do {
                     try loop.register(cfd, conn, events: EPOLLIN.rawValue)

@@ -7,6 +7,7 @@ public struct HTTPRoutes: Sendable {
 
     private struct Route: Sendable {
         let method: String
+        let pattern: String
         let segments: [Substring]
         let handler: Handler
     }
@@ -18,7 +19,15 @@ public struct HTTPRoutes: Sendable {
     public init() {}
 
     public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
-        routes.append(Route(method: method, segments: pattern.split(separator: "/"), handler: handler))
+        routes.append(Route(method: method, pattern: pattern, segments: pattern.split(separator: "/"), handler: handler))
+    }
+
+    /// Only the routes named `"METHOD /pattern"` (exactly as added), without the RPC fallback:
+    /// the table of a listener that faces the internet. Every other path answers 404.
+    public func restricted(to allowed: Set<String>) -> HTTPRoutes {
+        var t = HTTPRoutes()
+        t.routes = routes.filter { allowed.contains("\($0.method) \($0.pattern)") }
+        return t
     }
 
     public mutating func fallback(_ handler: @escaping HTTPHandler) { fallback = handler }

@@ -75,6 +75,8 @@ enum Pixtrackd {
         var config = HTTP2Server.Configuration()
         config.host = options.host
         config.port = options.port
+        config.publicPort = options.publicPort
+        config.publicHost = options.publicHost
         config.maxMessageBytes = options.maxMessageBytes
         config.eventLoops = options.eventLoops
         config.authToken = options.rpcToken
@@ -99,7 +101,11 @@ enum Pixtrackd {
         let server: HTTP2Server
         let port: Int
         do {
-            server = try HTTP2Server(configuration: config, router: router, httpHandler: routes.handler, logger: logger, metrics: metrics)
+            // The internet-facing table: what browsers and gateways need, nothing an operator does.
+            let publicRoutes = routes.restricted(to: ["GET /go/{slug}", "POST /t/{token}/cookies",
+                                                      "POST /webhooks/{gateway}/{secret}", "GET /healthz"])
+            server = try HTTP2Server(configuration: config, router: router, httpHandler: routes.handler,
+                                     publicHTTPHandler: publicRoutes.handler, logger: logger, metrics: metrics)
             port = try server.start()
         } catch {
             logger.error("startup_failed", ("error", String(describing: error)))
@@ -108,6 +114,10 @@ enum Pixtrackd {
         logger.info("listening", ("host", options.host), ("port", String(port)),
                     ("auth", options.rpcToken == nil ? "none" : "bearer"),
                     ("services", router.serviceNames.joined(separator: ",")))
+        if options.publicPort != nil {
+            logger.info("listening_public", ("host", options.publicHost.isEmpty ? options.host : options.publicHost),
+                        ("port", String(server.publicPort)), ("routes", "GET /go/{slug},POST /t/{token}/cookies,POST /webhooks/{gateway}/{secret},GET /healthz"))
+        }
         tracking.sender?.start()
         payments.workers?.start()
 

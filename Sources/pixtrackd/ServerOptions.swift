@@ -4,6 +4,9 @@ import Glibc
 struct ServerOptions {
     var host = "127.0.0.1"
     var port = 50051
+    /// The internet-facing listener (public HTTP routes only); nil: none.
+    var publicPort: Int?
+    var publicHost = ""
     var maxMessageBytes = 4 << 20
     var graceSeconds = 10.0
     var allowUnauthenticated = false
@@ -33,6 +36,10 @@ struct ServerOptions {
     options:
       --host ADDR               listen address (default 127.0.0.1; env PIXTRACK_HOST)
       --port N                  listen port, 0 picks a free one (default 50051; env PIXTRACK_PORT)
+      --public-port N           a second listener for the internet: only GET /go/{slug}, POST /t/{token}/cookies,
+                                POST /webhooks/{gateway}/{secret} and GET /healthz; no RPCs, no /metrics
+                                (0 picks a free port; env PIXTRACK_PUBLIC_PORT). Put the reverse proxy in front of it.
+      --public-host ADDR        its address (default: --host; env PIXTRACK_PUBLIC_HOST)
       --max-message-bytes N     largest request message accepted (default 4194304; env PIXTRACK_MAX_MESSAGE_BYTES)
       --grace-seconds S         how long shutdown waits for open calls (default 10; env PIXTRACK_GRACE_SECONDS)
       --event-loops N           I/O threads (default: one per core; env PIXTRACK_EVENT_LOOPS)
@@ -76,6 +83,8 @@ struct ServerOptions {
         }
         if let v = environment["PIXTRACK_HOST"], !v.isEmpty { o.host = v }
         if let v = environment["PIXTRACK_PORT"], !v.isEmpty { o.port = try int(v, "PIXTRACK_PORT", min: 0, max: 65535) }
+        if let v = environment["PIXTRACK_PUBLIC_PORT"], !v.isEmpty { o.publicPort = try int(v, "PIXTRACK_PUBLIC_PORT", min: 0, max: 65535) }
+        if let v = environment["PIXTRACK_PUBLIC_HOST"], !v.isEmpty { o.publicHost = v }
         if let v = environment["PIXTRACK_MAX_MESSAGE_BYTES"], !v.isEmpty { o.maxMessageBytes = try int(v, "PIXTRACK_MAX_MESSAGE_BYTES", min: 1, max: 1 << 30) }
         if let v = environment["PIXTRACK_GRACE_SECONDS"], !v.isEmpty { o.graceSeconds = try double(v, "PIXTRACK_GRACE_SECONDS") }
         if let v = environment["PIXTRACK_EVENT_LOOPS"], !v.isEmpty { o.eventLoops = try int(v, "PIXTRACK_EVENT_LOOPS", min: 1, max: 256) }
@@ -110,6 +119,8 @@ struct ServerOptions {
             case "-h", "--help": return nil
             case "--host": o.host = try value(arg)
             case "--port": o.port = try int(try value(arg), arg, min: 0, max: 65535)
+            case "--public-port": o.publicPort = try int(try value(arg), arg, min: 0, max: 65535)
+            case "--public-host": o.publicHost = try value(arg)
             case "--max-message-bytes": o.maxMessageBytes = try int(try value(arg), arg, min: 1, max: 1 << 30)
             case "--grace-seconds": o.graceSeconds = try double(try value(arg), arg)
             case "--event-loops": o.eventLoops = try int(try value(arg), arg, min: 1, max: 256)
