@@ -5,9 +5,12 @@ public func pixtrackGatewayEntry(_ host: UnsafeRawPointer?) -> UnsafeRawPointer?
     PluginExport.entry(AtomoPayGateway.self, host: host)
 }
 
-/// ÁtomoPay (DESIGN §4, observed): `?api_token=` on every call, amounts in centavos, charges
-/// looked up by `hash`. Configuration: credential `api_token`; options `offer_hash`,
-/// `product_hash` (required by the create call), optional `expire_in_days`.
+/// ÁtomoPay (observed, see docs/gateways.md): `?api_token=` on every call, amounts in centavos,
+/// charges looked up by `hash`. A charge has a numeric `id` (our transaction id) and a `hash`
+/// (our gateway hash). Answers and webhooks come bare or wrapped (`data`, `transaction`,
+/// `payload`, `{"success": true, "data": …}`); webhooks carry `id`+`hash`, `transaction_hash`
+/// +`status`, or `id`+`payment_status`. Configuration: credential `api_token`; options
+/// `offer_hash`, `product_hash` (required by the create call), optional `expire_in_days`.
 final class AtomoPayGateway: GatewayPlugin {
     static let name = "atomopay"
     static let version = "1.0.0"
@@ -60,8 +63,9 @@ final class AtomoPayGateway: GatewayPlugin {
         switch GatewaySupport.classifyCreate(answer) {
         case .settled(let result):
             return result
-        case .json(let j, _):
-            let status = (j["payment_status"]?.text ?? "").lowercased()
+        case .json(let body, _):
+            let j = Self.unwrap(body).last ?? body
+            let status = (j["payment_status"]?.text ?? j["status"]?.text ?? "").lowercased()
             let mapped = Self.status(status)
             guard let hash = j["hash"]?.text, !hash.isEmpty else {
                 if mapped == .failed { return PixResult(.declined, message: "payment_status \(status)") }
@@ -83,36 +87,79 @@ final class AtomoPayGateway: GatewayPlugin {
     }
 
     func getStatus(_ r: StatusRequest, host: HostCall) throws(PluginError) -> StatusResult {
-        let hash = r.gatewayHash.isEmpty ? r.transactionID : r.gatewayHash
-        guard !hash.isEmpty else { throw .unsupported("ÁtomoPay looks charges up by hash only") }
-        let answer = host.http(.json("GET", url("/transactions/\(GatewaySupport.percentEncode(hash))"), nil, noSideEffects: true))
-        guard let j = try GatewaySupport.statusAnswer(answer) else { return StatusResult(.notFound) }
-        let raw = j["payment_status"]?.text ?? ""
-        var s = StatusResult(Self.status(raw.lowercased()), rawStatus: raw)
+        // Looked up by hash; without one, by the transaction id (the only other id we hold).
+        let key = r.gatewayHash.isEmpty ? r.transactionID : r.gatewayHash
+        guard !key.isEmpty else { throw .unsupported("ÁtomoPay looks charges up by hash only") }
+        let answer = host.http(.json("GET", url("/transactions/\(GatewaySupport.percentEncode(key))"), nil, noSideEffects: true))
+        guard let body = try GatewaySupport.statusAnswer(answer) else { return StatusResult(.notFound) }
+        let levels = Self.unwrap(body)
+        let j = levels.last ?? body
+        let raw = j["payment_status"]?.text ?? j["status"]?.text ?? ""
+        let mapped = Self.status(raw.lowercased())
+        var s = StatusResult(GatewaySupport.reversal(mapped, markers: levels), rawStatus: raw)
         s.amountCents = j["amount"]?.int64 ?? 0
-        s.transactionID = j["id"]?.text ?? hash
+        s.transactionID = Self.nonEmpty(j["id"]) ?? r.transactionID
+        s.gatewayHash = Self.nonEmpty(j["hash"]) ?? Self.nonEmpty(j["transaction_hash"]) ?? ""
+        s.reference = Self.reference(j)
         if s.status == .paid {
             s.paidAtUnixMs = (j["paid_at"]?.text).flatMap { GatewaySupport.parseTimestamp($0) } ?? 0
         }
         return s
     }
 
+    /// Observed webhook shapes: `id` + `hash` + `payment_status`; `transaction_hash` + `status`
+    /// (no `id`); `id` + `payment_status` (no hash); each possibly wrapped (see `unwrap`). The
+    /// transaction id is only ever the numeric `id`, the hash only `hash`/`transaction_hash`; the
+    /// host matches on whichever is present, then on the reference.
     func parseWebhook(_ w: WebhookPayload, host: HostCall) throws(PluginError) -> WebhookResult {
-        guard let j = try? JSON.parse(w.body), j.object != nil else { throw .invalidArgument("webhook body is not a JSON object") }
-        // Some deliveries wrap the transaction in `data`.
-        let t = j["data"]?.object != nil ? j["data"]! : j
-        guard let hash = t["hash"]?.text ?? t["transaction_hash"]?.text, !hash.isEmpty else {
-            throw .invalidArgument("webhook without a transaction hash")
+        let body = try GatewaySupport.webhookObject(w.body)
+        let levels = Self.unwrap(body)
+        let t = levels.last ?? body
+        let id = Self.nonEmpty(t["id"]) ?? ""
+        let hash = Self.nonEmpty(t["hash"]) ?? Self.nonEmpty(t["transaction_hash"]) ?? ""
+        let reference = Self.reference(t)
+        guard !id.isEmpty || !hash.isEmpty || !reference.isEmpty else {
+            throw .invalidArgument("webhook without a transaction id, hash or reference")
         }
         let raw = t["payment_status"]?.text ?? t["status"]?.text ?? ""
+        let mapped = Self.status(raw.lowercased())
         var out = WebhookResult()
-        out.transactionID = t["id"]?.text ?? hash
-        out.reference = t["reference"]?.text ?? t["tracking"]?["src"]?.text ?? ""
-        out.status = Self.status(raw.lowercased())
+        out.transactionID = id
+        out.gatewayHash = hash
+        out.reference = reference
+        out.status = GatewaySupport.reversal(mapped, markers: levels)
         out.rawStatus = raw
         out.amountCents = t["amount"]?.int64 ?? 0
-        out.eventID = "\(hash):\(raw.lowercased())"
+        // Hash first: the id this plugin has always keyed its events on.
+        out.eventID = GatewaySupport.eventID(hash.isEmpty ? (id.isEmpty ? reference : id) : hash,
+                                             rawStatus: raw, status: out.status, mapped: mapped)
         return out
+    }
+
+    /// The nesting levels of a body, outermost first, down to the transaction: a level holding
+    /// none of `id`, `hash`, `transaction_hash`, `payment_status` but an object under `data`,
+    /// `transaction` or `payload` is a wrapper (at most 4 levels deep).
+    static func unwrap(_ body: JSON) -> [JSON] {
+        var levels = [body]
+        var node = body
+        while levels.count < 5, ["id", "hash", "transaction_hash", "payment_status"].allSatisfy({ node[$0] == nil }),
+              let inner = ["data", "transaction", "payload"].lazy.compactMap({ node[$0] }).first(where: { $0.object != nil }) {
+            node = inner
+            levels.append(inner)
+        }
+        return levels
+    }
+
+    /// Our reference as ÁtomoPay echoes it (`reference`, or `tracking.src` where create put it);
+    /// empty when absent.
+    static func reference(_ t: JSON) -> String {
+        nonEmpty(t["reference"]) ?? nonEmpty(t["tracking"]?["src"]) ?? ""
+    }
+
+    /// A string or number field's text, `nil` when absent, empty or of another kind.
+    static func nonEmpty(_ v: JSON?) -> String? {
+        guard let t = v?.text, !t.isEmpty else { return nil }
+        return t
     }
 
     /// Every status word seen from ÁtomoPay; anything else is UNKNOWN (never paid).

@@ -71,7 +71,8 @@ final class ParadiseGateway: GatewayPlugin {
         guard !r.transactionID.isEmpty else { throw .unsupported("Paradise looks charges up by transaction id only") }
         let url = "\(baseURL)/check_status.php?hash=\(GatewaySupport.percentEncode(r.transactionID))"
         let answer = host.http(.json("GET", url, nil, headers: auth, noSideEffects: true))
-        guard let j = try GatewaySupport.statusAnswer(answer) else { return StatusResult(.notFound) }
+        guard let body = try GatewaySupport.statusAnswer(answer) else { return StatusResult(.notFound) }
+        let j = GatewaySupport.levels(body).last ?? body
         let raw = j["status"]?.text ?? j["payment_status"]?.text ?? ""
         if raw.lowercased() == "error" || raw.lowercased() == "not_found" {
             return StatusResult(.notFound, rawStatus: raw)
@@ -79,24 +80,45 @@ final class ParadiseGateway: GatewayPlugin {
         var s = StatusResult(Self.status(raw.lowercased()), rawStatus: raw)
         s.amountCents = j["amount"]?.int64 ?? 0
         s.transactionID = j["transaction_id"]?.text ?? r.transactionID
+        // Paradise echoes our reference as `id` next to `transaction_id` (newer answers also as
+        // `external_id`).
+        s.reference = GatewaySupport.text(j, ["external_id", "reference"])
+            ?? (j["transaction_id"] != nil ? GatewaySupport.text(j, ["id"]) : nil) ?? ""
         if s.status == .paid {
             s.paidAtUnixMs = (j["paid_at"]?.text).flatMap { GatewaySupport.parseTimestamp($0) } ?? 0
         }
         return s
     }
 
+    /// Two shapes are in use: the newer `transaction_id` / `external_id` / `status`, and the
+    /// older `id` / `payment_status`, where `id` is the transaction id (or, on some accounts, our
+    /// reference). Either may be wrapped in `data`.
     func parseWebhook(_ w: WebhookPayload, host: HostCall) throws(PluginError) -> WebhookResult {
-        guard let j = try? JSON.parse(w.body), j.object != nil else { throw .invalidArgument("webhook body is not a JSON object") }
-        guard let tid = j["transaction_id"]?.text, !tid.isEmpty else { throw .invalidArgument("webhook without transaction_id") }
-        let raw = j["status"]?.text ?? ""
+        let body = try GatewaySupport.webhookObject(w.body)
+        let levels = GatewaySupport.levels(body)
+        let j = levels.last ?? body
+        let legacyID = j["id"]?.text ?? ""
+        let tid = GatewaySupport.text(j, ["transaction_id"]) ?? (GatewaySupport.isReference(legacyID) ? "" : legacyID)
+        let reference = Self.reference(j)
+        guard !tid.isEmpty || !reference.isEmpty else { throw .invalidArgument("webhook without transaction_id, id or external_id") }
+        let raw = j["status"]?.text ?? j["payment_status"]?.text ?? ""
+        let mapped = Self.status(raw.lowercased())
         var out = WebhookResult()
         out.transactionID = tid
-        out.reference = j["external_id"]?.text ?? j["reference"]?.text ?? ""
-        out.status = Self.status(raw.lowercased())
+        out.reference = reference
+        out.status = GatewaySupport.reversal(mapped, markers: levels)
         out.rawStatus = raw
         out.amountCents = j["amount"]?.int64 ?? 0
-        out.eventID = j["webhook_id"]?.text ?? "\(tid):\(raw.lowercased())"
+        out.eventID = j["webhook_id"]?.text
+            ?? GatewaySupport.eventID(tid.isEmpty ? reference : tid, rawStatus: raw, status: out.status, mapped: mapped)
         return out
+    }
+
+    /// Our `PAY-{id}`: `external_id`, `reference`, or an `id` that has its shape.
+    static func reference(_ j: JSON) -> String {
+        if let r = GatewaySupport.text(j, ["external_id", "reference"]) { return r }
+        let id = j["id"]?.text ?? ""
+        return GatewaySupport.isReference(id) ? id : ""
     }
 
     /// Webhooks say `approved`, the status API `paid`; anything unlisted is UNKNOWN.

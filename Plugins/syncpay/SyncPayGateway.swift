@@ -127,28 +127,39 @@ final class SyncPayGateway: GatewayPlugin {
         // Reais on the wire; a value that is not an exact decimal leaves the amount unknown (0).
         s.amountCents = data["amount"]?.centsFromReais ?? 0
         s.transactionID = data["reference_id"]?.text ?? data["id"]?.text ?? r.transactionID
+        s.reference = Self.reference(data)
         if s.status == .paid {
             s.paidAtUnixMs = (data["paid_at"]?.text ?? data["transaction_date"]?.text).flatMap { GatewaySupport.parseTimestamp($0) } ?? 0
         }
         return s
     }
 
+    /// The transaction comes bare or under `data`; the reference as `external_reference` or
+    /// `externalreference`; amounts are reais, as JSON numbers (`33.8`) or strings (`"33.80"`).
     func parseWebhook(_ w: WebhookPayload, host: HostCall) throws(PluginError) -> WebhookResult {
-        guard let j = try? JSON.parse(w.body), j.object != nil else { throw .invalidArgument("webhook body is not a JSON object") }
-        let data = j["data"]?.object != nil ? j["data"]! : j
-        guard let id = data["id"]?.text ?? data["identifier"]?.text ?? data["reference_id"]?.text, !id.isEmpty else {
-            throw .invalidArgument("webhook without transaction id")
-        }
+        let j = try GatewaySupport.webhookObject(w.body)
+        let levels = GatewaySupport.levels(j)
+        let data = levels.last ?? j
+        let id = GatewaySupport.text(data, ["id", "identifier", "reference_id"]) ?? ""
+        let reference = levels.reversed().lazy.map(Self.reference).first { !$0.isEmpty } ?? ""
+        guard !id.isEmpty || !reference.isEmpty else { throw .invalidArgument("webhook without transaction id or reference") }
         let raw = data["status"]?.text ?? ""
         let event = w.headers.value("event") ?? ""
+        let mapped = Self.status(raw)
         var out = WebhookResult()
         out.transactionID = id
-        out.reference = data["external_reference"]?.text ?? ""
-        out.status = Self.status(raw)
+        out.reference = reference
+        out.status = GatewaySupport.reversal(mapped, markers: levels)
         out.rawStatus = raw
         out.amountCents = data["amount"]?.centsFromReais ?? 0
-        out.eventID = "\(event.isEmpty ? "cashin" : event):\(id):\(raw.lowercased())"
+        out.eventID = "\(event.isEmpty ? "cashin" : event):" + GatewaySupport.eventID(id.isEmpty ? reference : id, rawStatus: raw,
+                                                                                      status: out.status, mapped: mapped)
         return out
+    }
+
+    /// Our reference: `external_reference`, or `externalreference` as some accounts send it.
+    static func reference(_ t: JSON) -> String {
+        GatewaySupport.text(t, ["external_reference", "externalreference", "externalReference"]) ?? ""
     }
 
     /// `completed` and `PAID_OUT` are paid; `MED` (the PIX special return mechanism) is a

@@ -5,9 +5,11 @@ public func pixtrackGatewayEntry(_ host: UnsafeRawPointer?) -> UnsafeRawPointer?
     PluginExport.entry(UmbrellaPagGateway.self, host: host)
 }
 
-/// UmbrellaPag (DESIGN §4, observed): header `x-api-key`, amounts in centavos, `paymentMethod:
-/// "PIX"`, `metadata` is a JSON *string*, answers wrapped in `data`; webhooks carry `objectId` and
-/// a lowercase status. Configuration: credential `api_key`; optional `expires_in_days`.
+/// UmbrellaPag (observed, see docs/gateways.md): header `x-api-key`, amounts in centavos,
+/// `paymentMethod: "PIX"`, `metadata` is a JSON *string* (sometimes an object), answers wrapped
+/// in `data` (sometimes `data.data`); webhooks carry `objectId` and a lowercase status. A sale
+/// reported `paid` next to a non-empty `refunds` list, or as a `refund` event, is refunded.
+/// Configuration: credential `api_key`; optional `expires_in_days`.
 final class UmbrellaPagGateway: GatewayPlugin {
     static let name = "umbrellapag"
     static let version = "1.0.0"
@@ -77,9 +79,12 @@ final class UmbrellaPagGateway: GatewayPlugin {
         let url = "\(baseURL)/user/transactions/\(GatewaySupport.percentEncode(r.transactionID))"
         let answer = host.http(.json("GET", url, nil, headers: auth, noSideEffects: true))
         guard let j = try GatewaySupport.statusAnswer(answer) else { return StatusResult(.notFound) }
-        guard let data = j["data"], data.object != nil else { throw .gateway("answer without data") }
+        guard j["data"]?.object != nil else { throw .gateway("answer without data") }
+        let levels = GatewaySupport.levels(j)
+        let data = levels.last ?? j
         let raw = data["status"]?.text ?? ""
-        var s = StatusResult(Self.status(raw.lowercased()), rawStatus: raw)
+        var s = StatusResult(GatewaySupport.reversal(Self.status(raw.lowercased()), markers: levels), rawStatus: raw)
+        s.reference = Self.reference(data)
         s.amountCents = data["amount"]?.int64 ?? 0
         s.transactionID = data["id"]?.text ?? r.transactionID
         if s.status == .paid {
@@ -89,23 +94,32 @@ final class UmbrellaPagGateway: GatewayPlugin {
     }
 
     func parseWebhook(_ w: WebhookPayload, host: HostCall) throws(PluginError) -> WebhookResult {
-        guard let j = try? JSON.parse(w.body), j.object != nil else { throw .invalidArgument("webhook body is not a JSON object") }
-        let data = j["data"]?.object != nil ? j["data"]! : j
-        guard let id = j["objectId"]?.text ?? data["id"]?.text, !id.isEmpty else {
+        let j = try GatewaySupport.webhookObject(w.body)
+        let levels = GatewaySupport.levels(j)  // the body, `data`, `data.data`
+        let data = levels.last ?? j
+        guard let id = GatewaySupport.text(j, ["objectId"]) ?? GatewaySupport.text(data, ["id"]) else {
             throw .invalidArgument("webhook without objectId")
         }
         let raw = j["status"]?.text ?? data["status"]?.text ?? ""
+        let mapped = Self.status(raw.lowercased())
         var out = WebhookResult()
         out.transactionID = id
-        out.status = Self.status(raw.lowercased())
+        out.status = GatewaySupport.reversal(mapped, markers: levels)
         out.rawStatus = raw
         out.amountCents = data["amount"]?.int64 ?? j["amount"]?.int64 ?? 0
-        // metadata is a JSON string holding our reference.
-        if let meta = (data["metadata"] ?? j["metadata"])?.string, let m = try? JSON.parse(meta) {
-            out.reference = m["reference"]?.text ?? ""
-        }
-        out.eventID = (j["id"]?.text).map { $0 == id ? "\(id):\(raw.lowercased())" : $0 } ?? "\(id):\(raw.lowercased())"
+        out.reference = levels.reversed().lazy.map(Self.reference).first { !$0.isEmpty } ?? ""
+        // The gateway's event id when it sends its own; else charge and status word.
+        let own = j["id"]?.text ?? ""
+        out.eventID = !own.isEmpty && own != id ? own : GatewaySupport.eventID(id, rawStatus: raw, status: out.status, mapped: mapped)
         return out
+    }
+
+    /// `metadata` holds our reference: a JSON string (or, on some accounts, an object).
+    static func reference(_ t: JSON) -> String {
+        guard let meta = t["metadata"] else { return "" }
+        if meta.object != nil { return meta["reference"]?.text ?? "" }
+        if let text = meta.string, let m = try? JSON.parse(Array(text.utf8)) { return m["reference"]?.text ?? "" }
+        return ""
     }
 
     /// Status words (the API sends uppercase, webhooks lowercase); anything unlisted is UNKNOWN.

@@ -92,6 +92,36 @@ public enum GatewaySupport {
         return r
     }
 
+    // MARK: - Reading gateways' bodies (their shapes vary by account and over time)
+
+    /// A body's nesting levels, outermost first: `j`, then the object under the first of `keys`
+    /// that holds one, and so on (at most `depth` more): `{"success": true, "data": {"data": {…}}}`
+    /// gives three. The last is the innermost object.
+    public static func levels(_ j: JSON, keys: [String] = ["data"], depth: Int = 3) -> [JSON] {
+        var out = [j]
+        var cur = j
+        for _ in 0..<depth {
+            guard let next = keys.lazy.compactMap({ cur[$0] }).first(where: { $0.object != nil }) else { break }
+            out.append(next)
+            cur = next
+        }
+        return out
+    }
+
+    /// The first non-empty text (string or number) under `keys`, in order.
+    public static func text(_ j: JSON?, _ keys: [String]) -> String? {
+        guard let j else { return nil }
+        for k in keys {
+            if let t = j[k]?.text, !t.isEmpty { return t }
+        }
+        return nil
+    }
+
+    /// True for our own references, `PAY-{digits}`.
+    public static func isReference(_ s: String) -> Bool {
+        s.hasPrefix("PAY-") && s.count > 4 && s.dropFirst(4).allSatisfy { $0.isASCII && $0.isNumber }
+    }
+
     /// Percent-encodes a path segment or query value (RFC 3986 unreserved characters kept).
     public static func percentEncode(_ s: String) -> String {
         let hex = Array("0123456789ABCDEF".utf8)
@@ -168,5 +198,51 @@ public enum GatewaySupport {
         let days = Int64(era * 146_097 + doe - 719_468)
         let seconds = days * 86_400 + Int64(h * 3600 + mi * 60 + se) - Int64(offset * 60)
         return seconds * 1000 + Int64(millis)
+    }
+}
+
+// MARK: - Webhook rules shared by the gateway plugins
+
+extension GatewaySupport {
+    /// A webhook body parsed as a JSON object. Anything else throws
+    /// `.invalidArgument("webhook body is not a JSON object")`: the host answers the gateway 400
+    /// with that reason and keeps the body for the audit.
+    public static func webhookObject(_ body: [UInt8]) throws(PluginError) -> JSON {
+        guard let j = try? JSON.parse(body), j.object != nil else { throw .invalidArgument("webhook body is not a JSON object") }
+        return j
+    }
+
+    /// `status` after the refund and chargeback markers found in `nodes` (a body and its nesting
+    /// levels). Observed: UmbrellaPag sends `status: "paid"` next to a non-empty `refunds` array, or
+    /// `type: "refund"`, for a charge it gave back. In any node, a non-empty `chargebacks` array or
+    /// a `type` of `chargeback`/`chargedback` means CHARGEBACK; a non-empty `refunds` array or a
+    /// `type` of `refund`/`refunded` means REFUNDED. A marker wins over PAID, PENDING and UNKNOWN (a
+    /// chargeback also over REFUNDED); FAILED, EXPIRED and NOT_FOUND stand. Empty arrays and
+    /// values of another kind are no marker.
+    public static func reversal(_ status: PixStatus, markers nodes: [JSON]) -> PixStatus {
+        var refunded = false, chargedBack = false
+        for n in nodes {
+            if let a = n["chargebacks"]?.array, !a.isEmpty { chargedBack = true }
+            if let a = n["refunds"]?.array, !a.isEmpty { refunded = true }
+            switch (n["type"]?.string ?? "").lowercased() {
+            case "chargeback", "chargedback": chargedBack = true
+            case "refund", "refunded": refunded = true
+            default: break
+            }
+        }
+        switch status {
+        case .paid, .pending, .unknown: return chargedBack ? .chargeback : refunded ? .refunded : status
+        case .refunded: return chargedBack ? .chargeback : status
+        case .failed, .expired, .chargeback, .notFound: return status
+        }
+    }
+
+    /// A stable webhook event id for a charge whose body has none: `{key}:{word}`, where `word` is
+    /// the gateway's status word, or the status a refund/chargeback marker made of it (so a
+    /// refund that still says `paid` never shares the paid event's id). The same delivery always
+    /// gives the same id, so a retried webhook deduplicates.
+    public static func eventID(_ key: String, rawStatus: String, status: PixStatus, mapped: PixStatus) -> String {
+        let word = status == mapped ? rawStatus.lowercased() : "\(status)"
+        return "\(key):\(word)"
     }
 }

@@ -94,6 +94,71 @@ import Testing
         #expect(junk.status != .paid && junk.failure != nil)
     }
 
+    /// Every webhook shape the fake posts (each seen from the real gateway), and what the plugin
+    /// must read from it: which ids (`tx` the transaction id, `hash` the gateway hash, `ref` our
+    /// reference) and which status.
+    static let shapes: [(gateway: String, shape: String, tx: Bool, hash: Bool, ref: Bool, status: GatewayStatus)] = [
+        ("atomopay", "id_hash", true, true, true, .paid),
+        ("atomopay", "hash_status", false, true, false, .paid),
+        ("atomopay", "id_payment_status", true, false, false, .paid),
+        ("atomopay", "wrapped_data", true, true, true, .paid),
+        ("atomopay", "wrapped_transaction", true, true, true, .paid),
+        ("atomopay", "wrapped_payload", true, true, true, .paid),
+        ("atomopay", "success_data", true, true, true, .paid),
+        ("paradise", "new", true, false, true, .paid),
+        ("paradise", "old", true, false, false, .paid),
+        ("umbrellapag", "default", true, false, true, .paid),
+        ("umbrellapag", "data_data", true, false, true, .paid),
+        ("umbrellapag", "metadata_object", true, false, true, .paid),
+        ("umbrellapag", "refunded_paid", true, false, true, .refunded),
+        ("syncpay", "default", true, false, true, .paid),
+        ("syncpay", "lowercase_ref", true, false, true, .paid),
+        ("syncpay", "string_amount", true, false, true, .paid),
+    ]
+
+    @Test(arguments: shapes.indices)
+    func readsEveryWebhookShapeOfItsGateway(_ i: Int) async throws {
+        let c = Self.shapes[i]
+        let fake = try await FakeGateways.start()
+        let gw = try await Self.instance(c.gateway, fake)
+        let ref = uniqueReference(c.gateway)
+        let o = await gw.createPix(.sample(ref, cents: 3380))
+        try #require(o.outcome == .created)
+        let word = ["atomopay": "paid", "paradise": "paid", "umbrellapag": "PAID", "syncpay": "completed"][c.gateway]!
+        let delivery = try await fake.control("webhook", .object([
+            "gateway": .string(c.gateway), "id": .string(o.transactionID), "status": .string(word), "shape": .string(c.shape),
+            "url": .string(""),
+        ]))
+        let headers = (delivery["headers"]?.object ?? [:]).map { GatewayHeader($0.key, $0.value.text ?? "") }
+        let hook = await gw.parseWebhook(WebhookRequest(headers: headers, body: delivery["body"]!.bytes))
+        let label = "\(c.gateway)/\(c.shape): \(delivery["body"]?.serialized ?? "")"
+        #expect(hook.failure == nil, "\(label)")
+        #expect(hook.status == c.status, "\(label)")
+        // Each id in its own field, never one kind in the other's place.
+        #expect(hook.transactionID == (c.tx ? o.transactionID : ""), "\(label)")
+        #expect(hook.gatewayHash == (c.hash ? o.gatewayHash : ""), "\(label)")
+        #expect(hook.reference == (c.ref ? ref : ""), "\(label)")
+        #expect(hook.amountCents == 3380, "\(label)")
+        #expect(!hook.eventID.isEmpty)
+    }
+
+    @Test(arguments: gateways)
+    func statusAnswersEchoTheReferenceAndRefundsWinOverPaid(_ g: String) async throws {
+        let fake = try await FakeGateways.start()
+        let gw = try await Self.instance(g, fake)
+        let ref = uniqueReference(g)
+        let o = await gw.createPix(.sample(ref))
+        try #require(o.outcome == .created)
+        let s = await gw.getStatus(Self.query(o))
+        #expect(s.reference == ref, "\(g) status answers carry the reference")
+        if g == "atomopay" { #expect(s.gatewayHash == o.gatewayHash && s.transactionID == o.transactionID) }
+        // An answer that names another charge's reference is reported as it is (the host decides).
+        try await fake.control("status", .object(["gateway": .string(g), "id": .string(o.transactionID),
+                                                  "status": .string(["atomopay": "paid", "paradise": "paid", "umbrellapag": "PAID", "syncpay": "completed"][g]!),
+                                                  "reference_override": .string("PAY-999999")]))
+        #expect(await gw.getStatus(Self.query(o)).reference == "PAY-999999")
+    }
+
     /// Faults on the create call and the outcome each must give; `charged` is whether the fake
     /// created the charge. No failed outcome may leave a charge behind (no orphan PIX).
     static let faults: [(kind: String, extra: [String: JSON], outcome: CreateOutcome, charged: Bool)] = [

@@ -16,9 +16,13 @@ webhooks on command and injects faults on command. Control endpoints (JSON in, J
     GET  /_control/requests[?gateway=G]   {"requests": [...]} every gateway request received
     POST /_control/reset                  forget charges, requests, faults, tokens
     POST /_control/fault                  queue a fault (see FAULTS below)
-    POST /_control/status                 {"gateway", "id", "status"}: set a charge's status word
-    POST /_control/webhook                {"gateway", "id", "status"?, "url"?}: POST the gateway's
-                                          webhook for that charge to its postback URL (or `url`)
+    POST /_control/status                 {"gateway", "id", "status", "reference_override"?}: set a
+                                          charge's status word; with reference_override, its status
+                                          answers name that reference instead of the charge's own
+    POST /_control/webhook                {"gateway", "id", "status"?, "url"?, "shape"?}: POST the
+                                          gateway's webhook for that charge to its postback URL (or
+                                          `url`), in one of the shapes that gateway is seen to send
+    GET  /_control/shapes                 {gateway: [shape, ...]} the webhook shapes (first: default)
     POST /_control/config                 {"token_ttl_seconds": N, "credentials": {gateway: {...}}}
     POST /_control/expire_tokens          every SyncPay token issued so far is expired
 
@@ -295,18 +299,20 @@ class Handler(BaseHTTPRequestHandler):
     def answer_status(self, gateway, c):
         if c is None:
             return self.send(404, {"message": "Transaction not found"})
+        ref = c.get("reference_override") or c["reference"]
         if gateway == "atomopay":
-            self.send(200, {"id": int(c["id"]), "hash": c["hash"], "amount": c["amount_cents"], "payment_status": c["status"]})
+            self.send(200, {"id": int(c["id"]), "hash": c["hash"], "amount": c["amount_cents"], "payment_status": c["status"],
+                            "reference": ref})
         elif gateway == "paradise":
-            self.send(200, {"transaction_id": c["id"], "id": c["reference"], "status": c["status"], "amount": c["amount_cents"]})
+            self.send(200, {"transaction_id": c["id"], "id": ref, "status": c["status"], "amount": c["amount_cents"]})
         elif gateway == "umbrellapag":
-            self.send(200, {"status": 200, "data": {"id": c["id"], "status": c["status"], "amount": c["amount_cents"],
-                                                    "metadata": json.dumps({"reference": c["reference"]})}})
+            data = {"id": c["id"], "status": c["status"], "amount": c["amount_cents"], "metadata": json.dumps({"reference": ref})}
+            if c.get("refunds"):
+                data["refunds"] = c["refunds"]
+            self.send(200, {"status": 200, "data": data})
         else:
-            cents = c["amount_cents"]
-            self.send(200, {"data": {"reference_id": c["id"], "status": c["status"],
-                                     "amount": json.loads("%d.%02d" % (cents // 100, cents % 100)),
-                                     "transaction_date": "2025-01-01T12:00:00Z"}})
+            self.send(200, {"data": {"reference_id": c["id"], "status": c["status"], "amount": reais(c["amount_cents"]),
+                                     "external_reference": ref, "transaction_date": "2025-01-01T12:00:00Z"}})
 
     # ---- gateways -------------------------------------------------------------------------
     def check_cred(self, gateway, ok):
@@ -437,6 +443,8 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, method, parts, query):
         what = parts[0]
         b = self.json_body() if method == "POST" else None
+        if what == "shapes":
+            return self.send(200, SHAPES)
         if what == "ledger":
             with STATE.lock:
                 charges = [dict(c) for c in STATE.charges if query.get("gateway") in (None, c["gateway"])]
@@ -460,6 +468,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(404, {"message": "no such charge"})
             with STATE.lock:
                 c["status"] = b["status"]
+                if "reference_override" in b:
+                    c["reference_override"] = b["reference_override"]
             return self.send(200, {"ok": True})
         if what == "config" and isinstance(b, dict):
             with STATE.lock:
@@ -477,10 +487,16 @@ class Handler(BaseHTTPRequestHandler):
             c = self.find(b.get("gateway"), str(b.get("id")))
             if not c:
                 return self.send(404, {"message": "no such charge"})
-            if b.get("status"):
-                with STATE.lock:
+            shape = b.get("shape")
+            if shape and shape not in SHAPES[c["gateway"]]:
+                return self.send(400, {"message": "unknown shape %r; known: %s" % (shape, SHAPES[c["gateway"]])})
+            with STATE.lock:
+                if b.get("status"):
                     c["status"] = b["status"]
-            headers, payload = webhook_payload(c)
+                if shape == "refunded_paid":
+                    # The gateway gave the money back: its status API says so too.
+                    c["status"], c["refunds"] = "REFUNDED", [{"amount": c["amount_cents"]}]
+            headers, payload = webhook_payload(c, shape)
             url = b.get("url") or c["postback_url"]
             if not url:
                 return self.send(200, {"delivered": False, "headers": headers, "body": payload})
@@ -497,21 +513,64 @@ class Handler(BaseHTTPRequestHandler):
         self.send(404, {"message": "unknown control endpoint"})
 
 
-def webhook_payload(c):
-    """(headers, body) of the webhook this gateway would post for charge c."""
+# Webhook shapes seen from each gateway's public integrations (observed, not documented); the
+# first is the default. `webhook_payload` builds each.
+SHAPES = {
+    "atomopay": ["id_hash", "hash_status", "id_payment_status", "wrapped_data", "wrapped_transaction", "wrapped_payload",
+                 "success_data"],
+    "paradise": ["new", "old"],
+    "umbrellapag": ["default", "data_data", "metadata_object", "refunded_paid"],
+    "syncpay": ["default", "lowercase_ref", "string_amount"],
+}
+
+
+def reais(cents):
+    return json.loads("%d.%02d" % (cents // 100, cents % 100))
+
+
+def webhook_payload(c, shape=None):
+    """(headers, body) of the webhook this gateway would post for charge c, in `shape`."""
     g, s = c["gateway"], c["status"]
+    shape = shape or SHAPES[g][0]
+    if shape not in SHAPES[g]:
+        raise ValueError("unknown shape %r for %s (known: %s)" % (shape, g, ", ".join(SHAPES[g])))
     if g == "atomopay":
-        return {}, {"id": int(c["id"]), "hash": c["hash"], "payment_status": s, "amount": c["amount_cents"],
-                    "reference": c["reference"]}
+        tx = {"id": int(c["id"]), "hash": c["hash"], "payment_status": s, "amount": c["amount_cents"],
+              "reference": c["reference"]}
+        if shape == "hash_status":
+            return {}, {"transaction_hash": c["hash"], "status": s, "amount": c["amount_cents"]}
+        if shape == "id_payment_status":
+            return {}, {"id": int(c["id"]), "payment_status": s, "amount": c["amount_cents"]}
+        if shape.startswith("wrapped_"):
+            return {}, {"event": "transaction.updated", shape[len("wrapped_"):]: tx}
+        if shape == "success_data":
+            return {}, {"success": True, "data": tx}
+        return {}, tx
     if g == "paradise":
-        return {}, {"transaction_id": c["id"], "external_id": c["reference"], "status": s, "amount": c["amount_cents"]}
+        if shape == "old":
+            return {}, {"id": c["id"], "payment_status": "approved" if s == "paid" else s, "amount": c["amount_cents"]}
+        return {}, {"transaction_id": c["id"], "external_id": c["reference"], "status": "approved" if s == "paid" else s,
+                    "amount": c["amount_cents"]}
     if g == "umbrellapag":
-        return {}, {"id": "evt_" + uuid.uuid4().hex[:12], "type": "transaction", "objectId": c["id"], "status": s.lower(),
-                    "data": {"id": c["id"], "status": s.lower(), "amount": c["amount_cents"],
-                             "metadata": json.dumps({"reference": c["reference"]})}}
+        word = s.lower()
+        data = {"id": c["id"], "status": word, "amount": c["amount_cents"],
+                "metadata": json.dumps({"reference": c["reference"]})}
+        if shape == "metadata_object":
+            data["metadata"] = {"reference": c["reference"]}
+        if shape == "refunded_paid":
+            # The sale was given back; the event still says "paid" next to the refund.
+            word = "paid"
+            data.update(status="paid", refunds=[{"id": "rf_" + uuid.uuid4().hex[:8], "amount": c["amount_cents"]}])
+        body = {"id": "evt_" + uuid.uuid4().hex[:12], "type": "transaction", "objectId": c["id"], "status": word}
+        body["data"] = {"data": data} if shape == "data_data" else data
+        return {}, body
     cents = c["amount_cents"]
-    return {"event": "cashin.update"}, {"data": {"id": c["id"], "status": s, "external_reference": c["reference"],
-                                                 "amount": json.loads("%d.%02d" % (cents // 100, cents % 100))}}
+    tx = {"id": c["id"], "status": s, "external_reference": c["reference"], "amount": reais(cents)}
+    if shape == "lowercase_ref":
+        tx["externalreference"] = tx.pop("external_reference")
+    if shape == "string_amount":
+        tx["amount"] = "%d.%02d" % (cents // 100, cents % 100)
+    return {"event": "cashin.update"}, {"data": tx}
 
 
 class Server(ThreadingHTTPServer):

@@ -86,6 +86,15 @@ def db_url():
     return new_schema()
 
 
+@pytest.fixture(scope="module")
+def fakes():
+    """The fake ÁtomoPay, Paradise, UmbrellaPag and SyncPay APIs (Tests/fakes/fake_gateways.py)."""
+    from payments_support import FakeGateways
+    f = FakeGateways()
+    yield f
+    f.stop()
+
+
 # --- reporting ---------------------------------------------------------------------------------------
 
 _test_started = 0.0

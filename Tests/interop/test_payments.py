@@ -26,13 +26,6 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chr
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    f = FakeGateways()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
 def srv(meta, db_url):
     s = support.start_server(env=payment_env(db_url, meta, PIXTRACK_META_SENDER="0"), name="pixtrackd (payments)")
     yield s
