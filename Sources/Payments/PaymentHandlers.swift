@@ -9,11 +9,18 @@ public struct PaymentHandlers: Sendable {
     let inbox: WebhookInbox
     /// Called after a webhook was stored (wakes the processor).
     let stored: @Sendable () -> Void
+    /// The client's address (X-Forwarded-For believed only from trusted proxies).
+    let clientIP: @Sendable (HTTPRequest) -> String
+    let guesses: SecretGuessLimiter
 
-    public init(service: PaymentService, inbox: WebhookInbox, stored: @escaping @Sendable () -> Void = {}) {
+    public init(service: PaymentService, inbox: WebhookInbox, stored: @escaping @Sendable () -> Void = {},
+                clientIP: @escaping @Sendable (HTTPRequest) -> String = { $0.peer },
+                guesses: SecretGuessLimiter = SecretGuessLimiter()) {
         self.service = service
         self.inbox = inbox
         self.stored = stored
+        self.clientIP = clientIP
+        self.guesses = guesses
     }
 
     public var methods: [RPCMethod] {
@@ -139,7 +146,14 @@ public struct PaymentHandlers: Sendable {
     /// in the background; PostgreSQL down → 503 (the gateway retries).
     public func webhookRoute(_ request: HTTPRequest, _ params: [String: String]) async -> HTTPResponse {
         let gateway = params["gateway"] ?? "", secret = params["secret"] ?? ""
+        let client = clientIP(request)
+        guard guesses.allows(client) else {
+            service.count("webhook", "throttled")
+            return HTTPResponse(status: 429, headers: [("content-type", "application/json"), ("retry-after", "60")],
+                                body: Array(#"{"code":"resource_exhausted","message":"too many webhook requests with a wrong secret; retry later"}"#.utf8))
+        }
         guard inbox.accepts(gateway: gateway, secret: secret) else {
+            guesses.failed(client)
             service.count("webhook", "rejected_secret")
             return .jsonError(404, code: "not_found", message: "no route for POST /webhooks/…")
         }

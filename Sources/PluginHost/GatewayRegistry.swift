@@ -28,9 +28,11 @@ public final class GatewayRegistry: Sendable {
         public var createTimeoutMs: Int64 = 5_000
         /// Policy of the HTTP requests plugins make (defaults, size limit).
         public var http = HTTPClient.Configuration()
-        /// Most threads inside plugin calls at once (overrunning calls included); beyond it a
-        /// call fails fast (`busy`) instead of queueing.
-        public var maxPluginThreads = 256
+        /// Per plugin: most of its calls in flight at once (overrunning, abandoned calls
+        /// included); beyond it the call fails fast (`busy`) instead of queueing. Each plugin has
+        /// its own quota, so one that hangs never takes another's capacity
+        /// (`PIXTRACK_PLUGIN_MAX_IN_FLIGHT`).
+        public var maxPluginThreads = 64
 
         public init(pluginDirectory: String) {
             self.pluginDirectory = pluginDirectory
@@ -44,6 +46,9 @@ public final class GatewayRegistry: Sendable {
             o.pinnedSHA256 = parsePins(env["PIXTRACK_PLUGIN_SHA256"] ?? "")
             if let t = env["PIXTRACK_PLUGIN_TIMEOUT_MS"].flatMap({ Int64($0) }), t > 0 {
                 o.callTimeoutMs = t
+            }
+            if let n = env["PIXTRACK_PLUGIN_MAX_IN_FLIGHT"].flatMap({ Int($0) }), n > 0 {
+                o.maxPluginThreads = min(n, 4096)
             }
             return o
         }
@@ -64,7 +69,8 @@ public final class GatewayRegistry: Sendable {
     /// Files refused, in directory order.
     public let failures: [PluginLoadFailure]
     private let logger: Logger
-    private let threads: PluginThreads
+    /// One call quota per plugin, by name.
+    private let threads: [String: PluginThreads]
     private let http: HTTPClient
 
     init(options: Options, loaded: [LoadedPlugin], failures: [PluginLoadFailure], logger: Logger) {
@@ -72,7 +78,9 @@ public final class GatewayRegistry: Sendable {
         self.loaded = loaded
         self.failures = failures
         self.logger = logger
-        self.threads = PluginThreads(maxThreads: options.maxPluginThreads)
+        var pools: [String: PluginThreads] = [:]
+        for p in loaded { pools[p.info.name] = PluginThreads(maxThreads: options.maxPluginThreads) }
+        self.threads = pools
         self.http = HTTPClient(configuration: options.http)
     }
 
@@ -145,13 +153,16 @@ public final class GatewayRegistry: Sendable {
         }
     }
 
-    /// Plugin threads currently busy (overrunning calls included).
-    public var busyPluginThreads: Int { threads.active }
+    /// Plugin threads currently busy, all plugins (overrunning calls included).
+    public var busyPluginThreads: Int { threads.values.reduce(0) { $0 + $1.active } }
+
+    /// Calls of `plugin` in flight (overrunning ones included); its quota is `options.maxPluginThreads`.
+    public func callsInFlight(plugin: String) -> Int { threads[plugin]?.active ?? 0 }
 
     /// Creates an instance of `gateway` for one account. The credentials in `config` reach the
     /// plugin here and only here, and are redacted from every host log line of the instance.
     public func makeInstance(gateway: String, config: GatewayConfig, label: String = "") async throws(GatewayInstanceError) -> GatewayInstance {
-        guard let plugin = loaded.first(where: { $0.info.name == gateway }) else {
+        guard let plugin = loaded.first(where: { $0.info.name == gateway }), let threads = threads[gateway] else {
             throw GatewayInstanceError(gateway: gateway, message: "no such plugin loaded")
         }
         guard let configBytes = try? ProtoCodec.encode(GatewayProto.config(config)) else {

@@ -52,7 +52,8 @@ extension TrackingService {
             return page(503, LandingPage.unavailable(), result: "unavailable")
         }
 
-        var headers: [(name: String, value: String)] = [("cache-control", "no-store"), ("referrer-policy", "no-referrer")]
+        var headers: [(name: String, value: String)] = [("cache-control", "no-store"), ("referrer-policy", "no-referrer"),
+                                                        ("x-content-type-options", "nosniff")]
         if !result.setFbpCookie.isEmpty {
             headers.append(("set-cookie", "_fbp=\(result.setFbpCookie); Max-Age=7776000; Path=/; SameSite=Lax"))
         }
@@ -61,10 +62,14 @@ extension TrackingService {
             return HTTPResponse(status: 302, headers: headers + [("location", result.redirectURL), ("content-length", "0")])
         }
         countGo("page")
+        let nonce = LandingPage.newNonce()
         let html = LandingPage.pixelPage(destination: result.redirectURL, token: data.token, pixelID: result.bot.metaPixelID,
                                          eventID: data.pageviewEventID, pixelScriptURL: configuration.pixelScriptURL,
-                                         timeoutMs: configuration.pageRedirectTimeoutMs)
-        return HTTPResponse(status: 200, headers: headers + [("content-type", "text/html; charset=utf-8")], body: Array(html.utf8))
+                                         timeoutMs: configuration.pageRedirectTimeoutMs, nonce: nonce)
+        return HTTPResponse(status: 200, headers: headers + [
+            ("content-type", "text/html; charset=utf-8"),
+            ("content-security-policy", LandingPage.pixelPagePolicy(nonce: nonce, pixelScriptURL: configuration.pixelScriptURL)),
+        ], body: Array(html.utf8))
     }
 
     /// The landing page's beacon: the browser's `_fbp`/`_fbc`, merged into `tracking:{token}`.
@@ -107,7 +112,9 @@ extension TrackingService {
 
     private func page(_ status: Int, _ html: String, result: String) -> HTTPResponse {
         countGo(result)
-        return HTTPResponse(status: status, headers: [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")],
+        return HTTPResponse(status: status, headers: [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
+                                                      ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"),
+                                                      ("content-security-policy", LandingPage.messagePagePolicy)],
                             body: Array(html.utf8))
     }
 

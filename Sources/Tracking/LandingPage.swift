@@ -8,7 +8,7 @@ enum LandingPage {
     /// pixel script has loaded (plus a moment to send), at once when it fails, and in any case
     /// after `timeoutMs`; `<noscript>` visitors get a meta refresh.
     static func pixelPage(destination: String, token: String, pixelID: String, eventID: String,
-                          pixelScriptURL: String, timeoutMs: Int) -> String {
+                          pixelScriptURL: String, timeoutMs: Int, nonce: String) -> String {
         let dest = js(destination)
         let pixel = pixelID.isEmpty ? "" : """
               !function(f,b,e,v,n,t,s){if(f.fbq)return;n=f.fbq=function(){n.callMethod?n.callMethod.apply(n,arguments):n.queue.push(arguments)};
@@ -25,7 +25,7 @@ enum LandingPage {
             <meta name="robots" content="noindex">
             <title>Opening Telegram…</title>
             <noscript><meta http-equiv="refresh" content="0;url=\(html(destination))"></noscript>
-            <script>
+            <script nonce="\(nonce)">
             (function(){
               var dest=\(dest),beacon=\(js("/t/" + token + "/cookies")),done=false;
               function cookie(n){var m=document.cookie.match(new RegExp('(?:^|; )'+n+'=([^;]*)'));return m?decodeURIComponent(m[1]):''}
@@ -43,6 +43,40 @@ enum LandingPage {
             <p><a href="\(html(destination))">Continue to Telegram</a></p>
             </body></html>
             """
+    }
+
+    /// The page's Content-Security-Policy: our one inline script (by nonce) and the pixel's own
+    /// origin may run; the pixel may send to Meta; the beacon goes to us; nothing may frame it.
+    static func pixelPagePolicy(nonce: String, pixelScriptURL: String) -> String {
+        let pixel = origin(of: pixelScriptURL)
+        let meta = "https://www.facebook.com"
+        return "default-src 'none'; script-src 'nonce-\(nonce)' \(pixel); img-src \(pixel) \(meta); "
+            + "connect-src 'self' \(pixel) \(meta); style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    }
+
+    /// The message pages run no script at all.
+    static let messagePagePolicy = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+    /// `scheme://host[:port]` of an http(s) URL (the pixel script's), or `'none'`.
+    static func origin(of url: String) -> String {
+        let scheme: String
+        if url.hasPrefix("https://") { scheme = "https://" } else if url.hasPrefix("http://") { scheme = "http://" } else { return "'none'" }
+        let host = url.dropFirst(scheme.count).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != ";" && $0 != "'" }) else { return "'none'" }
+        return scheme + host
+    }
+
+    /// A fresh CSP nonce: 128 random bits, hex.
+    static func newNonce() -> String {
+        var g = SystemRandomNumberGenerator()
+        let hex = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(32)
+        for _ in 0..<2 {
+            var v = g.next()
+            for _ in 0..<16 { out.append(hex[Int(v & 0xF)]); v >>= 4 }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func notFound() -> String {

@@ -19,8 +19,10 @@ struct PaymentWiring {
     static let environmentHelp = """
       PIXTRACK_PLUGIN_DIR             gateway plugins (*.so); default: the folder of the pixtrackd binary
       PIXTRACK_GATEWAY_TIMEOUT_MS     host timeout of every gateway call (default 5000)
+      PIXTRACK_PLUGIN_MAX_IN_FLIGHT   per plugin: calls running at once, overrunning ones included; more fail fast
+                                      as busy, and no plugin's trouble takes another's quota (default 64)
       PIXTRACK_MAX_AMOUNT_CENTS       GeneratePix ceiling in centavos (default 10000000)
-      PIXTRACK_WEBHOOK_SECRETS        secret path segment per gateway, e.g. paradise:abc,sandbox:def
+      PIXTRACK_WEBHOOK_SECRETS        secret path segment per gateway (32+ characters), e.g. paradise:9f2c…,sandbox:4be7…
       PIXTRACK_WEBHOOK_BASE_URL       public origin gateways post to (default PIXTRACK_PUBLIC_BASE_URL)
       PIXTRACK_RECONCILE_INTERVAL_MS / _BACKOFF_MS / _MAX_BACKOFF_MS / _MAX_CHECKS / _BATCH
                                       reconciler tuning (defaults 5000 / 30000 / 3600000 / 12 / 50)
@@ -39,9 +41,14 @@ struct PaymentWiring {
         c.maxAmountCents = Int64(try EnvNumber.int(env, "PIXTRACK_MAX_AMOUNT_CENTS", 10_000_000, 1...Int(Int32.max)))
         for item in (env["PIXTRACK_WEBHOOK_SECRETS"] ?? "").split(separator: ",") {
             let kv = item.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard kv.count == 2, !kv[0].isEmpty, kv[1].count >= 3,
+            guard kv.count == 2, !kv[0].isEmpty,
                   kv[1].utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "%") }) else {
-                throw .init(message: "PIXTRACK_WEBHOOK_SECRETS must look like gateway:secret,gateway:secret (secrets of 3+ URL-safe characters)")
+                throw .init(message: "PIXTRACK_WEBHOOK_SECRETS must look like gateway:secret,gateway:secret (URL-safe characters, no / or %)")
+            }
+            // The secret is the only thing standing between the internet and our inbox (the
+            // gateways do not sign their webhooks): it must not be guessable.
+            guard kv[1].count >= 32 else {
+                throw .init(message: "PIXTRACK_WEBHOOK_SECRETS: the secret for '\(kv[0])' has \(kv[1].count) characters; use at least 32 (e.g. openssl rand -hex 16)")
             }
             c.webhookSecrets[kv[0]] = kv[1]
         }
@@ -71,13 +78,19 @@ struct PaymentWiring {
             ?? GatewayRegistry.Options(pluginDirectory: pluginDir)
         if env["PIXTRACK_PLUGIN_TIMEOUT_MS"] == nil { options.callTimeoutMs = configuration.gatewayTimeoutMs }
         let registry = GatewayRegistry.scan(options: options, logger: logger)
+        let quota = options.maxPluginThreads
+        metrics.gauge("pixtrack_plugin_calls_in_flight", help: "Plugin calls running, by plugin (each has a quota of \(quota)).") {
+            registry.plugins.map { ([("plugin", $0.name)], Double(registry.callsInFlight(plugin: $0.name))) }
+        }
         service = PaymentService(pool: storage.pool, configuration: configuration, bots: SQLBotGateways(pool: storage.pool),
                                  tokens: ResolverTokens(resolver: tracking.resolver), tracking: StoreTracking(store: tracking.store),
                                  gateways: RegistryGateways(registry: registry), logger: logger, metrics: metrics)
         let inbox = WebhookInbox(service: service)
         let workers = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil : PaymentWorkers(reconciler: Reconciler(service: service), inbox: inbox)
         self.workers = workers
-        handlers = PaymentHandlers(service: service, inbox: inbox, stored: { workers?.webhookArrived() })
+        let proxies = tracking.configuration.trustedProxies
+        handlers = PaymentHandlers(service: service, inbox: inbox, stored: { workers?.webhookArrived() },
+                                   clientIP: { r in proxies.clientIP(peer: r.peer, forwardedFor: r.headers.filter { $0.name == "x-forwarded-for" }.map(\.value)) })
         let secrets = configuration.webhookSecrets.keys.sorted().joined(separator: ",")
         logger.info("payments_ready", ("plugins", registry.plugins.map(\.name).joined(separator: ",")),
                     ("webhook_gateways", secrets), ("gateway_timeout_ms", String(configuration.gatewayTimeoutMs)))

@@ -151,6 +151,34 @@ enum Fixture: Int, CaseIterable {
         #expect(ra.outcome == .unknown && rb.outcome == .unknown)
     }
 
+    @Test func aPluginThatHangsNeverTakesAnotherPluginsQuota() async throws {
+        // One directory, two plugins: a fixture whose calls sleep past the deadline, and the sandbox.
+        let dir = TestEnv.tempDir()
+        _ = try await TestEnv.compileFixture(mode: Fixture.sleep.rawValue, dir: dir, name: "libfixture_hang.so")
+        try FileManager.default.copyItem(atPath: "\(TestEnv.buildDir)/libsandbox.so", toPath: "\(dir)/libsandbox.so")
+        var o = TestEnv.options(timeoutMs: 300, maxThreads: 2)
+        o.pluginDirectory = dir
+        let opts = o
+        let reg = try await offPool { GatewayRegistry.scan(options: opts, logger: TestEnv.quiet) }
+        #expect(Set(reg.plugins.map(\.name)) == ["fixture", "sandbox"])
+        let hung = try await reg.makeInstance(gateway: "fixture", config: GatewayConfig())
+        async let a = hung.createPix(.sample(uniqueReference("h1")))
+        async let b = hung.createPix(.sample(uniqueReference("h2")))
+        for _ in 0..<200 where reg.callsInFlight(plugin: "fixture") < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(reg.callsInFlight(plugin: "fixture") == 2)
+        // The fixture's quota is spent: its next call fails fast ...
+        let c = await hung.createPix(.sample(uniqueReference("h3")))
+        #expect(c.failure?.kind == .busy)
+        // ... while the sandbox has all of its own.
+        let sandbox = try await reg.makeInstance(gateway: "sandbox", config: GatewayConfig(options: ["merchant_name": "Loja"]))
+        for i in 0..<2 {
+            let ok = await sandbox.createPix(.sample(uniqueReference("s\(i)")))
+            #expect(ok.outcome == .created, "\(ok.message) \(String(describing: ok.failure))")
+        }
+        #expect(reg.callsInFlight(plugin: "sandbox") == 0)
+        _ = await (a, b)
+    }
+
     @Test func errorStatusIsNotSentOnlyWhenNothingLeft() async throws {
         let quiet = try await Self.instance(.error).createPix(.sample(uniqueReference("err")))
         #expect(quiet.outcome == .notSent)

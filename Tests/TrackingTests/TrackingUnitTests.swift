@@ -127,10 +127,23 @@ import Testing
 
     @Test func landingPageEscapesEverythingDynamic() {
         let html = LandingPage.pixelPage(destination: "https://t.me/a?start=b\"</script><x>", token: "0123456789abcdef0123456789abcdef",
-                                         pixelID: "1", eventID: "pageview_1", pixelScriptURL: "https://p/s.js", timeoutMs: 2500)
+                                         pixelID: "1", eventID: "pageview_1", pixelScriptURL: "https://p/s.js", timeoutMs: 2500,
+                                         nonce: "abc123")
         #expect(!html.contains("<x>") && html.contains("\\u003c/script\\u003e") && html.contains("&lt;/script&gt;"))
         #expect(html.contains("setTimeout(go,2500)") && html.contains("eventID:\"pageview_1\"") && html.contains("<noscript>"))
-        #expect(LandingPage.pixelPage(destination: "d", token: "t", pixelID: "", eventID: "e", pixelScriptURL: "s", timeoutMs: 1)
+        #expect(LandingPage.pixelPage(destination: "d", token: "t", pixelID: "", eventID: "e", pixelScriptURL: "s", timeoutMs: 1, nonce: "n")
             .contains("  go();"))
+        #expect(html.contains("<script nonce=\"abc123\">"))
+    }
+
+    @Test func landingPagePolicyAllowsOnlyOurScriptThePixelAndMeta() {
+        let p = LandingPage.pixelPagePolicy(nonce: "n0nce", pixelScriptURL: "https://connect.facebook.net/en_US/fbevents.js")
+        #expect(p.hasPrefix("default-src 'none'; script-src 'nonce-n0nce' https://connect.facebook.net;"))
+        #expect(p.contains("connect-src 'self' https://connect.facebook.net https://www.facebook.com"))
+        #expect(p.contains("frame-ancestors 'none'") && !p.contains("unsafe-eval") && !p.contains("script-src 'unsafe-inline'"))
+        #expect(LandingPage.origin(of: "http://127.0.0.1:8080/pixel.js?x=1") == "http://127.0.0.1:8080")
+        #expect(LandingPage.origin(of: "javascript:alert(1)") == "'none'" && LandingPage.origin(of: "https://a b/") == "'none'")
+        let a = LandingPage.newNonce(), b = LandingPage.newNonce()
+        #expect(a.count == 32 && a != b && a.allSatisfy(\.isHexDigit))
     }
 }

@@ -10,8 +10,9 @@ from tracking_support import FakeProcess, http_request, psql, server_env, unique
 
 from pixtrack.v1 import payment_pb2 as ppb, payment_pb2_grpc, tracking_pb2 as tpb, tracking_pb2_grpc
 
-SECRETS = {"sandbox": "sbx-secret-1", "paradise": "pdx-secret-2", "atomopay": "atm-secret-3", "umbrellapag": "umb-secret-4",
-           "syncpay": "syn-secret-5"}
+# Webhook secrets: at least 32 characters, as pixtrackd requires.
+SECRETS = {"sandbox": "sbx-secret-1-5f0a9c2e7b41d3866a9", "paradise": "pdx-secret-2-c81e3d09f2a4b7750c9", "atomopay": "atm-secret-3-0d4c6b1a9e8f2735bb9", "umbrellapag": "umb-secret-4-7a2f90c3d6e15b48e19",
+           "syncpay": "syn-secret-5-e93b5d27a0c4f16d829"}
 
 # What each fake gateway account needs (credentials and options both go in credentials.values),
 # and its base path on the fake (Tests/fakes/fake_gateways.py).

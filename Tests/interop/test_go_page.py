@@ -5,6 +5,7 @@ within 3.5 s even when the pixel script fails or never loads; <noscript> visitor
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -14,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import support
-from tracking_support import new_schema, server_env, unique_id, FakeMeta, wait_until
+from tracking_support import http_request, new_schema, server_env, unique_id, FakeMeta, wait_until
 
 from pixtrack.v1 import tracking_pb2 as pb, tracking_pb2_grpc
 
@@ -166,3 +167,20 @@ def test_noscript_visitor_arrives_by_meta_refresh(env):
         assert path.startswith(f"/tg/page{bid}?start=") and elapsed < 3.5
     finally:
         browser.quit()
+
+
+def test_the_page_carries_a_policy_that_allows_only_its_own_script(env):
+    stand, s, stub, slug, browser, bid = env
+    status, headers, body = http_request(s.port, "GET", f"/go/{slug}?fbclid=IwAR_csp_test", {"User-Agent": "Mozilla/5.0 Chrome/124.0"})
+    h = dict(headers)
+    assert status == 200 and h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer"
+    csp = h["content-security-policy"]
+    nonce = re.search(r"'nonce-([0-9a-f]{32})'", csp).group(1)
+    assert f'<script nonce="{nonce}">' in body.decode()
+    assert f"script-src 'nonce-{nonce}' http://127.0.0.1:{stand.port};" in csp and "frame-ancestors 'none'" in csp
+    # A new nonce each time.
+    _, again, _ = http_request(s.port, "GET", f"/go/{slug}?fbclid=IwAR_csp_test2", {"User-Agent": "Mozilla/5.0 Chrome/124.0"})
+    assert nonce not in dict(again)["content-security-policy"]
+    # The message pages run no script at all.
+    _, nf, _ = http_request(s.port, "GET", "/go/no-such-slug-here", {"User-Agent": "Mozilla/5.0"})
+    assert dict(nf)["content-security-policy"].startswith("default-src 'none';")

@@ -342,8 +342,9 @@ def test_crash_no_orphan_pix(meta):
     gw = FakeGateways()
     n = 200
     try:
+        # All 200 calls in flight at the kill (the per-plugin quota, 64 by default, would fail the rest fast).
         env = payment_env(db3, meta, PIXTRACK_META_SENDER="0", PIXTRACK_GATEWAY_TIMEOUT_MS="3000",
-                          PIXTRACK_PG_POOL_SIZE="20", PIXTRACK_RECONCILE_MAX_CHECKS="3")
+                          PIXTRACK_PG_POOL_SIZE="20", PIXTRACK_RECONCILE_MAX_CHECKS="3", PIXTRACK_PLUGIN_MAX_IN_FLIGHT="256")
         s = support.start_server(env=env, name="pixtrackd (crash victim)")
         c = Client(s.port)
         bot = c.paradise_bot(gw, pixel=pixel_id())

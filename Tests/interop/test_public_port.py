@@ -18,7 +18,7 @@ import support
 
 @pytest.fixture(scope="module")
 def srv():
-    s = support.start_server("--public-port", "0", env={"PIXTRACK_WEBHOOK_SECRETS": "sandbox:public-port-secret"},
+    s = support.start_server("--public-port", "0", env={"PIXTRACK_WEBHOOK_SECRETS": "sandbox:public-port-secret-3c9e1a7f5b2d80e4"},
                              name="pixtrackd (public port)")
     deadline = time.monotonic() + 5
     m = None
@@ -45,7 +45,7 @@ def test_the_public_routes_are_served(srv):
     # An unknown slug is the /go handler's own answer, not "no route".
     status, body = request(srv.public_port, "GET", "/go/no-such-slug")
     assert status in (302, 404) and b"no route for" not in body, (status, body)
-    status, body = request(srv.public_port, "POST", "/webhooks/sandbox/public-port-secret", b'{"action": "pay"}',
+    status, body = request(srv.public_port, "POST", "/webhooks/sandbox/public-port-secret-3c9e1a7f5b2d80e4", b'{"action": "pay"}',
                            {"Content-Type": "application/json"})
     assert b"no route for" not in body, (status, body)
     assert status in (200, 400), (status, body)

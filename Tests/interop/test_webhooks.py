@@ -10,6 +10,7 @@ between a Purchase POST and the record of Meta's answer never sends that Purchas
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -303,3 +304,38 @@ def test_sigkill_between_the_purchase_post_and_its_record_never_sends_it_twice(m
                        f"{len(meta.events(event_id))} time(s)")
     finally:
         support.stop_and_check(s2)
+
+
+# --- guessing the secret ---------------------------------------------------------------------------
+
+def post_from(source: str, port: int, path: str, body: bytes = b"{}"):
+    conn = http.client.HTTPConnection(support.HOST, port, timeout=10, source_address=(source, 0))
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, data
+
+
+def test_wrong_secrets_are_throttled_per_client(srv, cl, db_url):
+    """10 wrong secrets from one address within a minute: that address gets 429 (even with the
+    right secret) until the minute is over; other addresses are not affected."""
+    cl.bot("sandbox")
+    guesser = "127.0.0.77"
+    for i in range(10):
+        status, _ = post_from(guesser, srv.port, f"/webhooks/sandbox/guess-{i:02d}-0123456789abcdef0123456789")
+        assert status == 404
+    before = int(psql("SELECT count(*) FROM webhook_inbox", db_url))
+    status, body = post_from(guesser, srv.port, f"/webhooks/sandbox/{SECRETS['sandbox']}", b'{"action": "pay", "reference": "PAY-1"}')
+    assert status == 429 and b"resource_exhausted" in body, (status, body)
+    assert int(psql("SELECT count(*) FROM webhook_inbox", db_url)) == before, "a throttled request was stored"
+    status, _ = post_from("127.0.0.78", srv.port, f"/webhooks/sandbox/{SECRETS['sandbox']}", b'{"action": "pay", "reference": "PAY-1"}')
+    assert status == 200
+
+
+def test_a_short_webhook_secret_is_refused_at_startup(meta):
+    with pytest.raises(RuntimeError) as e:
+        support.start_server(env=payment_env(new_schema(), meta, PIXTRACK_WEBHOOK_SECRETS="paradise:too-short-secret"),
+                             name="pixtrackd (short secret)")
+    assert "at least 32" in str(e.value) and "paradise" in str(e.value), str(e.value)[-600:]
+    assert "too-short-secret" not in str(e.value).split("at least 32")[0][-200:], "the secret itself was printed"
