@@ -2,7 +2,7 @@
 """Fake ÁtomoPay, Paradise, UmbrellaPag and SyncPay APIs on loopback, for tests and demos.
 
 One process serves all four gateways under path prefixes, speaking their wire formats as
-written in shared/DESIGN.md §4 (observed formats, see Plugins/README.md):
+written in docs/DESIGN.md §4 (observed formats, see Plugins/README.md):
 
     http://127.0.0.1:PORT/atomopay/api/public/v1     ?api_token=  (default token "atomo-token")
     http://127.0.0.1:PORT/paradise/api/v1            X-API-Key    (default "paradise-key")

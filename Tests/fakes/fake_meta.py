@@ -3,7 +3,7 @@
 
     POST /{version}/{pixel_id}/events?access_token=T   body {"data": [...], "test_event_code"?: "..."}
 
-Every request is checked the way Meta does it (shared/DESIGN.md §3): JSON body, 1..1000 events,
+Every request is checked the way Meta does it (docs/DESIGN.md §3): JSON body, 1..1000 events,
 website events with event_name, integer event_time (Unix seconds, not older than 7 days, not in
 the future), event_id, action_source "website", event_source_url, user_data with
 client_user_agent; fbp/fbc in Meta's formats and unhashed; external_id as SHA-256 hex. One bad
