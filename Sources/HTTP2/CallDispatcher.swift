@@ -23,13 +23,20 @@ final class CallDispatcher: Sendable {
     }
 
     func headersComplete(_ s: H2Stream, on c: H2Connection) {
-        if c.isPublic {
-            return c.respondTrailersOnly(s, httpStatus: 404, code: .unimplemented,
-                                         message: "RPCs are not served on the public port; use the main port")
-        }
         if s.headersTooLarge {
             return c.respondTrailersOnly(s, httpStatus: 431, code: .resourceExhausted,
                                          message: "request headers exceed \(config.maxHeaderListBytes) bytes")
+        }
+        // Not gRPC (another method or content-type): an HTTP route, the same handlers as
+        // HTTP/1.1 (browsers and gateways speak h2 once TLS is in front). It runs at END_STREAM.
+        if !(s.isPOST && s.contentTypeIsGRPC), c.servesHTTPRoutes {
+            if s.rawHeaders == nil { s.rawHeaders = Self.rebuiltHeaders(s) }
+            s.isHTTP = true
+            return
+        }
+        if c.isPublic {
+            return c.respondTrailersOnly(s, httpStatus: 404, code: .unimplemented,
+                                         message: "RPCs are not served on the public port; use the main port")
         }
         guard s.isPOST else {
             return c.respondTrailersOnly(s, httpStatus: 405, code: .unimplemented, message: "gRPC requires POST, got \(s.method)")
@@ -201,6 +208,26 @@ final class CallDispatcher: Sendable {
             }
         }
         c.stream(id)?.deadlineTask = task
+    }
+
+    /// The headers of a POST on an RPC path that turned out not to be gRPC (a Connect call), from
+    /// what the gRPC parser kept: they were not copied as they arrived, to spare every gRPC call.
+    static func rebuiltHeaders(_ s: H2Stream) -> [(name: String, value: String)] {
+        var h: [(name: String, value: String)] = []
+        if !s.contentType.isEmpty { h.append(("content-type", s.contentType)) }
+        if let a = s.authorization { h.append(("authorization", String(decoding: a, as: UTF8.self))) }
+        if let t = s.timeout { h.append(("grpc-timeout", t)) }
+        for (k, v) in s.metadata { h.append((k, v)) }
+        return h
+    }
+
+    /// An HTTP route answered on an HTTP/2 stream: counted and logged like HTTP/1.1 requests.
+    func httpCallEnded(_ s: H2Stream, status: Int, on c: H2Connection) {
+        let elapsed = ContinuousClock.now - s.started
+        let level: Logger.Level = status < 500 && elapsed < .seconds(1) ? .debug : .info
+        guard logger.minimum <= level else { return }
+        logger.log(level, "http2_request", [("method", s.isPOST ? "POST" : s.method), ("path", s.path), ("status", String(status)),
+                                            ("duration_ms", String(Double(elapsed / .microseconds(1)) / 1000)), ("peer", c.peer)])
     }
 
     /// Called once per stream when its final status is decided.

@@ -34,8 +34,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var held = 0
     /// The peer's address without the port, for the per-address connection count.
     let peerAddress: String
-    /// Accepted on the public listener: HTTP/1.1 public routes only, no RPCs.
+    /// Accepted on the public listener: the public HTTP routes only, no RPCs.
     let isPublic: Bool
+    /// HTTP routes are answered on this connection (over HTTP/1.1 and HTTP/2 alike).
+    var servesHTTPRoutes: Bool { (isPublic ? core.publicHTTPHandler : core.httpHandler) != nil }
 
     // HTTP/1.1 side door: parsed requests are answered one at a time, in order.
     private var h1: H1Session?
@@ -370,7 +372,15 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // Matched as bytes: this runs for every header of every call. nghttp2 has already
         // checked that names are lowercase tokens and values carry no NUL/CR/LF.
         func text(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
+        // Pseudo-headers come first: by the first regular header we know whether this may be an
+        // HTTP route (not POST, or a path no RPC has), and only then is every header kept.
+        if s.rawHeaders != nil, name.first != UInt8(ascii: ":") {
+            s.rawHeaders!.append((text(name), text(value)))
+        } else if s.rawHeaders == nil, name.first != UInt8(ascii: ":"), !s.isPOST || s.route == nil {
+            s.rawHeaders = [(text(name), text(value))]
+        }
         if name.first == UInt8(ascii: ":") {
+            if name.equals(":authority") { s.authority = text(value); return }
             if name.equals(":method") {
                 s.isPOST = value.equals("POST")
                 if !s.isPOST { s.method = text(value) }
@@ -378,6 +388,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                 // A known method is found on the bytes and its path string shared, not rebuilt.
                 s.route = core.dispatcher.router.method(path: value)
                 s.path = s.route?.path ?? text(value)
+                if s.route == nil { s.target = s.path }
             }
             return
         }
@@ -417,6 +428,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// streaming calls. Data that would pass a budget fails its stream with RESOURCE_EXHAUSTED.
     func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
         let n = bytes.count
+        if let s = lookup(id), s.isHTTP, !s.answered { return httpData(s, bytes) }
         guard let s = lookup(id), !s.answered, let method = s.rpc else {
             consume(id, n)  // not ours to keep (answered, refused, or unknown): dropped
             return
@@ -437,6 +449,70 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         core.counters.bufferedBytes.add(n, ordering: .relaxed)
         if case .bidiStreaming = method.kind { s.unconsumed += n } else { consume(id, n) }
         core.dispatcher.data(s, bytes, on: self)
+    }
+
+    /// DATA of an HTTP route's request: buffered (bounded like HTTP/1.1 bodies and the budgets).
+    private func httpData(_ s: H2Stream, _ bytes: UnsafeRawBufferPointer) {
+        let n = bytes.count
+        consume(s.id, n)
+        let cfg = core.config
+        if s.httpBody.count + n > cfg.http1Limits.maxBodyBytes {
+            return respondHTTP(s, .jsonError(413, code: "resource_exhausted", message: "request body exceeds \(cfg.http1Limits.maxBodyBytes) bytes"))
+        }
+        if held + n > cfg.maxConnectionBufferBytes || core.counters.bufferedBytes.load(ordering: .relaxed) + n > cfg.maxBufferBytes {
+            core.counters.budgetRefusals.add(1, ordering: .relaxed)
+            return respondHTTP(s, .jsonError(503, code: "resource_exhausted", message: "request buffers are full; retry later"))
+        }
+        s.held += n
+        held += n
+        core.counters.bufferedBytes.add(n, ordering: .relaxed)
+        s.httpBody.append(contentsOf: bytes)
+    }
+
+    /// The request of an HTTP route is complete: its handler runs in a task, like HTTP/1.1's.
+    private func runHTTP(_ s: H2Stream) {
+        guard let handler = isPublic ? core.publicHTTPHandler : core.httpHandler else {
+            return respondHTTP(s, .jsonError(404, code: "not_found", message: "no HTTP routes"))
+        }
+        var headers = s.rawHeaders ?? []
+        if !s.authority.isEmpty, !headers.contains(where: { $0.name == "host" }) { headers.insert(("host", s.authority), at: 0) }
+        let request = HTTPRequest(method: s.isPOST ? "POST" : s.method, target: s.target.isEmpty ? s.path : s.target,
+                                  headers: headers, body: s.httpBody, peer: peer)
+        s.httpBody = []
+        let id = s.id
+        s.task = Task { [self] in
+            let response = await handler(request)
+            loop.execute { [self] in
+                guard let st = stream(id), !st.answered else { return }
+                respondHTTP(st, response)
+            }
+        }
+    }
+
+    /// An HTTP route's answer on its stream: `:status`, the headers (connection-specific ones
+    /// dropped, names lowercased), the body as DATA ending the stream.
+    func respondHTTP(_ s: H2Stream, _ r: HTTPResponse) {
+        guard let session, !s.answered else { return }
+        s.answered = true
+        s.task?.cancel()
+        releaseBuffers(s)
+        let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"]
+        var h: [(String, String)] = [(":status", String(r.status))]
+        for (n, v) in r.headers where !hopByHop.contains(n.lowercased()) { h.append((n.lowercased(), v)) }
+        let head = s.method == "HEAD"
+        h.append(("content-length", String(r.body.count)))
+        if head || r.body.isEmpty {
+            _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
+        } else {
+            s.outbound = r.body
+            s.outboundOffset = 0
+            s.endsWithData = true
+            s.responseStarted = true
+            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
+            _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, &provider) }
+        }
+        core.dispatcher.httpCallEnded(s, status: r.status, on: self)
+        scheduleFlush()
     }
 
     /// Gives `n` bytes of stream `id` back to the peer's flow-control windows.
@@ -479,6 +555,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     func requestEnded(stream id: Int32) {
         guard let s = lookup(id) else { return }
         s.requestEnded = true
+        if s.isHTTP { if !s.answered { runHTTP(s) }; return }
         if !s.answered { core.dispatcher.requestEnded(s, on: self) }
     }
 
@@ -608,6 +685,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                 s.writeWaiter = nil
                 k.resume()
             }
+        }
+        if s.pendingOutbound == 0, s.endsWithData {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            return n
         }
         if s.pendingOutbound == 0, let t = s.trailers {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue

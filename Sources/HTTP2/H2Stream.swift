@@ -7,6 +7,7 @@ final class H2Stream {
 
     // Request side, filled while headers arrive.
     var isPOST = false
+    var authority = ""
     /// The request method when it is not POST (for the error message).
     var method = ""
     var path = ""
@@ -26,6 +27,16 @@ final class H2Stream {
     var deframer: GRPCDeframer
     var requestMessages: [[UInt8]] = []
     var requestEnded = false
+    /// An HTTP route over HTTP/2 (not gRPC): the request as the routes see it.
+    var isHTTP = false
+    /// Every header as sent, for requests that may be HTTP routes (not POST, or an unknown path):
+    /// a gRPC call never pays for it.
+    var rawHeaders: [(name: String, value: String)]?
+    /// `:path` with its query, when `rawHeaders` are kept.
+    var target = ""
+    var httpBody: [UInt8] = []
+    /// The response ends with the last DATA frame (no trailers): an HTTP route's answer.
+    var endsWithData = false
     /// END_HEADERS arrived (a stream still without it after the header timeout is a slow client).
     var headersDone = false
     /// Request bytes this stream holds against the connection's and the process's budgets:

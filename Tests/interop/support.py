@@ -179,6 +179,17 @@ def start_server(*args: str, env: dict[str, str] | None = None, name: str = "pix
     return Server(*args, env=env, name=name).start()
 
 
+def public_port(server: Server, timeout: float = 5.0) -> int:
+    """The port of the server's --public-port listener (from its `event=listening_public` line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(r"event=listening_public .*?port=(\d+)", server.log())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"{server.name} printed no event=listening_public line")
+
+
 def stop_and_check(server: Server) -> None:
     """SIGTERM; the server must exit 0 (within its grace period + margin)."""
     rc = server.terminate(timeout=15)

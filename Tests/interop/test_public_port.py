@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import time
 
 import grpc
@@ -20,13 +19,7 @@ import support
 def srv():
     s = support.start_server("--public-port", "0", env={"PIXTRACK_WEBHOOK_SECRETS": "sandbox:public-port-secret-3c9e1a7f5b2d80e4"},
                              name="pixtrackd (public port)")
-    deadline = time.monotonic() + 5
-    m = None
-    while m is None and time.monotonic() < deadline:
-        m = re.search(r"event=listening_public .*?port=(\d+)", s.log())
-        time.sleep(0.05)
-    assert m, "no listening_public line"
-    s.public_port = int(m.group(1))
+    s.public_port = support.public_port(s)
     yield s
     support.stop_and_check(s)
 
