@@ -259,6 +259,8 @@ final class CallDispatcher: Sendable {
     private static func logUnexpected(_ error: any Error, context: RPCContext, logger: Logger) {
         if let e = error as? RPCError {
             if let cause = e.cause { logger.warning("rpc_error_cause", ("request_id", context.requestID), ("cause", String(describing: cause))) }
+        } else if error is any RPCErrorConvertible {
+            logger.warning("rpc_error_cause", ("request_id", context.requestID), ("cause", String(describing: error)))
         } else if !(error is CancellationError) {
             logger.error("rpc_internal_error", ("request_id", context.requestID), ("method", context.path), ("error", String(describing: error)))
         }

@@ -18,29 +18,21 @@ public struct PaymentFilter: Sendable, Equatable {
 
 extension PaymentService {
     public func get(id: Int64) async throws -> Payment? {
-        do {
-            return try await pool.withConnection { try PaymentRepository.get(id: id, on: $0) }
-        } catch let e as PGError { throw e.rpcError }
+        return try await pool.withConnection { try PaymentRepository.get(id: id, on: $0) }
     }
 
     public func get(reference: String) async throws -> Payment? {
         if let id = Payment.id(fromReference: reference) { return try await get(id: id) }
         guard Payment.isLegacyID(reference) else { throw RPCError(.invalidArgument, "reference must be PAY-{id}") }
-        do {
-            return try await pool.withConnection { try PaymentRepository.get(legacyID: reference, on: $0) }
-        } catch let e as PGError { throw e.rpcError }
+        return try await pool.withConnection { try PaymentRepository.get(legacyID: reference, on: $0) }
     }
 
     public func get(gateway: String, transactionID: String) async throws -> Payment? {
-        do {
-            return try await pool.withConnection { try PaymentRepository.get(gateway: gateway, transactionID: transactionID, on: $0) }
-        } catch let e as PGError { throw e.rpcError }
+        return try await pool.withConnection { try PaymentRepository.get(gateway: gateway, transactionID: transactionID, on: $0) }
     }
 
     public func get(gateway: String, gatewayHash: String) async throws -> Payment? {
-        do {
-            return try await pool.withConnection { try PaymentRepository.get(gateway: gateway, gatewayHash: gatewayHash, on: $0) }
-        } catch let e as PGError { throw e.rpcError }
+        return try await pool.withConnection { try PaymentRepository.get(gateway: gateway, gatewayHash: gatewayHash, on: $0) }
     }
 
     /// Newest first; the page token is the last id of the previous page.
@@ -70,15 +62,13 @@ extension PaymentService {
             + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
             + " ORDER BY id DESC LIMIT $\(params.count)"
         let p = params
-        do {
-            var rows = try await pool.withConnection { c in try c.query(sql, p).map(Payment.init(row:)) }
-            var next = ""
-            if rows.count > size {
-                rows.removeLast()
-                next = "p\(rows.last!.id)"
-            }
-            return (rows, next)
-        } catch let e as PGError { throw e.rpcError }
+        var rows = try await pool.withConnection { c in try c.query(sql, p).map(Payment.init(row:)) }
+        var next = ""
+        if rows.count > size {
+            rows.removeLast()
+            next = "p\(rows.last!.id)"
+        }
+        return (rows, next)
     }
 
     /// Counts for `/metrics` gauges: payments by status, flagged payments, parked webhooks.

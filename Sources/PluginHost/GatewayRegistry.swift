@@ -5,10 +5,12 @@ import ProtoCodec
 import RPC
 
 /// Why `GatewayRegistry.makeInstance` failed.
-public struct GatewayInstanceError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct GatewayInstanceError: Error, Sendable, Hashable, CustomStringConvertible, RPCErrorConvertible {
     public let gateway: String
     public let message: String
     public var description: String { "gateway \(gateway): \(message)" }
+    /// The account cannot be used until an operator fixes it (the plugin's words stay in the log).
+    public var rpcError: RPCError { RPCError(.failedPrecondition, "gateway \(gateway) account is not usable", cause: self) }
 }
 
 /// The loaded gateway plugins of this process, and the factory for their instances.

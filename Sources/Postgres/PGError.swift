@@ -136,7 +136,7 @@ extension PGError {
     }
 }
 
-extension PGError {
+extension PGError: RPCErrorConvertible {
     /// The status a client should see. Messages are generic; the detail belongs in the log.
     public var rpcError: RPCError {
         switch code {

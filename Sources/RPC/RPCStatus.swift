@@ -47,6 +47,13 @@ public enum RPCCode: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// An error that reaches the caller as a gRPC status.
 ///
 /// `message` is sent to the client: it must never carry SQL, connection strings or secrets.
+/// An error that knows the status a client should see for it (generic words; the detail stays
+/// in `cause`, for the log). Handlers let such errors propagate: the transport maps them
+/// (`RPCError(mapping:)`), so no handler converts them by hand.
+public protocol RPCErrorConvertible: Error {
+    var rpcError: RPCError { get }
+}
+
 /// `cause` stays on the server (logged), never sent.
 public struct RPCError: Error, Sendable, CustomStringConvertible {
     public var code: RPCCode
@@ -61,11 +68,14 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(code.name): \(message)" }
 
-    /// Maps any error to the status the client sees. Unknown errors become `INTERNAL` with a
-    /// generic message; their detail belongs in the server log only.
+    /// Maps any error to the status the client sees: an `RPCError` as it is, an
+    /// `RPCErrorConvertible` (storage, plugin errors) by its own mapping. Unknown errors become
+    /// `INTERNAL` with a generic message; their detail belongs in the server log only.
     public init(mapping error: any Error) {
         if let rpc = error as? RPCError {
             self = rpc
+        } else if let c = error as? any RPCErrorConvertible {
+            self = c.rpcError
         } else if error is CancellationError {
             self.init(.cancelled, "call cancelled")
         } else {

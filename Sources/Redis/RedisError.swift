@@ -3,7 +3,7 @@ import RPC
 
 /// A Redis failure. No case carries a URL, password, key or value (server error replies are
 /// cut before echoed arguments): descriptions are safe to log.
-public enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+public enum RedisError: Error, Sendable, Hashable, CustomStringConvertible, RPCErrorConvertible {
     /// Cannot connect (refused, unreachable, connect timed out) or the connection broke (EOF,
     /// reset). The connection is dropped; the next call reconnects.
     case unavailable(String)

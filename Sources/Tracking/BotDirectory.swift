@@ -60,24 +60,20 @@ public struct BotDirectory: Sendable {
     }
 
     private func oneBot(_ sql: String, _ params: [PGValue?]) async throws -> Bot? {
-        do {
-            let rows = try await pool.withConnection { try $0.query(sql, params) }
-            return try rows.first.map(Self.bot)
-        } catch let e as PGError { throw e.rpcError }
+        let rows = try await pool.withConnection { try $0.query(sql, params) }
+        return try rows.first.map(Self.bot)
     }
 
     /// Bots by id, `pageSize` at a time after id `after`; the second value is the last id
     /// returned when more may follow.
     public func listBots(includeDisabled: Bool, pageSize: Int, after: Int64) async throws -> ([Bot], Int64?) {
         let size = min(max(pageSize, 1), 1000)
-        do {
-            let rows = try await pool.withConnection { c in
-                try c.query("SELECT \(Self.botColumns) FROM bots WHERE id > $1 AND (enabled OR $2) ORDER BY id LIMIT $3",
-                            [.int(after), .bool(includeDisabled), .int(size + 1)])
-            }
-            let bots = try rows.prefix(size).map(Self.bot)
-            return (bots, rows.count > size ? bots.last?.id : nil)
-        } catch let e as PGError { throw e.rpcError }
+        let rows = try await pool.withConnection { c in
+            try c.query("SELECT \(Self.botColumns) FROM bots WHERE id > $1 AND (enabled OR $2) ORDER BY id LIMIT $3",
+                        [.int(after), .bool(includeDisabled), .int(size + 1)])
+        }
+        let bots = try rows.prefix(size).map(Self.bot)
+        return (bots, rows.count > size ? bots.last?.id : nil)
     }
 
     static func bot(_ r: PGRow) throws -> Bot {
@@ -119,26 +115,24 @@ public struct BotDirectory: Sendable {
     }
 
     public func slug(_ name: String) async throws -> Slug? {
-        do {
-            let (head, entries) = try await pool.withConnection { c in
-                (try c.query("""
-                    SELECT slug, mode, strategy, enabled, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
-                           (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
-                    FROM slugs WHERE slug = $1
-                    """, [.text(name)]),
-                 try c.query("SELECT bot_id, weight, priority, enabled FROM slug_bots WHERE slug = $1 ORDER BY position", [.text(name)]))
-            }
-            guard let h = head.first else { return nil }
-            var s = Slug(slug: try h.string("slug") ?? name, mode: SlugMode(rawValue: try h.string("mode") ?? "") ?? .redirect,
-                         strategy: SlugStrategy(rawValue: try h.string("strategy") ?? "") ?? .roundRobin,
-                         bots: try entries.map { r in
-                             SlugBot(botID: try r.int64("bot_id") ?? 0, weight: try r.int("weight") ?? 1,
-                                     priority: try r.int("priority") ?? 0, enabled: try r.bool("enabled") ?? false)
-                         }, enabled: try h.bool("enabled") ?? false)
-            s.createdAtMs = try h.int64("created_ms") ?? 0
-            s.updatedAtMs = try h.int64("updated_ms") ?? 0
-            return s
-        } catch let e as PGError { throw e.rpcError }
+        let (head, entries) = try await pool.withConnection { c in
+            (try c.query("""
+                SELECT slug, mode, strategy, enabled, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
+                       (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
+                FROM slugs WHERE slug = $1
+                """, [.text(name)]),
+             try c.query("SELECT bot_id, weight, priority, enabled FROM slug_bots WHERE slug = $1 ORDER BY position", [.text(name)]))
+        }
+        guard let h = head.first else { return nil }
+        var s = Slug(slug: try h.string("slug") ?? name, mode: SlugMode(rawValue: try h.string("mode") ?? "") ?? .redirect,
+                     strategy: SlugStrategy(rawValue: try h.string("strategy") ?? "") ?? .roundRobin,
+                     bots: try entries.map { r in
+                         SlugBot(botID: try r.int64("bot_id") ?? 0, weight: try r.int("weight") ?? 1,
+                                 priority: try r.int("priority") ?? 0, enabled: try r.bool("enabled") ?? false)
+                     }, enabled: try h.bool("enabled") ?? false)
+        s.createdAtMs = try h.int64("created_ms") ?? 0
+        s.updatedAtMs = try h.int64("updated_ms") ?? 0
+        return s
     }
 
     /// What a click on `name` may use: nil when the slug is unknown or disabled; the

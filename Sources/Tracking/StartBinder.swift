@@ -81,12 +81,10 @@ public struct StartBinder: Sendable {
 
     /// The user's current `tracking_session_id`, if any.
     private func currentBinding(_ input: StartInput) async throws -> String? {
-        do {
-            return try await pool.withConnection { c in
-                try c.query("SELECT tracking_session_id FROM bot_users WHERE bot_id = $1 AND telegram_user_id = $2",
-                            [.int(input.botID), .int(input.telegramUserID)]).first?.string("tracking_session_id")
-            }
-        } catch let e as PGError { throw e.rpcError }
+        return try await pool.withConnection { c in
+            try c.query("SELECT tracking_session_id FROM bot_users WHERE bot_id = $1 AND telegram_user_id = $2",
+                        [.int(input.botID), .int(input.telegramUserID)]).first?.string("tracking_session_id")
+        }
     }
 
     /// One statement: create or update the bot user, returning the binding it had before.

@@ -87,7 +87,7 @@ public struct ConnectGateway: Sendable {
             return (Self.errorResponse(err), err.code, true)
         } catch {
             let e = RPCError(mapping: error)
-            if !(error is RPCError) {
+            if !(error is RPCError), !(error is any RPCErrorConvertible) {
                 logger.error("rpc_internal_error", ("request_id", requestID), ("method", path), ("error", String(describing: error)))
             }
             return (Self.errorResponse(e), e.code, true)

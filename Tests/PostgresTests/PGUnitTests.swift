@@ -1,5 +1,6 @@
 import Testing
 @testable import Postgres
+import RPC
 
 /// No server needed.
 @Suite struct PGUnitTests {
@@ -61,5 +62,17 @@ import Testing
         #expect(a.lockKey == PGMigrator(pool: pool, migrations: [], table: "schema_migrations").lockKey)
         #expect(a.lockKey != b.lockKey)
         await pool.close()
+    }
+}
+
+/// Storage errors reach clients through `RPCErrorConvertible`: handlers never convert them by hand.
+@Suite struct PGErrorMappingTests {
+    @Test func theTransportMapsAPostgresErrorByItsOwnRule() {
+        #expect(RPCError(mapping: PGError(.unavailable, "connection refused")).code == .unavailable)
+        #expect(RPCError(mapping: PGError(.timeout, "statement timeout")).code == .deadlineExceeded)
+        let mapped = RPCError(mapping: PGError(.unavailable, "connect to 10.0.0.7:5432 failed: password authentication failed"))
+        // The client sees generic words; the detail stays in the cause, for the log.
+        #expect(mapped.message == "database unavailable" && !mapped.message.contains("10.0.0.7"))
+        #expect(mapped.cause != nil)
     }
 }

@@ -417,7 +417,9 @@ def test_meta_code_100_parks_the_bad_event_and_delivers_the_rest(srv, stub, meta
     time.sleep(0.2)
     ids = [queue_pageview(stub, srv, slug) for _ in range(5)]
     meta.call("/_control/reject_event", {"event_id": ids[2]})
-    wait_until(lambda: psql(f"SELECT count(*) FROM meta_events WHERE pixel_id = '{pixel}' AND status = 'queued'", srv_db(srv)) == "0",
+    # Settled: nothing queued and nothing on the wire (rows are `sending` while their POST runs).
+    wait_until(lambda: psql(f"SELECT count(*) FROM meta_events WHERE pixel_id = '{pixel}' AND status IN ('queued', 'sending')",
+                            srv_db(srv)) == "0",
                timeout=15, what="the outbox to settle")
     assert len(meta.events(first)) == 1
     for i, eid in enumerate(ids):
