@@ -348,3 +348,86 @@ def test_connections_per_address_are_limited():
             x.close()
     finally:
         support.stop_and_check(s)
+
+
+# --- control-frame floods ----------------------------------------------------------------------
+
+def frame(ftype: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
+
+
+def read_goaway(sock: socket.socket, timeout: float, closed: list | None = None) -> int | None:
+    """Reads until the peer closes or `timeout`; the error code of a GOAWAY seen, else None.
+    `closed` (if given) gets True appended when the peer closed or reset the connection."""
+    sock.settimeout(timeout)
+    got = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            d = sock.recv(1 << 16)
+            if not d:
+                if closed is not None:
+                    closed.append(True)
+                break
+            got += d
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        if closed is not None:
+            closed.append(True)
+    i, code = 0, None
+    while i + 9 <= len(got):
+        n = int.from_bytes(got[i:i + 3], "big")
+        if got[i + 3] == 7 and i + 17 <= len(got):
+            code = int.from_bytes(got[i + 13:i + 17], "big")
+        i += 9 + n
+    return code
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings"])
+def test_control_frame_floods_a_client_never_reads(edge, kind):
+    """100,000 PINGs (or empty SETTINGS) whose acks the client never reads: the server neither
+    queues acks without bound nor stops answering others."""
+    one = frame(6, 0, 0, b"\x00" * 8) if kind == "ping" else frame(4, 0, 0)
+    with PeakRSS(edge) as rss:
+        with socket.create_connection((support.HOST, edge.port), timeout=5) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(PREFACE)
+            sent = 0
+            try:
+                for _ in range(100):
+                    s.sendall(one * 1000)
+                    sent += 1000
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                pass
+            latency = health_latency_ms(edge.port)
+            code = read_goaway(s, 3)
+    support.figure(f"{kind} flood, {sent} frames, acks never read: server RSS +{rss.growth_mib:.1f} MiB (bound 32), "
+                   f"GOAWAY {code}, health {latency:.0f} ms")
+    assert rss.growth_mib <= 32, rss.growth_mib
+    assert latency < 500
+    support.assert_serving(edge)
+
+
+def test_continuation_flood_is_cut_off(edge):
+    with socket.create_connection((support.HOST, edge.port), timeout=5) as s:
+        s.sendall(PREFACE)
+        s.sendall(frame(1, 0, 1, b"\x83\x86"))  # HEADERS without END_HEADERS
+        t0 = time.monotonic()
+        try:
+            for _ in range(1000):
+                s.sendall(frame(9, 0, 1, b"\x40\x01a\x01b"))  # CONTINUATION, never END_HEADERS
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed: list = []
+        code = read_goaway(s, 3, closed)
+        elapsed = time.monotonic() - t0
+    # nghttp2 allows 8 CONTINUATION frames: then a GOAWAY, and the connection is closed (with
+    # the client's unread frames still queued, the kernel may reset it before the GOAWAY arrives).
+    support.figure(f"CONTINUATION flood: connection closed after {elapsed:.2f} s (GOAWAY {code})")
+    assert closed and elapsed < 3, (closed, elapsed)
+    assert code is None or code != 0, code
+    support.assert_serving(edge)
