@@ -34,6 +34,8 @@ final class EventLoop: @unchecked Sendable {
     private var flushing: [EventLoopHandler] = []
     private let stopped = Atomic<Bool>(false)
     private var thread: Thread?
+    /// The loop thread's id, once it runs (0 before): what `inLoop` compares with.
+    private let loopThreadID = Atomic<UInt>(0)
     /// Scratch space for socket reads; loop thread only, never escapes a read.
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
 
@@ -82,6 +84,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: loop-thread API
 
     func register(_ fd: Int32, _ handler: EventLoopHandler, events: UInt32) throws {
+        assertInLoop()
         guard pt_epoll_add(epfd, fd, events) == 0 else { throw SystemError.errno("epoll_ctl(ADD)") }
         handlers[fd] = handler
     }
@@ -102,10 +105,22 @@ final class EventLoop: @unchecked Sendable {
     /// Asks for `handler.flushDirty()` at the end of this iteration (coalesces many writes into
     /// one). The handler marks itself at most once per iteration (it keeps its own flag).
     func markDirty(_ handler: EventLoopHandler) {
+        assertInLoop()
         dirty.append(handler)
     }
 
+    /// True on this loop's own thread.
+    var inLoop: Bool { loopThreadID.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    /// Confinement check for connection state: in debug builds, a call from any other thread
+    /// stops the process at the call site (release builds compile it out).
+    @inline(__always)
+    func assertInLoop(_ what: StaticString = #function, file: StaticString = #fileID, line: UInt = #line) {
+        assert(inLoop, "\(what) called off its event loop thread", file: file, line: line)
+    }
+
     private func run() {
+        loopThreadID.store(UInt(pthread_self()), ordering: .relaxed)
         var lastTick = ContinuousClock.now
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)

@@ -61,6 +61,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     // MARK: socket events
 
     func handleEvents(_ events: UInt32) {
+        loop.assertInLoop()
         if events & EPOLLOUT.rawValue != 0 { writeOut() }
         if mode == .closed { return }
         if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { readIn() }
@@ -197,6 +198,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     }
 
     func close(reason: String) {
+        loop.assertInLoop()
         guard mode != .closed else { return }
         mode = .closed
         for (_, s) in streams {
@@ -282,6 +284,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// Once a second: slow or idle peers are let go.
     func tick(now: ContinuousClock.Instant) {
+        loop.assertInLoop()
         let limits = core.config.timeouts
         switch mode {
         case .sniffing:
@@ -332,6 +335,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// GOAWAY: announce shutdown now, refuse new streams shortly after; open calls finish.
     func beginDrain() {
+        loop.assertInLoop()
         draining = true
         switch mode {
         case .sniffing: close(reason: "shutdown")
@@ -492,6 +496,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// An HTTP route's answer on its stream: `:status`, the headers (connection-specific ones
     /// dropped, names lowercased), the body as DATA ending the stream.
     func respondHTTP(_ s: H2Stream, _ r: HTTPResponse) {
+        loop.assertInLoop()
         guard let session, !s.answered else { return }
         s.answered = true
         s.task?.cancel()
@@ -524,6 +529,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// A streaming handler took a message of `bytes` wire bytes (prefix included).
     func messageTaken(stream id: Int32, bytes: Int) {
+        loop.assertInLoop()
         guard let s = streams[id] else { return }
         let k = min(bytes, s.unconsumed)
         s.unconsumed -= k
@@ -575,7 +581,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         s.inbound?.finish()
     }
 
-    func stream(_ id: Int32) -> H2Stream? { lookup(id) }
+    func stream(_ id: Int32) -> H2Stream? {
+        loop.assertInLoop()
+        return lookup(id)
+    }
 
     /// A call with a deadline: its timer (a task) is started after this read, and only if the
     /// call is still open then. Calls answered in the same read, like health checks from
@@ -606,6 +615,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// Trailers-Only (or a plain HTTP error status) for a call answered before any message.
     func respondTrailersOnly(_ s: H2Stream, httpStatus: Int = 200, code: RPCCode, message: String, extra: [(String, String)] = []) {
+        loop.assertInLoop()
         guard let session, !s.answered else { return }
         s.answered = true
         s.finalCode = code
@@ -622,6 +632,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// Queues one response message, sending the response headers first if needed.
     func sendMessage(_ s: H2Stream, _ message: [UInt8]) {
+        loop.assertInLoop()
         guard let session, !s.answered else { return }
         startResponse(s, session)
         let n = UInt32(message.count)
@@ -635,6 +646,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     /// Ends a call: trailers after its messages, or Trailers-Only when none was sent.
     func finish(_ s: H2Stream, code: RPCCode, message: String) {
+        loop.assertInLoop()
         guard let session, !s.answered else { return }
         if !s.responseStarted {
             respondTrailersOnly(s, code: code, message: message)

@@ -42,9 +42,9 @@ final class PluginThreads: Sendable {
                 gate.open(.busy)
                 return
             }
-            // A Dispatch timer, not a Task: the deadline must hold even when the cooperative pool
-            // is saturated by blocking work.
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: max(0, timeoutMs)))) {
+            // A thread of its own fires the deadline, not a Task or a Dispatch timer: it must hold
+            // even when the cooperative pool and Dispatch's workers are busy with blocking work.
+            DeadlineTimer.shared.schedule(afterMs: timeoutMs) {
                 if gate.open(.timedOut) { onTimeout() }
             }
         }
@@ -139,6 +139,72 @@ final class BlockingBox<T: Sendable>: @unchecked Sendable {
             if pthread_cond_timedwait(&cond, &mutex, &deadline) == ETIMEDOUT { break }
         }
         return value
+    }
+}
+
+/// Fires deadlines on one dedicated thread, on time whatever the rest of the process is doing.
+/// Deadlines are kept sorted; one that is no longer needed (its call finished first) still fires
+/// and finds its gate already open, which is cheaper than cancelling it.
+final class DeadlineTimer: @unchecked Sendable {
+    static let shared = DeadlineTimer()
+
+    // Invariant: `entries` is read and written only under `mutex`; `cond` signals a new earliest one.
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var entries: [(at: Int64, action: @Sendable () -> Void)] = []
+
+    private init() {
+        pthread_mutex_init(&mutex, nil)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&cond, &attr)
+        pthread_condattr_destroy(&attr)
+        precondition(PluginThread.start { [self] in run() }, "cannot start the plugin deadline thread")
+    }
+
+    /// Runs `action` on the timer thread `afterMs` from now (keep it short: it delays the next one).
+    func schedule(afterMs: Int64, _ action: @escaping @Sendable () -> Void) {
+        let at = Self.nowNs() + max(0, min(afterMs, 86_400_000)) * 1_000_000
+        pthread_mutex_lock(&mutex)
+        var lo = 0, hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if entries[mid].at <= at { lo = mid + 1 } else { hi = mid }
+        }
+        entries.insert((at, action), at: lo)
+        if lo == 0 { pthread_cond_signal(&cond) }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    private func run() {
+        pthread_mutex_lock(&mutex)
+        while true {
+            guard let first = entries.first else {
+                pthread_cond_wait(&cond, &mutex)
+                continue
+            }
+            let now = Self.nowNs()
+            if first.at <= now {
+                var due: [@Sendable () -> Void] = []
+                while let e = entries.first, e.at <= now {
+                    due.append(e.action)
+                    entries.removeFirst()
+                }
+                pthread_mutex_unlock(&mutex)
+                for action in due { action() }
+                pthread_mutex_lock(&mutex)
+                continue
+            }
+            var ts = timespec(tv_sec: Int(first.at / 1_000_000_000), tv_nsec: Int(first.at % 1_000_000_000))
+            _ = pthread_cond_timedwait(&cond, &mutex, &ts)
+        }
+    }
+
+    static func nowNs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
 
