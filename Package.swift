@@ -100,7 +100,7 @@ let package = Package(
         .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
         // END payments targets
 
-        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit",
+        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
                                                             "Postgres", "Redis", "MetaCAPI", "Tracking",
                                                             "Payments", "PluginHost"]),
 

@@ -2,6 +2,14 @@
 #include "CSystemShims.h"
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+int pt_forbid_core_dumps(void) {
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) return -1;
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
 
 int pt_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len) {
     return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -110,6 +110,7 @@ public struct PaymentHandlers: Sendable {
                 }
                 var headers: [GatewayHeader] = []
                 for case .message(let h) in r.list("headers") { headers.append(GatewayHeader(h.string("name"), h.string("value"))) }
+                headers = WebhookInbox.keptHeaders(headers)
                 let id: Int64
                 do {
                     id = try await inbox.store(gateway: gateway, headers: headers, body: r.bytes("body"), remoteAddr: r.string("remote_addr"),
@@ -157,7 +158,7 @@ public struct PaymentHandlers: Sendable {
             service.count("webhook", "rejected_secret")
             return .jsonError(404, code: "not_found", message: "no route for POST /webhooks/…")
         }
-        let headers = request.headers.map { GatewayHeader($0.name, $0.value) }
+        let headers = WebhookInbox.keptHeaders(request.headers.map { GatewayHeader($0.name, $0.value) })
         let id: Int64
         do {
             id = try await inbox.store(gateway: gateway, headers: headers, body: request.body, remoteAddr: request.peer)

@@ -42,13 +42,25 @@ public final class WebhookInbox: Sendable {
         return diff == 0
     }
 
+    /// The request headers a webhook keeps (stored, and handed to the plugin): what describes the
+    /// body and the gateway's event. Everything else (`authorization`, `cookie`, proxies'
+    /// forwarding headers …) is dropped before it is stored.
+    public static let keptHeaders: Set<String> = [
+        "content-type", "user-agent", "event", "x-event", "x-event-type", "x-webhook-event", "x-webhook-id",
+        "x-request-id", "x-signature", "idempotency-key",
+    ]
+
+    public static func keptHeaders(_ headers: [GatewayHeader]) -> [GatewayHeader] {
+        headers.filter { keptHeaders.contains($0.name.lowercased()) }
+    }
+
     /// Stores the raw request. Throws `PGError` when PostgreSQL is down (answer 503: the gateway retries).
     /// - Parameter processingInline: the caller processes it right away (`HandleWebhook`): the
     ///   row is stored as that first attempt, leased like a claimed row, so background workers
     ///   leave it alone unless the caller dies before recording the result.
     public func store(gateway: String, headers: [GatewayHeader], body: [UInt8], remoteAddr: String,
                       processingInline: Bool = false) async throws -> Int64 {
-        let headerJSON = JSON.array(headers.map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).serialized
+        let headerJSON = JSON.array(Self.keptHeaders(headers).map { JSON.object(["name": .string($0.name), "value": .string($0.value)]) }).serialized
         let leaseMs = processingInline ? service.configuration.webhookLeaseMs : 0
         let id = try await service.pool.withConnection { c in
             try c.query("""

@@ -8,8 +8,11 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Server address host:port (env PIXTRACK_ADDR).")
     var addr: String = ProcessInfo.processInfo.environment["PIXTRACK_ADDR"] ?? "127.0.0.1:50051"
 
-    @Option(name: .long, help: "Bearer token for authenticated RPCs (env PIXTRACK_RPC_TOKEN).")
+    @Option(name: .long, help: "Bearer token for authenticated RPCs. Visible to other users in `ps`: prefer PIXTRACK_RPC_TOKEN or --token-file.")
     var token: String?
+
+    @Option(name: .long, help: "Read the bearer token from this file (its first line).")
+    var tokenFile: String?
 
     @Option(name: .long, help: "Seconds to wait for the answer (sent as grpc-timeout).")
     var timeout: Double = 10
@@ -19,6 +22,13 @@ struct ConnectionOptions: ParsableArguments {
 
     func validate() throws {
         guard timeout > 0, timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
+        if token != nil && tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
+        if let path = tokenFile, (try? Self.readToken(path)) == nil {
+            throw ValidationError("--token-file \(path): cannot read a token from it")
+        }
+        if token != nil {
+            FileHandle.standardError.write(Data("pixtrack: warning: --token is visible to other users of this machine (ps, /proc); prefer PIXTRACK_RPC_TOKEN or --token-file\n".utf8))
+        }
         for h in header where !h.contains(":") { throw ValidationError("-H expects 'key: value', got '\(h)'") }
         _ = try hostPort()
     }
@@ -37,10 +47,18 @@ struct ConnectionOptions: ParsableArguments {
             let i = h.firstIndex(of: ":")!
             return (String(h[..<i]).trimmingCharacters(in: .whitespaces).lowercased(), String(h[h.index(after: i)...]).trimmingCharacters(in: .whitespaces))
         }
-        if let t = token ?? ProcessInfo.processInfo.environment["PIXTRACK_RPC_TOKEN"], !t.isEmpty {
+        let fromFile = tokenFile.flatMap { try? Self.readToken($0) }
+        if let t = token ?? fromFile ?? ProcessInfo.processInfo.environment["PIXTRACK_RPC_TOKEN"], !t.isEmpty {
             m.append(("authorization", "Bearer \(t)"))
         }
         return m
+    }
+
+    /// The first line of `path`, without surrounding whitespace; nil when unreadable or empty.
+    static func readToken(_ path: String) throws -> String? {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let line = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        return line.isEmpty ? nil : line
     }
 
     /// One call on a fresh connection; a non-OK status becomes `RPCFailure`.

@@ -1,3 +1,4 @@
+import CSystemShims
 import Dispatch
 import Foundation
 import Glibc
@@ -34,6 +35,12 @@ enum Pixtrackd {
         default: .info
         }
         let logger = Logger(minimum: level)
+        // A core file of this process would hold every credential and token it has read.
+        if env["PIXTRACK_ALLOW_CORE_DUMPS"] == "1" {
+            logger.warning("core_dumps_allowed", ("reason", "PIXTRACK_ALLOW_CORE_DUMPS=1: a core file would contain secrets"))
+        } else if pt_forbid_core_dumps() != 0 {
+            logger.warning("core_dumps_not_disabled", ("error", String(cString: strerror(errno))))
+        }
         signal(SIGPIPE, SIG_IGN)
         let signals = ShutdownSignals([SIGTERM, SIGINT])
 

@@ -62,6 +62,8 @@ struct ServerOptions {
     environment:
       PIXTRACK_RPC_TOKEN        when set, every RPC except health and reflection needs
                                 'authorization: Bearer <token>'
+      PIXTRACK_ALLOW_CORE_DUMPS=1  keep core dumps possible (off by default: the process is made
+                                non-dumpable and RLIMIT_CORE is 0, since its memory holds secrets)
     \(StorageOptions.environmentHelp)
     \(TrackingWiring.environmentHelp)
     \(PaymentWiring.environmentHelp)

@@ -143,3 +143,15 @@ def test_help_everywhere(sub):
     assert rc == 0 and "USAGE" in out.upper()
     if sub and sub[0] in ("call", "list", "describe", "health", "meta"):
         assert "Examples" in out
+
+
+def test_a_token_on_the_command_line_is_warned_about_and_a_token_file_is_not(srv, tmp_path):
+    rc, out, err = run("health", "--token", "cli-token-visible-in-ps", *addr(srv))
+    assert rc == 0 and "--token is visible to other users" in err, (rc, err)
+    assert "cli-token-visible-in-ps" not in err
+    f = tmp_path / "token"
+    f.write_text("cli-token-from-a-file\n")
+    rc, out, err = run("health", "--token-file", str(f), *addr(srv))
+    assert rc == 0 and "warning" not in err, (rc, err)
+    rc, _, err = run("health", "--token-file", str(tmp_path / "missing"), *addr(srv))
+    assert rc == 64 and "--token-file" in err, (rc, err)

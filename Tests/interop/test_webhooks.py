@@ -339,3 +339,16 @@ def test_a_short_webhook_secret_is_refused_at_startup(meta):
                              name="pixtrackd (short secret)")
     assert "at least 32" in str(e.value) and "paradise" in str(e.value), str(e.value)[-600:]
     assert "too-short-secret" not in str(e.value).split("at least 32")[0][-200:], "the secret itself was printed"
+
+
+def test_only_the_headers_that_describe_the_webhook_are_stored(srv, cl, db_url):
+    cl.bot("sandbox")
+    status, _, body = http_request(srv.port, "POST", f"/webhooks/sandbox/{SECRETS['sandbox']}",
+                                   {"Content-Type": "application/json", "Authorization": "Bearer gateway-side-secret",
+                                    "Cookie": "session=buyer-cookie", "event": "cashin.update"},
+                                   b'{"action": "pay", "reference": "PAY-424242"}')
+    assert status == 200, (status, body)
+    inbox_id = int(body.decode().split('"id":')[1].rstrip("}"))
+    stored = psql(f"SELECT headers::text FROM webhook_inbox WHERE id = {inbox_id}", db_url)
+    assert "cashin.update" in stored and "application/json" in stored, stored
+    assert "gateway-side-secret" not in stored and "buyer-cookie" not in stored, stored

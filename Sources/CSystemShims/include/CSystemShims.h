@@ -14,4 +14,9 @@ int pt_epoll_mod(int epfd, int fd, uint32_t events);
 int pt_epoll_del(int epfd, int fd);
 /// Waits for up to `max` events; writes their fds and event masks to the two arrays.
 int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms);
+
+/// Process hardening: no core files (RLIMIT_CORE 0) and not dumpable (PR_SET_DUMPABLE 0: no core,
+/// no ptrace attach or /proc/<pid>/mem by other users), because the memory of pixtrackd holds
+/// credentials and tokens. 0 on success, else -1 with errno set.
+int pt_forbid_core_dumps(void);
 #endif
