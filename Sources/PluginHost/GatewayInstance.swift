@@ -89,7 +89,9 @@ public final class GatewayInstance: Sendable {
         out.pixCode = GatewayProto.text(m, "pix_code", limit: 1024)
         out.qrCodeBase64 = GatewayProto.text(m, "qr_code_base64", limit: Int(PT_MAX_RESULT_BYTES))
         out.expiresAtUnixMs = m.int64("expires_at_unix_ms")
-        out.message = GatewayProto.text(m, "message")
+        // A plugin's message may quote the gateway's body, which may echo our request (its URL
+        // with the token, the postback URL with the webhook secret): redacted like every log line.
+        out.message = environment.redactor.redact(GatewayProto.text(m, "message"))
         switch GatewayProto.createOutcome(m.enumValue("outcome")) {
         case nil:
             out.failure = GatewayCallFailure(.invalidResult, "unknown outcome number \(m.enumValue("outcome"))")
@@ -159,7 +161,8 @@ public final class GatewayInstance: Sendable {
             guard let m = decodeResult(raw, as: "StatusResult") else {
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as StatusResult"))
             }
-            var out = StatusOutcome(status: GatewayProto.status(m.enumValue("status")), message: GatewayProto.text(m, "message"))
+            var out = StatusOutcome(status: GatewayProto.status(m.enumValue("status")),
+                                    message: environment.redactor.redact(GatewayProto.text(m, "message")))
             out.amountCents = m.int64("amount_cents")
             out.paidAtUnixMs = m.int64("paid_at_unix_ms")
             out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)

@@ -28,6 +28,9 @@ public final class GatewayRegistry: Sendable {
         public var callTimeoutMs: Int64 = 5_000
         /// Host deadline for `create` (instance set-up), ms.
         public var createTimeoutMs: Int64 = 5_000
+        /// Secrets of the host that plugins may see and echo (the webhook secrets inside postback
+        /// URLs): hidden, with each account's credentials, from every message and log line.
+        public var hostSecrets: [String] = []
         /// Policy of the HTTP requests plugins make (defaults, size limit).
         public var http = HTTPClient.Configuration()
         /// Per plugin: most of its calls in flight at once (overrunning, abandoned calls
@@ -171,7 +174,7 @@ public final class GatewayRegistry: Sendable {
             throw GatewayInstanceError(gateway: gateway, message: "configuration could not be encoded (NUL in a value?)")
         }
         let env = InstanceEnvironment(pluginName: gateway, label: label.isEmpty ? gateway : label, logger: logger,
-                                      redactor: Redactor(secrets: config.secretValues), http: http)
+                                      redactor: Redactor(secrets: config.secretValues + options.hostSecrets), http: http)
         let call = PluginCall(environment: env, operation: "create", timeoutMs: options.createTimeoutMs)
         let completion = await threads.run(timeoutMs: options.createTimeoutMs, onTimeout: { call.close() }) {
             Self.create(plugin, call, configBytes)

@@ -77,6 +77,7 @@ struct PaymentWiring {
         var options = GatewayRegistry.Options.fromEnvironment(env.merging(["PIXTRACK_PLUGIN_DIR": pluginDir]) { _, new in new })
             ?? GatewayRegistry.Options(pluginDirectory: pluginDir)
         if env["PIXTRACK_PLUGIN_TIMEOUT_MS"] == nil { options.callTimeoutMs = configuration.gatewayTimeoutMs }
+        options.hostSecrets = Array(configuration.webhookSecrets.values)
         let registry = GatewayRegistry.scan(options: options, logger: logger)
         let quota = options.maxPluginThreads
         metrics.gauge("pixtrack_plugin_calls_in_flight", help: "Plugin calls running, by plugin (each has a quota of \(quota)).") {

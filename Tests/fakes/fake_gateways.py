@@ -31,6 +31,7 @@ FAULTS: {"gateway": "atomopay"|"*", "op": "create"|"status"|"auth"|"*", "kind": 
 http5xx, reset (read the request, create the charge, reset the connection), timeout (create the
 charge, never answer), malformed (truncated JSON), html (an HTML error page with status 200),
 badpix (a pix code whose CRC is wrong), missing_fields ({}), wrong_types, decline (422),
+echo_request (an HTML error page quoting the request URL and body, as some gateways' pages do),
 expired_token (401 as if the Bearer token had expired; SyncPay). `create_charge` defaults to true
 for reset/timeout/malformed/html/badpix/missing_fields/wrong_types and false otherwise.
 
@@ -231,6 +232,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, b'{"status": "success", "data": {"id": "x", "pix": {"qrCode": "0002', "application/json")
         elif kind == "html":
             self.send(f.get("status", 200), "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+        elif kind == "echo_request":
+            # An error page that quotes the request: its URL (with any token) and its body.
+            page = "<html><body><h1>Error</h1><p>GET %s</p><pre>%s</pre></body></html>" % (
+                self.path, self.body_bytes().decode("utf-8", "replace"))
+            self.send(f.get("status", 200), page, "text/html")
         elif kind == "missing_fields":
             self.send(200, {})
         elif kind == "wrong_types":

@@ -36,7 +36,9 @@ PAID_WORD = {"atomopay": "paid", "paradise": "paid", "umbrellapag": "PAID", "syn
 
 @pytest.fixture(scope="module")
 def srv(meta, db_url):
-    s = support.start_server(env=payment_env(db_url, meta, PIXTRACK_META_SENDER="0"), name="pixtrackd (webhooks)")
+    # Postback URLs (with the webhook secrets) go to the gateways; the fakes only record them.
+    s = support.start_server(env=payment_env(db_url, meta, PIXTRACK_META_SENDER="0", PIXTRACK_WEBHOOK_BASE_URL="https://pix.example.test"),
+                             name="pixtrackd (webhooks)")
     yield s
     support.stop_and_check(s)
     log = s.log()
@@ -352,3 +354,21 @@ def test_only_the_headers_that_describe_the_webhook_are_stored(srv, cl, db_url):
     stored = psql(f"SELECT headers::text FROM webhook_inbox WHERE id = {inbox_id}", db_url)
     assert "cashin.update" in stored and "application/json" in stored, stored
     assert "gateway-side-secret" not in stored and "buyer-cookie" not in stored, stored
+
+
+def test_a_gateway_error_page_that_echoes_the_request_leaks_nothing(srv, cl, fakes, db_url):
+    """ÁtomoPay's token travels in the URL; an error page quoting the request (URL and body, whose
+    postback URL holds the webhook secret) ends in the plugin's message. Neither the token nor
+    the secret reaches the database, the RPC answer or the log."""
+    env_secret = SECRETS["atomopay"]
+    bot = cl.gateway_bot(fakes, "atomopay")
+    fakes.fault(gateway="atomopay", op="create", kind="echo_request", create_charge=False)
+    p = cl.generate(bot.id, unique_id(), 2700)
+    assert p.status == S.PAYMENT_STATUS_PENDING_VERIFICATION, p
+    sent = fakes.requests("atomopay")[-1]
+    assert sent["query"].get("api_token") == "atomo-token" and env_secret in sent["body"], "the token and secret did travel"
+    stored = psql(f"SELECT gateway_message FROM payments WHERE id = {p.id}", db_url)
+    answered = cl.get(p.id).gateway_message
+    for text in (stored, answered, p.gateway_message, srv.log()):
+        assert "atomo-token" not in text and env_secret not in text, text[-400:]
+    assert "non-JSON" in stored and "***" in stored, stored
