@@ -98,8 +98,8 @@ final class AtomoPayGateway: GatewayPlugin {
         let mapped = Self.status(raw.lowercased())
         var s = StatusResult(GatewaySupport.reversal(mapped, markers: levels), rawStatus: raw)
         s.amountCents = j["amount"]?.int64 ?? 0
-        s.transactionID = Self.nonEmpty(j["id"]) ?? r.transactionID
-        s.gatewayHash = Self.nonEmpty(j["hash"]) ?? Self.nonEmpty(j["transaction_hash"]) ?? ""
+        s.transactionID = GatewaySupport.text(j, ["id"]) ?? r.transactionID
+        s.gatewayHash = GatewaySupport.text(j, ["hash", "transaction_hash"]) ?? ""
         s.reference = Self.reference(j)
         if s.status == .paid {
             s.paidAtUnixMs = (j["paid_at"]?.text).flatMap { GatewaySupport.parseTimestamp($0) } ?? 0
@@ -115,8 +115,8 @@ final class AtomoPayGateway: GatewayPlugin {
         let body = try GatewaySupport.webhookObject(w.body)
         let levels = Self.unwrap(body)
         let t = levels.last ?? body
-        let id = Self.nonEmpty(t["id"]) ?? ""
-        let hash = Self.nonEmpty(t["hash"]) ?? Self.nonEmpty(t["transaction_hash"]) ?? ""
+        let id = GatewaySupport.text(t, ["id"]) ?? ""
+        let hash = GatewaySupport.text(t, ["hash", "transaction_hash"]) ?? ""
         let reference = Self.reference(t)
         guard !id.isEmpty || !hash.isEmpty || !reference.isEmpty else {
             throw .invalidArgument("webhook without a transaction id, hash or reference")
@@ -153,13 +153,7 @@ final class AtomoPayGateway: GatewayPlugin {
     /// Our reference as ÁtomoPay echoes it (`reference`, or `tracking.src` where create put it);
     /// empty when absent.
     static func reference(_ t: JSON) -> String {
-        nonEmpty(t["reference"]) ?? nonEmpty(t["tracking"]?["src"]) ?? ""
-    }
-
-    /// A string or number field's text, `nil` when absent, empty or of another kind.
-    static func nonEmpty(_ v: JSON?) -> String? {
-        guard let t = v?.text, !t.isEmpty else { return nil }
-        return t
+        GatewaySupport.text(t, ["reference"]) ?? GatewaySupport.text(t["tracking"], ["src"]) ?? ""
     }
 
     /// Every status word seen from ÁtomoPay; anything else is UNKNOWN (never paid).

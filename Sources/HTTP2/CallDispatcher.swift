@@ -221,7 +221,7 @@ final class CallDispatcher: Sendable {
         return h
     }
 
-    /// An HTTP route answered on an HTTP/2 stream: counted and logged like HTTP/1.1 requests.
+    /// An HTTP route answered on an HTTP/2 stream: logged (failed or slow ones at info).
     func httpCallEnded(_ s: H2Stream, status: Int, on c: H2Connection) {
         let elapsed = ContinuousClock.now - s.started
         let level: Logger.Level = status < 500 && elapsed < .seconds(1) ? .debug : .info

@@ -206,11 +206,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             s.deadlineTask?.cancel()
             s.task?.cancel()
             s.inbound?.finish()
-            s.writeWaiter?.resume(throwing: CancellationError())
-            s.writeWaiter = nil
+            releaseBuffers(s)
         }
-        if held > 0 { core.counters.bufferedBytes.subtract(held, ordering: .relaxed) }
-        held = 0
         streams.removeAll()
         deadlinePending.removeAll()
         recent = nil
@@ -378,13 +375,16 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         func text(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
         // Pseudo-headers come first: by the first regular header we know whether this may be an
         // HTTP route (not POST, or a path no RPC has), and only then is every header kept.
-        if s.rawHeaders != nil, name.first != UInt8(ascii: ":") {
+        if name.first != UInt8(ascii: ":"), s.rawHeaders != nil || !s.isPOST || s.route == nil {
+            if s.rawHeaders == nil { s.rawHeaders = [] }
             s.rawHeaders!.append((text(name), text(value)))
-        } else if s.rawHeaders == nil, name.first != UInt8(ascii: ":"), !s.isPOST || s.route == nil {
-            s.rawHeaders = [(text(name), text(value))]
         }
         if name.first == UInt8(ascii: ":") {
-            if name.equals(":authority") { s.authority = text(value); return }
+            if name.equals(":authority") {
+                // Only an HTTP route reads it: a POST already known to be an RPC skips the copy.
+                if !s.isPOST || s.route == nil { s.authority = text(value) }
+                return
+            }
             if name.equals(":method") {
                 s.isPOST = value.equals("POST")
                 if !s.isPOST { s.method = text(value) }
@@ -432,27 +432,45 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// streaming calls. Data that would pass a budget fails its stream with RESOURCE_EXHAUSTED.
     func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
         let n = bytes.count
-        if let s = lookup(id), s.isHTTP, !s.answered { return httpData(s, bytes) }
-        guard let s = lookup(id), !s.answered, let method = s.rpc else {
+        guard let s = lookup(id), !s.answered else {
             consume(id, n)  // not ours to keep (answered, refused, or unknown): dropped
             return
         }
-        let cfg = core.config
-        if held + n > cfg.maxConnectionBufferBytes || core.counters.bufferedBytes.load(ordering: .relaxed) + n > cfg.maxBufferBytes {
+        if s.isHTTP { return httpData(s, bytes) }
+        guard let method = s.rpc else { consume(id, n); return }
+        if let over = hold(s, n) {
             consume(id, n)
-            core.counters.budgetRefusals.add(1, ordering: .relaxed)
-            let which = held + n > cfg.maxConnectionBufferBytes
-                ? "this connection's \(cfg.maxConnectionBufferBytes)-byte request buffer" : "the server's request buffer"
             // What the client still sends on this stream is consumed and dropped (the `answered`
             // guard above); a well-behaved client stops at the trailers.
-            respondTrailersOnly(s, code: .resourceExhausted, message: "request data would exceed \(which); retry later")
+            respondTrailersOnly(s, code: .resourceExhausted, message: "request data would exceed \(over); retry later")
             return
+        }
+        if case .bidiStreaming = method.kind { s.unconsumed += n } else { consume(id, n) }
+        core.dispatcher.data(s, bytes, on: self)
+    }
+
+    /// Counts `n` more bytes held by `s` against the connection's and the process's budgets;
+    /// when that would pass one, counts nothing and names the budget.
+    private func hold(_ s: H2Stream, _ n: Int) -> String? {
+        let cfg = core.config
+        if held + n > cfg.maxConnectionBufferBytes || core.counters.bufferedBytes.load(ordering: .relaxed) + n > cfg.maxBufferBytes {
+            core.counters.budgetRefusals.add(1, ordering: .relaxed)
+            return held + n > cfg.maxConnectionBufferBytes
+                ? "this connection's \(cfg.maxConnectionBufferBytes)-byte request buffer" : "the server's request buffer"
         }
         s.held += n
         held += n
         core.counters.bufferedBytes.add(n, ordering: .relaxed)
-        if case .bidiStreaming = method.kind { s.unconsumed += n } else { consume(id, n) }
-        core.dispatcher.data(s, bytes, on: self)
+        return nil
+    }
+
+    /// Gives up to `n` of the bytes `s` holds back to the budgets.
+    private func unhold(_ s: H2Stream, _ n: Int) {
+        let r = min(n, s.held)
+        guard r > 0 else { return }
+        s.held -= r
+        held -= r
+        core.counters.bufferedBytes.subtract(r, ordering: .relaxed)
     }
 
     /// DATA of an HTTP route's request: buffered (bounded like HTTP/1.1 bodies and the budgets).
@@ -463,13 +481,9 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         if s.httpBody.count + n > cfg.http1Limits.maxBodyBytes {
             return respondHTTP(s, .jsonError(413, code: "resource_exhausted", message: "request body exceeds \(cfg.http1Limits.maxBodyBytes) bytes"))
         }
-        if held + n > cfg.maxConnectionBufferBytes || core.counters.bufferedBytes.load(ordering: .relaxed) + n > cfg.maxBufferBytes {
-            core.counters.budgetRefusals.add(1, ordering: .relaxed)
-            return respondHTTP(s, .jsonError(503, code: "resource_exhausted", message: "request buffers are full; retry later"))
+        if let over = hold(s, n) {
+            return respondHTTP(s, .jsonError(503, code: "resource_exhausted", message: "request data would exceed \(over); retry later"))
         }
-        s.held += n
-        held += n
-        core.counters.bufferedBytes.add(n, ordering: .relaxed)
         s.httpBody.append(contentsOf: bytes)
     }
 
@@ -501,9 +515,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         s.answered = true
         s.task?.cancel()
         releaseBuffers(s)
-        let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "content-length"]
         var h: [(String, String)] = [(":status", String(r.status))]
-        for (n, v) in r.headers where !hopByHop.contains(n.lowercased()) { h.append((n.lowercased(), v)) }
+        for (n, v) in r.headers where !Self.notForwardedOverHTTP2.contains(n.lowercased()) { h.append((n.lowercased(), v)) }
         let head = s.method == "HEAD"
         h.append(("content-length", String(r.body.count)))
         if head || r.body.isEmpty {
@@ -520,6 +533,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         scheduleFlush()
     }
 
+    /// Connection-specific HTTP/1.1 headers HTTP/2 forbids (and content-length, which we set).
+    private static let notForwardedOverHTTP2: Set<String> = ["connection", "keep-alive", "transfer-encoding", "upgrade",
+                                                              "proxy-connection", "content-length"]
+
     /// Gives `n` bytes of stream `id` back to the peer's flow-control windows.
     private func consume(_ id: Int32, _ n: Int) {
         guard n > 0, let session else { return }
@@ -534,10 +551,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         let k = min(bytes, s.unconsumed)
         s.unconsumed -= k
         consume(id, k)
-        let r = min(bytes, s.held)
-        s.held -= r
-        held -= r
-        core.counters.bufferedBytes.subtract(r, ordering: .relaxed)
+        unhold(s, bytes)
     }
 
     /// The call is over: what the stream held goes back to the budgets and the peer's window.
@@ -547,11 +561,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // for as long as its client likes.
         if s.deframer.pendingBytes > 0 { s.deframer = GRPCDeframer(limit: s.deframer.limit) }
         s.requestMessages = []
-        if s.held > 0 {
-            held -= s.held
-            core.counters.bufferedBytes.subtract(s.held, ordering: .relaxed)
-            s.held = 0
-        }
+        unhold(s, s.held)
         if let k = s.writeWaiter {
             s.writeWaiter = nil
             k.resume(throwing: CancellationError())

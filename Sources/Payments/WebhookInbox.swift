@@ -131,7 +131,7 @@ public final class WebhookInbox: Sendable {
         let outcome = await instance.parseWebhook(WebhookRequest(headers: headers, body: body))
         if let f = outcome.failure {
             // The plugin said the body is unusable; a timeout, busy plugin or garbled result is ours to retry.
-            if f.kind == .pluginError && f.code == 1 { return .rejected(f.message.isEmpty ? "the plugin refused the body" : f.message) }
+            if f.refusedInput { return .rejected(f.message.isEmpty ? "the plugin refused the body" : f.message) }
             return .deferred("plugin could not parse the webhook: \(f)")
         }
         if outcome.transactionID.isEmpty && outcome.gatewayHash.isEmpty && outcome.reference.isEmpty {

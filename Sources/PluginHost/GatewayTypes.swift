@@ -1,3 +1,5 @@
+import GatewayABI
+
 /// The buyer, as the caller gave it. Documents (CPF/CNPJ) are passed through, never invented.
 public struct GatewayCustomer: Sendable, Hashable {
     public var name: String
@@ -189,6 +191,9 @@ public struct GatewayCallFailure: Error, Sendable, Hashable, CustomStringConvert
     }
 
     public var description: String { "\(kind.rawValue)\(code != 0 ? "(\(code))" : ""): \(message)" }
+
+    /// The plugin refused its input (`PT_ERR_INVALID_ARGUMENT`): the same input will fail again.
+    public var refusedInput: Bool { kind == .pluginError && code == PT_ERR_INVALID_ARGUMENT }
 }
 
 /// One gateway account's settings: which credentials and URL the plugin instance uses.

@@ -106,14 +106,7 @@ final class BlockingBox<T: Sendable>: @unchecked Sendable {
     private var cond = pthread_cond_t()
     private var value: T?
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&cond, &attr)
-        pthread_condattr_destroy(&attr)
-    }
+    init() { monotonicCondition(&mutex, &cond) }
 
     deinit {
         pthread_cond_destroy(&cond)
@@ -128,11 +121,7 @@ final class BlockingBox<T: Sendable>: @unchecked Sendable {
     }
 
     func wait(timeoutMs: Int64) -> T? {
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let total = Int64(deadline.tv_nsec) + timeoutMs * 1_000_000
-        deadline.tv_sec += Int(total / 1_000_000_000)
-        deadline.tv_nsec = Int(total % 1_000_000_000)
+        var deadline = monotonicTimespec(ns: DeadlineTimer.nowNs() + timeoutMs * 1_000_000)
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         while value == nil {
@@ -140,6 +129,22 @@ final class BlockingBox<T: Sendable>: @unchecked Sendable {
         }
         return value
     }
+}
+
+/// Initializes a mutex and a condition whose timed waits use CLOCK_MONOTONIC (wall-clock jumps
+/// must not stretch or cut a deadline).
+func monotonicCondition(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, _ cond: UnsafeMutablePointer<pthread_cond_t>) {
+    pthread_mutex_init(mutex, nil)
+    var attr = pthread_condattr_t()
+    pthread_condattr_init(&attr)
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+    pthread_cond_init(cond, &attr)
+    pthread_condattr_destroy(&attr)
+}
+
+/// A CLOCK_MONOTONIC instant, in nanoseconds, as `pthread_cond_timedwait` takes it.
+func monotonicTimespec(ns: Int64) -> timespec {
+    timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
 }
 
 /// Fires deadlines on one dedicated thread, on time whatever the rest of the process is doing.
@@ -154,12 +159,7 @@ final class DeadlineTimer: @unchecked Sendable {
     private var entries: [(at: Int64, action: @Sendable () -> Void)] = []
 
     private init() {
-        pthread_mutex_init(&mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&cond, &attr)
-        pthread_condattr_destroy(&attr)
+        monotonicCondition(&mutex, &cond)
         precondition(PluginThread.start { [self] in run() }, "cannot start the plugin deadline thread")
     }
 
@@ -196,7 +196,7 @@ final class DeadlineTimer: @unchecked Sendable {
                 pthread_mutex_lock(&mutex)
                 continue
             }
-            var ts = timespec(tv_sec: Int(first.at / 1_000_000_000), tv_nsec: Int(first.at % 1_000_000_000))
+            var ts = monotonicTimespec(ns: first.at)
             _ = pthread_cond_timedwait(&cond, &mutex, &ts)
         }
     }

@@ -14,7 +14,7 @@ import Testing
         }
     }
 
-    static func freshPool() async throws -> PGPool {
+    static func freshPool(migrations: [PGMigration] = MetaMigrations.all + PaymentMigrations.all) async throws -> PGPool {
         guard let base = ProcessInfo.processInfo.environment["DATABASE_URL"], !base.isEmpty else { throw MissingDatabase() }
         let schema = "t_pay_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
         let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
@@ -23,7 +23,7 @@ import Testing
         var cfg = PGPoolConfiguration(url: base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)")
         cfg.maxConnections = 4
         let pool = try PGPool(cfg, logger: Logger(minimum: .error))
-        _ = try await PGMigrator(pool: pool, migrations: MetaMigrations.all + PaymentMigrations.all, logger: Logger(minimum: .error)).migrate()
+        _ = try await PGMigrator(pool: pool, migrations: migrations, logger: Logger(minimum: .error)).migrate()
         return pool
     }
 
@@ -124,15 +124,7 @@ import Testing
     }
 
     @Test func migrationTurnsInferredFailuresIntoUnresolved() async throws {
-        guard let base = ProcessInfo.processInfo.environment["DATABASE_URL"], !base.isEmpty else { throw MissingDatabase() }
-        let schema = "t_mig_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
-        let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
-        try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
-        await admin.close()
-        let pool = try PGPool(PGPoolConfiguration(url: base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"),
-                              logger: Logger(minimum: .error))
-        let v100 = PaymentMigrations.all.filter { $0.version == 100 }
-        _ = try await PGMigrator(pool: pool, migrations: v100, logger: Logger(minimum: .error)).migrate()
+        let pool = try await Self.freshPool(migrations: PaymentMigrations.all.filter { $0.version == 100 })
         try await pool.withConnection { c in
             try c.execute("""
                 INSERT INTO payments (status, inferred_failure, flagged, gateway, bot_id, telegram_user_id, amount_cents) VALUES
