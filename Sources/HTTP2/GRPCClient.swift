@@ -2,8 +2,8 @@ import CNghttp2
 import Glibc
 import RPC
 
-/// A small blocking gRPC client over HTTP/2 prior knowledge (h2c) on nghttp2, for the CLI and
-/// tests. One connection, calls made one after another from one thread; not for serving paths.
+/// A small blocking gRPC client over HTTP/2 on nghttp2 (prior knowledge on plaintext, ALPN `h2`
+/// over TLS), for the CLI and tests. One connection, calls made one after another from one thread; not for serving paths.
 public final class GRPCClient {
     /// What a call came back with: messages, final status, and the headers and trailers.
     public struct Response: Sendable {
@@ -22,6 +22,7 @@ public final class GRPCClient {
 
     private let fd: Int32
     private let authority: String
+    private let tls: TLSSession?
     private var session: OpaquePointer?
     fileprivate var current: Response?
     fileprivate var currentStream: Int32 = -1
@@ -29,9 +30,12 @@ public final class GRPCClient {
     fileprivate var body: [UInt8] = []
     fileprivate var bodyOffset = 0
     fileprivate var inTrailers = false
+    /// The debug text of the server's GOAWAY, if it sent one with text.
+    fileprivate var goawayReason: String?
 
-    /// Connects to `host:port` within `timeout`.
-    public init(host: String, port: Int, timeout: Duration) throws {
+    /// Connects to `host:port` within `timeout`. With `tls`, the server must present a
+    /// certificate the context trusts for `serverName` (default: `host`) and agree to `h2`.
+    public init(host: String, port: Int, timeout: Duration, tls: TLSContext? = nil, serverName: String? = nil) throws {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -53,11 +57,29 @@ public final class GRPCClient {
         }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let tls {
+            guard let session = TLSSession(tls, serverName: serverName ?? host) else {
+                Glibc.close(fd)
+                throw ClientError(code: .internal, description: "cannot start TLS to \(host)")
+            }
+            self.tls = session
+            do {
+                early = try Self.handshake(session, fd: fd, deadline: .now + timeout, peer: "\(host):\(port)")
+            } catch {
+                Glibc.close(fd)
+                throw error
+            }
+        } else {
+            self.tls = nil
+        }
         var s: OpaquePointer?
         nghttp2_session_client_new(&s, clientCallbacks, Unmanaged.passUnretained(self).toOpaque())
         session = s
         _ = nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0)
     }
+
+    /// Plaintext that arrived with the end of the TLS handshake, read before the first answer.
+    private var early: [UInt8] = []
 
     deinit {
         if let session { nghttp2_session_del(session) }
@@ -73,7 +95,7 @@ public final class GRPCClient {
         body = requests.flatMap { GRPCWire.frame($0) }
         bodyOffset = 0
         var headers: [(String, String)] = [
-            (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
+            (":method", "POST"), (":scheme", tls == nil ? "http" : "https"), (":path", path), (":authority", authority),
             ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", GRPCWire.formatTimeout(timeout)),
             ("user-agent", "pixtrack-cli"),
         ]
@@ -95,12 +117,24 @@ public final class GRPCClient {
             var p: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &p)
             if n <= 0 { break }
-            var off = 0
-            while off < n {
-                let w = send(fd, p! + off, n - off, Int32(MSG_NOSIGNAL))
-                if w <= 0 { closed = true; throw ClientError(code: .unavailable, description: "connection lost while sending") }
-                off += w
+            do {
+                try transmit(UnsafeRawBufferPointer(start: p, count: n))
+            } catch {
+                closed = true
+                // The server may have said why before closing (a GOAWAY with text): read it.
+                var buf = [UInt8](repeating: 0, count: 4096)
+                let got = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
+                if got > 0, tls == nil { _ = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, got) } }
+                if let reason = goawayReason { throw ClientError(code: .unavailable, description: "the server closed the connection: \(reason)") }
+                throw error
             }
+        }
+        if !early.isEmpty {
+            let bytes = early
+            early = []
+            let rv = bytes.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
+            if rv < 0 { closed = true; throw ClientError(code: .internal, description: "HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rv))))") }
+            return
         }
         let left = deadline - ContinuousClock.now
         guard left > .zero else { throw ClientError(code: .deadlineExceeded, description: "no answer before the deadline") }
@@ -114,8 +148,74 @@ public final class GRPCClient {
             if currentStream > 0 { throw ClientError(code: .unavailable, description: "connection closed by the server") }
             return
         }
-        let rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+        var rv = 0
+        if let tls {
+            let outcome = buf.withUnsafeMutableBytes { raw in
+                tls.receive(UnsafeRawBufferPointer(rebasing: raw[0..<n]), scratch: raw) { plain in
+                    rv = nghttp2_session_mem_recv(session, plain.baseAddress?.assumingMemoryBound(to: UInt8.self), plain.count)
+                    return rv >= 0
+                }
+            }
+            if case .failed(let reason) = outcome { closed = true; throw ClientError(code: .unavailable, description: "TLS error: \(reason)") }
+            if outcome == .closed { closed = true }
+        } else {
+            rv = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) }
+        }
         if rv < 0 { closed = true; throw ClientError(code: .internal, description: "HTTP/2 error: \(String(cString: nghttp2_strerror(Int32(rv))))") }
+    }
+
+    /// Writes `bytes` whole (encrypted first over TLS).
+    private func transmit(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let tls else { return try Self.sendAll(fd, bytes) }
+        if case .failed(let reason) = tls.send(bytes) { throw ClientError(code: .unavailable, description: "TLS error: \(reason)") }
+        var wire: [UInt8] = []
+        tls.drain(into: &wire)
+        try wire.withUnsafeBytes { try Self.sendAll(fd, $0) }
+    }
+
+    private static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+        var off = 0
+        while off < bytes.count {
+            let w = send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
+            if w <= 0 { throw ClientError(code: .unavailable, description: "connection lost while sending") }
+            off += w
+        }
+    }
+
+    /// The TLS handshake, blocking until `deadline`; the server must choose ALPN `h2`. Returns
+    /// the plaintext that came with its last flight.
+    private static func handshake(_ tls: TLSSession, fd: Int32, deadline: ContinuousClock.Instant, peer: String) throws -> [UInt8] {
+        var early: [UInt8] = []
+        func fail(_ why: String) -> ClientError { ClientError(code: .unavailable, description: "TLS handshake with \(peer) failed: \(why)") }
+        var outcome = tls.startHandshake()
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while true {
+            var wire: [UInt8] = []
+            tls.drain(into: &wire)
+            try wire.withUnsafeBytes { try sendAll(fd, $0) }
+            if case .failed(let reason) = outcome {
+                // A plaintext server answers the ClientHello with plaintext, which OpenSSL reads
+                // as a record of an unknown version or an absurd length.
+                let plaintext = reason.contains("wrong version number") || reason.contains("packet length too long")
+                throw fail(tls.verificationFailure ?? (plaintext ? "the server answered in plaintext: it does not speak TLS on this port" : reason))
+            }
+            if outcome == .closed { throw fail("the server closed the connection") }
+            if tls.handshakeDone { break }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw ClientError(code: .deadlineExceeded, description: "TLS handshake with \(peer) did not finish in time") }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))) > 0 else { continue }
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { throw fail("the server closed the connection (is it speaking TLS?)") }
+            outcome = buf.withUnsafeMutableBytes { raw in
+                tls.receive(UnsafeRawBufferPointer(rebasing: raw[0..<n]), scratch: raw) { plain in
+                    early.append(contentsOf: plain)
+                    return true
+                }
+            }
+        }
+        guard tls.alpn == "h2" else { throw fail("the server did not agree to HTTP/2 (ALPN h2)") }
+        return early
     }
 
     fileprivate func onHeader(_ name: String, _ value: String) {
@@ -136,8 +236,8 @@ public final class GRPCClient {
             r.code = c
             r.message = GRPCWire.percentDecode(r.trailers.first { $0.0 == "grpc-message" }?.1 ?? "")
         } else if errorCode != 0 {
-            r.code = .internal
-            r.message = "stream reset by the server (HTTP/2 error \(errorCode))"
+            r.code = goawayReason == nil ? .internal : .unavailable
+            r.message = "stream reset by the server (HTTP/2 error \(errorCode))" + (goawayReason.map { ": \($0)" } ?? "")
         } else {
             r.code = r.httpStatus == 200 ? .internal : Self.codeForHTTP(r.httpStatus)
             r.message = "no grpc-status in the response (HTTP \(r.httpStatus))"
@@ -189,7 +289,11 @@ private func clientOnHeader(_ s: OpaquePointer?, _ frame: UnsafePointer<nghttp2_
 
 private func clientOnFrameRecv(_ s: OpaquePointer?, _ frame: UnsafePointer<nghttp2_frame>?, _ ud: UnsafeMutableRawPointer?) -> Int32 {
     let c = client(ud)
-    guard let frame, frame.pointee.hd.stream_id == c.currentStream else { return 0 }
+    guard let frame else { return 0 }
+    if frame.pointee.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue), frame.pointee.goaway.opaque_data_len > 0 {
+        c.goawayReason = String(decoding: UnsafeBufferPointer(start: frame.pointee.goaway.opaque_data, count: frame.pointee.goaway.opaque_data_len), as: UTF8.self)
+    }
+    guard frame.pointee.hd.stream_id == c.currentStream else { return 0 }
     if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) { c.inTrailers = true }
     return 0
 }

@@ -17,8 +17,15 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private enum Mode { case sniffing, http2, http1, closed }
     private var mode = Mode.sniffing
     private var sniffed: [UInt8] = []
+    /// Bytes for the peer: the protocol's plaintext. Over TLS it is encrypted into `wire` as it
+    /// is written; without TLS it goes to the socket as it is.
     private var out: [UInt8] = []
     private var outOffset = 0
+    private let tls: TLSSession?
+    private var wire: [UInt8] = []
+    private var wireOffset = 0
+    /// Unsent bytes, plaintext and ciphertext: the back-pressure measure.
+    private var unsent: Int { out.count - outOffset + wire.count - wireOffset }
     private var pollingOut = false
     private var flushPending = false
     private var streams: [Int32: H2Stream] = [:]
@@ -45,8 +52,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var h1Busy = false
     private var closeAfterWrite = false
 
-    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String, isPublic: Bool = false) {
+    init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String, isPublic: Bool = false,
+         tls: TLSSession? = nil) {
         self.fd = fd
+        self.tls = tls
         self.loop = loop
         self.core = core
         self.peer = peer
@@ -69,7 +78,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     private func readIn() {
         // Hold off reading while the peer is not draining what we wrote (bounded memory).
-        if out.count - outOffset > core.config.maxOutboundBuffer { return }
+        if unsent > core.config.maxOutboundBuffer { return }
         let buf = loop.readBuffer
         let n = Glibc.read(fd, buf.baseAddress, buf.count)
         if n == 0 { close(reason: "eof"); return }
@@ -78,12 +87,52 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             close(reason: "read_error"); return
         }
         lastActivity = .now
-        feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        if let tls {
+            guard decrypt(tls, UnsafeRawBufferPointer(rebasing: buf[0..<n])) else { return }
+        } else {
+            feed(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
         armPendingDeadlines()
         // Answer what this read produced now (inline handlers, SETTINGS/PING acks, errors)
         // instead of after every other connection of this loop iteration: one write either way.
         // A mark left by this read becomes a no-op at the end of the iteration.
-        if mode == .http2 { flushPending = false; flush() }
+        if mode == .http2 { flushPending = false; flush() } else if tls != nil, mode != .closed { writeOut() }
+    }
+
+    /// TLS: the read's ciphertext in, its plaintext to `feed` (the loop's read buffer is reused
+    /// for it: the ciphertext was copied into OpenSSL first). False once the connection closed.
+    private func decrypt(_ tls: TLSSession, _ cipher: UnsafeRawBufferPointer) -> Bool {
+        let wasDone = tls.handshakeDone
+        let outcome = tls.receive(cipher, scratch: loop.readBuffer) { plain in
+            feed(plain)
+            return mode != .closed
+        }
+        if !wasDone, tls.handshakeDone { core.counters.tlsHandshake(alpn: tls.alpn) }
+        switch outcome {
+        case .ok:
+            return mode != .closed
+        case .closed:
+            close(reason: "eof")
+            return false
+        case .failed(let reason):
+            if tls.handshakeDone {
+                core.logger.debug("tls_error", ("peer", peer), ("error", reason))
+            } else {
+                core.counters.tlsHandshakeFailures.add(1, ordering: .relaxed)
+                core.logger.debug("tls_handshake_failed", ("peer", peer), ("error", reason))
+                if let hint = Self.plaintextHint(cipher) {
+                    // A plaintext client on a TLS port: tell it so in its own protocol.
+                    wire = hint
+                    wireOffset = 0
+                    _ = sendUnsent(flags: Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                    close(reason: "tls_error")
+                    return false
+                }
+            }
+            sendOnce()  // the alert, if OpenSSL wrote one
+            close(reason: "tls_error")
+            return false
+        }
     }
 
     private func feed(_ bytes: UnsafeRawBufferPointer) {
@@ -160,7 +209,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     private func flush() {
         guard mode == .http2, let session else { return }
-        while out.count - outOffset < core.config.maxOutboundBuffer {
+        while unsent < core.config.maxOutboundBuffer {
             var p: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &p)
             if n < 0 { close(reason: "send_error"); return }
@@ -168,25 +217,16 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             out.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
         }
         writeOut()
-        if mode == .http2, out.count == outOffset,
+        if mode == .http2, unsent == 0,
            nghttp2_session_want_read(session) == 0, nghttp2_session_want_write(session) == 0 {
             close(reason: draining ? "drained" : "done")
         }
     }
 
     private func writeOut() {
-        while outOffset < out.count {
-            let n = out.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outOffset, out.count - outOffset, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN { break }
-                close(reason: "write_error"); return
-            }
-            outOffset += n
-        }
-        if outOffset == out.count {
-            out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
-            outOffset = 0
+        if let tls, !encrypt(tls) { close(reason: "tls_error"); return }
+        guard sendUnsent(flags: Int32(MSG_NOSIGNAL)) else { close(reason: "write_error"); return }
+        if unsent == 0 {
             if closeAfterWrite { close(reason: "http1_close"); return }
             if pollingOut { pollingOut = false; loop.modify(fd, events: EPOLLIN.rawValue) }
             // We had stopped reading for back-pressure, and may have been asked to flush more.
@@ -197,9 +237,73 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
     }
 
+    /// What a plaintext client that reached a TLS port is told (nil when the bytes are not
+    /// plaintext HTTP): an HTTP/2 client gets SETTINGS and a GOAWAY saying why, an HTTP/1.x
+    /// one a 400.
+    static func plaintextHint(_ first: UnsafeRawBufferPointer) -> [UInt8]? {
+        let why = Array("this port speaks TLS: use https (or the client's TLS option)".utf8)
+        if first.count >= 3, first.starts(with: preface.prefix(min(first.count, preface.count))) {
+            let n = 8 + why.count
+            let settings: [UInt8] = [0, 0, 0, 4, 0, 0, 0, 0, 0]
+            let goaway: [UInt8] = [UInt8(n >> 16), UInt8((n >> 8) & 0xff), UInt8(n & 0xff), 7, 0, 0, 0, 0, 0,
+                                   0, 0, 0, 0, 0, 0, 0, 1] + why
+            return settings + goaway
+        }
+        guard let c = first.first, (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) else { return nil }
+        let body = #"{"code":"failed_precondition","message":"\#(String(decoding: why, as: UTF8.self))"}"#
+        return Array("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n\(body)".utf8)
+    }
+
+    /// TLS: moves `out` into `wire`, encrypted. False on a TLS failure (`out` is left as it was).
+    private func encrypt(_ tls: TLSSession) -> Bool {
+        if outOffset < out.count {
+            let outcome = out.withUnsafeBytes { tls.send(UnsafeRawBufferPointer(rebasing: $0[outOffset...])) }
+            guard outcome == .ok else { return false }
+            out.removeAll(keepingCapacity: out.capacity <= 1 << 16)
+            outOffset = 0
+        }
+        if tls.pendingOutput > 0 { tls.drain(into: &wire) }
+        return true
+    }
+
+    /// Writes what the socket takes of the bytes due on the wire (`wire` over TLS, else `out`);
+    /// false on a socket error. A buffer written out is emptied.
+    private func sendUnsent(flags: Int32) -> Bool {
+        let encrypted = tls != nil
+        var buffer = encrypted ? wire : out
+        var offset = encrypted ? wireOffset : outOffset
+        if encrypted { wire = [] } else { out = [] }  // keep the buffer uniquely referenced
+        defer {
+            if offset == buffer.count {
+                buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 16)
+                offset = 0
+            }
+            if encrypted { wire = buffer; wireOffset = offset } else { out = buffer; outOffset = offset }
+        }
+        while offset < buffer.count {
+            let n = buffer.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, buffer.count - offset, flags) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno == EAGAIN
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// One non-blocking attempt to write what is due (the last words before a close).
+    private func sendOnce() {
+        if let tls { _ = encrypt(tls) }
+        _ = sendUnsent(flags: Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+    }
+
     func close(reason: String) {
         loop.assertInLoop()
         guard mode != .closed else { return }
+        if let tls, tls.handshakeDone, reason != "write_error", reason != "tls_error" {
+            tls.shutdown()  // close_notify: the peer can tell our close from a cut connection
+            sendOnce()
+        }
         mode = .closed
         for (_, s) in streams {
             if !s.answered, s.rpc != nil { core.counters.inFlight.subtract(1, ordering: .relaxed) }
@@ -317,13 +421,13 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             let last = nghttp2_session_get_last_proc_stream_id(session)
             _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(error.rawValue), nil, 0)
             var p: UnsafePointer<UInt8>?
-            while out.count - outOffset < core.config.maxOutboundBuffer {
+            while unsent < core.config.maxOutboundBuffer {
                 let n = nghttp2_session_mem_send(session, &p)
                 if n <= 0 { break }
                 out.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
             }
             // One attempt: a peer that does not read gets no more of our time.
-            _ = out.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + outOffset, out.count - outOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            sendOnce()
         }
         close(reason: reason)
     }

@@ -19,7 +19,20 @@ public final class ServerCounters: Sendable {
     /// HTTP/2 connections closed for sending no complete headers in time, or idling.
     public let closedHeaderTimeout = Atomic<Int>(0)
     public let closedIdle = Atomic<Int>(0)
+    /// TLS handshakes completed, by the ALPN protocol chosen, and handshakes that failed.
+    public let tlsHandshakesH2 = Atomic<Int>(0)
+    public let tlsHandshakesHTTP1 = Atomic<Int>(0)
+    public let tlsHandshakesNoALPN = Atomic<Int>(0)
+    public let tlsHandshakeFailures = Atomic<Int>(0)
     public init() {}
+
+    func tlsHandshake(alpn: String) {
+        switch alpn {
+        case "h2": tlsHandshakesH2.add(1, ordering: .relaxed)
+        case "http/1.1": tlsHandshakesHTTP1.add(1, ordering: .relaxed)
+        default: tlsHandshakesNoALPN.add(1, ordering: .relaxed)
+        }
+    }
 }
 
 /// What every connection shares: configuration, the dispatcher and the counters.
@@ -118,6 +131,9 @@ public final class HTTP2Server: Sendable {
         public var maxConnectionsPerIP = 256
         public var exemptFromPerIPLimit: @Sendable (String) -> Bool = { _ in false }
         public var maxConcurrentStreams = 100
+        /// Both listeners speak TLS (ALPN `h2`, `http/1.1`) with this store's current
+        /// certificate; nil: plaintext (h2c and HTTP/1.1).
+        public var tls: TLSContextStore?
         public var maxHeaderListBytes = 16 << 10
         /// Per connection: past this many unsent bytes we stop reading from the peer.
         public var maxOutboundBuffer = 4 << 20
@@ -183,6 +199,16 @@ public final class HTTP2Server: Sendable {
         metrics.gauge("pixtrack_connections_refused_total", help: "Connections closed at accept, by the limit they hit.") {
             [([("limit", "max_connections")], Double(counters.refusedOverLimit.load(ordering: .relaxed))),
              ([("limit", "per_ip")], Double(counters.refusedPerIP.load(ordering: .relaxed)))]
+        }
+        if configuration.tls != nil {
+            metrics.gauge("pixtrack_tls_handshakes_total", help: "TLS handshakes completed, by the protocol ALPN chose.") {
+                [([("alpn", "h2")], Double(counters.tlsHandshakesH2.load(ordering: .relaxed))),
+                 ([("alpn", "http/1.1")], Double(counters.tlsHandshakesHTTP1.load(ordering: .relaxed))),
+                 ([("alpn", "none")], Double(counters.tlsHandshakesNoALPN.load(ordering: .relaxed)))]
+            }
+            metrics.gauge("pixtrack_tls_handshake_failures_total", help: "TLS handshakes that failed (bad hello, no common version or cipher, not TLS).") {
+                [([], Double(counters.tlsHandshakeFailures.load(ordering: .relaxed)))]
+            }
         }
         metrics.gauge("pixtrack_connections_timed_out_total", help: "HTTP/2 connections closed by the server, by reason.") {
             [([("reason", "header_timeout")], Double(counters.closedHeaderTimeout.load(ordering: .relaxed))),
@@ -340,11 +366,20 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
                 Glibc.close(cfd)
                 continue
             }
+            var tls: TLSSession?
+            if let store = core.config.tls {
+                tls = TLSSession(store.current)
+                guard tls != nil else {  // out of memory
+                    Glibc.close(cfd)
+                    core.connectionClosed(peerAddress: address)
+                    continue
+                }
+            }
             var one: Int32 = 1
             setsockopt(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let loop = loops[next % loops.count]
             next &+= 1
-            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address, isPublic: isPublic)
+            let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address, isPublic: isPublic, tls: tls)
             loop.execute {
                 do {
                     try loop.register(cfd, conn, events: EPOLLIN.rawValue)

@@ -14,6 +14,15 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Read the bearer token from this file (its first line).")
     var tokenFile: String?
 
+    @Flag(name: .long, help: "Speak TLS (ALPN h2) and verify the server's certificate (system CAs unless --ca).")
+    var tls = false
+
+    @Option(name: .long, help: "PEM file of the CA certificates to trust for --tls (implies --tls).")
+    var ca: String?
+
+    @Option(name: .long, help: "The name the server's certificate must carry (default: the --addr host).")
+    var tlsServerName: String?
+
     @Option(name: .long, help: "Seconds to wait for the answer (sent as grpc-timeout).")
     var timeout: Double = 10
 
@@ -29,6 +38,8 @@ struct ConnectionOptions: ParsableArguments {
         if token != nil {
             FileHandle.standardError.write(Data("pixtrack: warning: --token is visible to other users of this machine (ps, /proc); prefer PIXTRACK_RPC_TOKEN or --token-file\n".utf8))
         }
+        if let ca, !FileManager.default.isReadableFile(atPath: ca) { throw ValidationError("--ca \(ca): cannot read it") }
+        if tlsServerName != nil && !usesTLS { throw ValidationError("--tls-server-name needs --tls") }
         for h in header where !h.contains(":") { throw ValidationError("-H expects 'key: value', got '\(h)'") }
         _ = try hostPort()
     }
@@ -41,6 +52,8 @@ struct ConnectionOptions: ParsableArguments {
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "127.0.0.1" : host, port)
     }
+
+    var usesTLS: Bool { tls || ca != nil }
 
     var metadata: [(String, String)] {
         var m = header.map { h -> (String, String) in
@@ -67,7 +80,13 @@ struct ConnectionOptions: ParsableArguments {
         let d = Duration.milliseconds(Int64(timeout * 1000))
         let response: GRPCClient.Response
         do {
-            let client = try GRPCClient(host: host, port: port, timeout: d)
+            let context: TLSContext?
+            do {
+                context = usesTLS ? try TLSContext(trusting: ca) : nil
+            } catch {
+                throw RPCFailure(code: .unavailable, message: String(describing: error))
+            }
+            let client = try GRPCClient(host: host, port: port, timeout: d, tls: context, serverName: tlsServerName)
             response = try client.call(path, requests: [request], metadata: metadata, timeout: d)
         } catch let e as GRPCClient.ClientError {
             throw RPCFailure(code: e.code, message: e.description)

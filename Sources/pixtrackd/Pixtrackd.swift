@@ -44,6 +44,19 @@ enum Pixtrackd {
         signal(SIGPIPE, SIG_IGN)
         let signals = ShutdownSignals([SIGTERM, SIGINT])
 
+        // TLS files are read before anything else starts: a server told to speak TLS that
+        // cannot never falls back to plaintext.
+        var tls: TLSContextStore?
+        if let cert = options.tlsCertificate, let key = options.tlsKey {
+            do {
+                tls = try TLSContextStore(certificatePath: cert, keyPath: key)
+            } catch {
+                FileHandle.standardError.write(Data("pixtrackd: \(error)\n".utf8))
+                exit(2)
+            }
+        }
+        let reloads = CertificateReloader(store: tls, logger: logger)
+
         if options.rpcToken == nil && !ServerOptions.isLoopback(options.host) {
             logger.warning("unauthenticated_listen", ("host", options.host),
                            ("warning", "no PIXTRACK_RPC_TOKEN: anyone who reaches this address can call every RPC"))
@@ -87,6 +100,7 @@ enum Pixtrackd {
         config.maxMessageBytes = options.maxMessageBytes
         config.eventLoops = options.eventLoops
         config.authToken = options.rpcToken
+        config.tls = tls
 
         var routes = HTTPRoutes()
         StandardRoutes.install(into: &routes, metrics: metrics, readiness: storage.readiness)
@@ -119,7 +133,7 @@ enum Pixtrackd {
             exit(1)
         }
         logger.info("listening", ("host", options.host), ("port", String(port)),
-                    ("auth", options.rpcToken == nil ? "none" : "bearer"),
+                    ("auth", options.rpcToken == nil ? "none" : "bearer"), ("tls", tls == nil ? "off" : "on"),
                     ("services", router.serviceNames.joined(separator: ",")))
         if options.publicPort != nil {
             logger.info("listening_public", ("host", options.publicHost.isEmpty ? options.host : options.publicHost),
@@ -127,6 +141,9 @@ enum Pixtrackd {
         }
         tracking.sender?.start()
         payments.workers?.start()
+
+        if let tls { logger.info("tls_certificate", ("certificate", tls.current.summary)) }
+        reloads.start()
 
         let signalName = await signals.next()
         logger.info("shutdown_begin", ("signal", signalName), ("grace_seconds", String(options.graceSeconds)),
@@ -140,6 +157,37 @@ enum Pixtrackd {
         await storage.close()
         logger.info("shutdown_complete", ("drained", String(drained)))
         exit(0)
+    }
+}
+
+/// SIGHUP: the TLS certificate and key are read again (new connections use them; open ones keep
+/// theirs). Without TLS it only says so: SIGHUP never stops the server.
+final class CertificateReloader: @unchecked Sendable {
+    private let store: TLSContextStore?
+    private let logger: Logger
+    private let source: any DispatchSourceSignal
+
+    init(store: TLSContextStore?, logger: Logger) {
+        self.store = store
+        self.logger = logger
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    }
+
+    func start() {
+        source.setEventHandler { [self] in
+            guard let store else {
+                logger.info("sighup_ignored", ("reason", "TLS is off: nothing to reload"))
+                return
+            }
+            do {
+                let fresh = try store.reload()
+                logger.info("tls_reloaded", ("certificate", fresh.summary))
+            } catch {
+                logger.error("tls_reload_failed", ("error", String(describing: error)), ("kept", store.current.summary))
+            }
+        }
+        source.resume()
     }
 }
 

@@ -7,6 +7,9 @@ struct ServerOptions {
     /// The internet-facing listener (public HTTP routes only); nil: none.
     var publicPort: Int?
     var publicHost = ""
+    /// PEM certificate chain and private key: both listeners speak TLS (nil: plaintext).
+    var tlsCertificate: String?
+    var tlsKey: String?
     var maxMessageBytes = 4 << 20
     var graceSeconds = 10.0
     var allowUnauthenticated = false
@@ -40,6 +43,10 @@ struct ServerOptions {
                                 POST /webhooks/{gateway}/{secret} and GET /healthz; no RPCs, no /metrics
                                 (0 picks a free port; env PIXTRACK_PUBLIC_PORT). Put the reverse proxy in front of it.
       --public-host ADDR        its address (default: --host; env PIXTRACK_PUBLIC_HOST)
+      --tls-cert FILE           PEM certificate chain (leaf first): both listeners speak TLS with ALPN
+                                h2 and http/1.1 (env PIXTRACK_TLS_CERT; needs --tls-key). SIGHUP re-reads
+                                both files; a bad file is logged and the old certificate stays.
+      --tls-key FILE            its PEM private key (env PIXTRACK_TLS_KEY)
       --max-message-bytes N     largest request message accepted (default 4194304; env PIXTRACK_MAX_MESSAGE_BYTES)
       --grace-seconds S         how long shutdown waits for open calls (default 10; env PIXTRACK_GRACE_SECONDS)
       --event-loops N           I/O threads (default: one per core; env PIXTRACK_EVENT_LOOPS)
@@ -87,6 +94,8 @@ struct ServerOptions {
         if let v = environment["PIXTRACK_PORT"], !v.isEmpty { o.port = try int(v, "PIXTRACK_PORT", min: 0, max: 65535) }
         if let v = environment["PIXTRACK_PUBLIC_PORT"], !v.isEmpty { o.publicPort = try int(v, "PIXTRACK_PUBLIC_PORT", min: 0, max: 65535) }
         if let v = environment["PIXTRACK_PUBLIC_HOST"], !v.isEmpty { o.publicHost = v }
+        if let v = environment["PIXTRACK_TLS_CERT"], !v.isEmpty { o.tlsCertificate = v }
+        if let v = environment["PIXTRACK_TLS_KEY"], !v.isEmpty { o.tlsKey = v }
         if let v = environment["PIXTRACK_MAX_MESSAGE_BYTES"], !v.isEmpty { o.maxMessageBytes = try int(v, "PIXTRACK_MAX_MESSAGE_BYTES", min: 1, max: 1 << 30) }
         if let v = environment["PIXTRACK_GRACE_SECONDS"], !v.isEmpty { o.graceSeconds = try double(v, "PIXTRACK_GRACE_SECONDS") }
         if let v = environment["PIXTRACK_EVENT_LOOPS"], !v.isEmpty { o.eventLoops = try int(v, "PIXTRACK_EVENT_LOOPS", min: 1, max: 256) }
@@ -123,6 +132,8 @@ struct ServerOptions {
             case "--port": o.port = try int(try value(arg), arg, min: 0, max: 65535)
             case "--public-port": o.publicPort = try int(try value(arg), arg, min: 0, max: 65535)
             case "--public-host": o.publicHost = try value(arg)
+            case "--tls-cert": o.tlsCertificate = try value(arg)
+            case "--tls-key": o.tlsKey = try value(arg)
             case "--max-message-bytes": o.maxMessageBytes = try int(try value(arg), arg, min: 1, max: 1 << 30)
             case "--grace-seconds": o.graceSeconds = try double(try value(arg), arg)
             case "--event-loops": o.eventLoops = try int(try value(arg), arg, min: 1, max: 256)
@@ -143,6 +154,9 @@ struct ServerOptions {
         }
         guard ["debug", "info", "warning", "error"].contains(o.logLevel) else {
             throw UsageError(message: "--log-level must be debug, info, warning or error, got '\(o.logLevel)'")
+        }
+        if (o.tlsCertificate == nil) != (o.tlsKey == nil) {
+            throw UsageError(message: "--tls-cert and --tls-key go together (PIXTRACK_TLS_CERT, PIXTRACK_TLS_KEY): give both, or neither for plaintext")
         }
         if o.maxConnectionBufferBytes == 0 { o.maxConnectionBufferBytes = max(8 << 20, 2 * o.maxMessageBytes) }
         guard o.maxConnectionBufferBytes > o.maxMessageBytes, o.maxBufferBytes >= o.maxConnectionBufferBytes else {

@@ -81,7 +81,7 @@ class Stand:
         self.httpd.shutdown()
 
 
-def chrome(javascript: bool = True):
+def chrome(javascript: bool = True, extra: list[str] | tuple[str, ...] = ()):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -91,7 +91,7 @@ def chrome(javascript: bool = True):
     o = Options()
     o.binary_location = binary
     for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-background-networking"]:
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-background-networking", *extra]:
         o.add_argument(arg)
     o.page_load_strategy = "none"
     if not javascript:
