@@ -46,9 +46,12 @@ let package = Package(
         // Transport-free RPC core: status codes, metadata, deadlines, method table. No C imports.
         .target(name: "RPC", dependencies: ["JSONKit"]),
 
+        // TLS over memory buffers (OpenSSL): the server's listeners, the CLI, rediss://.
+        .target(name: "TLS", dependencies: ["COpenSSL"]),
+
         // HTTP/2 (nghttp2) server: sockets, event loops, gRPC framing over streams.
         .target(name: "CSystemShims", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
-        .target(name: "HTTP2", dependencies: ["CNghttp2", "CHTTPParser", "CSystemShims", "COpenSSL", "RPC"]),
+        .target(name: "HTTP2", dependencies: ["CNghttp2", "CHTTPParser", "CSystemShims", "TLS", "RPC"]),
 
         // HTTP/1.1 routes on the same port: /healthz, /readyz, /metrics, Connect JSON calls.
         .target(name: "WebRoutes", dependencies: ["RPC", "ProtoCodec"]),
@@ -57,7 +60,7 @@ let package = Package(
         // cooperative pool).
         .target(name: "Leasing"),
         .target(name: "Postgres", dependencies: ["CLibpq", "Leasing", "RPC"]),
-        .target(name: "Redis", dependencies: ["CHiredis", "Leasing", "RPC"]),
+        .target(name: "Redis", dependencies: ["CHiredis", "Leasing", "RPC", "TLS"]),
 
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec"]),
@@ -91,7 +94,7 @@ let package = Package(
         .target(name: "PluginConformance", dependencies: ["PluginHost", "PluginKit", "RPC"]),
         // The `pixtrack` CLI: one file per subcommand.
         .executableTarget(name: "pixtrack", dependencies: [
-            "PluginConformance", "PluginHost", "RPC", "HTTP2", "ProtoCodec",
+            "PluginConformance", "PluginHost", "RPC", "HTTP2", "TLS", "ProtoCodec",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // END plugin targets
@@ -105,11 +108,12 @@ let package = Package(
         .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
         // END payments targets
 
-        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
+        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
                                                             "Postgres", "Redis", "MetaCAPI", "Tracking",
                                                             "Payments", "PluginHost"]),
 
         .testTarget(name: "RPCTests", dependencies: ["RPC"]),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "SystemTestSupport"]),
         // Process/socket helpers for the storage suites (test-only; nothing in Sources uses it).
         .target(name: "SystemTestSupport", path: "Tests/SystemTestSupport"),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),

@@ -56,10 +56,11 @@ static inline SSL_CTX *pt_tls_client_ctx_new(const char *ca_file) {
     return ctx;
 }
 
-/* Client: SNI plus the name (or IP address) the certificate must carry; ALPN offers only h2. */
-static inline int pt_tls_client_expect(SSL *ssl, const char *name) {
+/* Client: SNI plus the name (or IP address) the certificate must carry; with `offer_h2`, ALPN
+ * offers h2 (and only h2). */
+static inline int pt_tls_client_expect(SSL *ssl, const char *name, int offer_h2) {
     static const unsigned char h2[] = "\x02h2";
-    if (SSL_set_alpn_protos(ssl, h2, 3) != 0) return 0;
+    if (offer_h2 && SSL_set_alpn_protos(ssl, h2, 3) != 0) return 0;
     unsigned char addr[16];
     if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1) {
         return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);

@@ -1,6 +1,7 @@
 import CNghttp2
 import Glibc
 import RPC
+import TLS
 
 /// A small blocking gRPC client over HTTP/2 on nghttp2 (prior knowledge on plaintext, ALPN `h2`
 /// over TLS), for the CLI and tests. One connection, calls made one after another from one thread; not for serving paths.
@@ -64,10 +65,15 @@ public final class GRPCClient {
             }
             self.tls = session
             do {
-                early = try Self.handshake(session, fd: fd, deadline: .now + timeout, peer: "\(host):\(port)")
+                early = try session.handshake(fd: fd, deadline: .now + timeout)
             } catch {
                 Glibc.close(fd)
-                throw error
+                throw ClientError(code: error.timedOut ? .deadlineExceeded : .unavailable,
+                                  description: "TLS handshake with \(host):\(port) failed: \(error.description)")
+            }
+            guard session.alpn == "h2" else {
+                Glibc.close(fd)
+                throw ClientError(code: .unavailable, description: "TLS handshake with \(host):\(port) failed: the server did not agree to HTTP/2 (ALPN h2)")
             }
         } else {
             self.tls = nil
@@ -166,56 +172,15 @@ public final class GRPCClient {
 
     /// Writes `bytes` whole (encrypted first over TLS).
     private func transmit(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let tls else { return try Self.sendAll(fd, bytes) }
+        let lost = ClientError(code: .unavailable, description: "connection lost while sending")
+        guard let tls else {
+            guard TLSSession.sendAll(fd, bytes) else { throw lost }
+            return
+        }
         if case .failed(let reason) = tls.send(bytes) { throw ClientError(code: .unavailable, description: "TLS error: \(reason)") }
         var wire: [UInt8] = []
         tls.drain(into: &wire)
-        try wire.withUnsafeBytes { try Self.sendAll(fd, $0) }
-    }
-
-    private static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
-        var off = 0
-        while off < bytes.count {
-            let w = send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
-            if w <= 0 { throw ClientError(code: .unavailable, description: "connection lost while sending") }
-            off += w
-        }
-    }
-
-    /// The TLS handshake, blocking until `deadline`; the server must choose ALPN `h2`. Returns
-    /// the plaintext that came with its last flight.
-    private static func handshake(_ tls: TLSSession, fd: Int32, deadline: ContinuousClock.Instant, peer: String) throws -> [UInt8] {
-        var early: [UInt8] = []
-        func fail(_ why: String) -> ClientError { ClientError(code: .unavailable, description: "TLS handshake with \(peer) failed: \(why)") }
-        var outcome = tls.startHandshake()
-        var buf = [UInt8](repeating: 0, count: 16384)
-        while true {
-            var wire: [UInt8] = []
-            tls.drain(into: &wire)
-            try wire.withUnsafeBytes { try sendAll(fd, $0) }
-            if case .failed(let reason) = outcome {
-                // A plaintext server answers the ClientHello with plaintext, which OpenSSL reads
-                // as a record of an unknown version or an absurd length.
-                let plaintext = reason.contains("wrong version number") || reason.contains("packet length too long")
-                throw fail(tls.verificationFailure ?? (plaintext ? "the server answered in plaintext: it does not speak TLS on this port" : reason))
-            }
-            if outcome == .closed { throw fail("the server closed the connection") }
-            if tls.handshakeDone { break }
-            let left = deadline - ContinuousClock.now
-            guard left > .zero else { throw ClientError(code: .deadlineExceeded, description: "TLS handshake with \(peer) did not finish in time") }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))) > 0 else { continue }
-            let n = recv(fd, &buf, buf.count, 0)
-            guard n > 0 else { throw fail("the server closed the connection (is it speaking TLS?)") }
-            outcome = buf.withUnsafeMutableBytes { raw in
-                tls.receive(UnsafeRawBufferPointer(rebasing: raw[0..<n]), scratch: raw) { plain in
-                    early.append(contentsOf: plain)
-                    return true
-                }
-            }
-        }
-        guard tls.alpn == "h2" else { throw fail("the server did not agree to HTTP/2 (ALPN h2)") }
-        return early
+        guard wire.withUnsafeBytes({ TLSSession.sendAll(fd, $0) }) else { throw lost }
     }
 
     fileprivate func onHeader(_ name: String, _ value: String) {

@@ -2,6 +2,7 @@ import CNghttp2
 import CSystemShims
 import Glibc
 import RPC
+import TLS
 
 /// One accepted TCP connection. Decides HTTP/2 (prior knowledge) versus HTTP/1.1 from the first
 /// bytes, then drives an nghttp2 server session. Loop thread only (see `EventLoop`); handler

@@ -2,6 +2,7 @@ import CSystemShims
 import Glibc
 import Synchronization
 import RPC
+import TLS
 
 /// Process-wide counters the server keeps (exported by /metrics later).
 public final class ServerCounters: Sendable {

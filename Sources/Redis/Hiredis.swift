@@ -13,6 +13,10 @@ enum Hiredis {
         pixtrack_redis_connect(host, Int32(clamping: port), timeoutMs, &errno).map { OpaquePointer($0) }
     }
 
+    /// The corresponding C function is `redisConnectFd` (a connected descriptor, e.g. the
+    /// plaintext end of the TLS tunnel; the context owns it from here).
+    static func connect(fd: Int32) -> OpaquePointer? { redisConnectFd(fd).map { OpaquePointer($0) } }
+
     /// The corresponding C function is `redisSetTimeout` (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
     static func setTimeout(_ context: OpaquePointer, timeoutMs: Int) -> Bool {
         pixtrack_redis_set_timeout(ctx(context), timeoutMs) == REDIS_OK

@@ -21,6 +21,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// After a failed connect, calls fail at once with `.unavailable` for this long instead of
     /// each waiting for a connect attempt (Redis is an accelerator: fail fast). `.zero`: always try.
     public var reconnectBackoff: Duration = .milliseconds(250)
+    /// `rediss://`: TLS, the server's certificate verified against `caFile` (PEM; nil: the
+    /// system's CA store) and the host name of the URL.
+    public var tls = false
+    public var caFile: String?
 
     public init(host: String = "127.0.0.1", port: Int = 6379, database: Int = 0) {
         self.host = host
@@ -28,12 +32,15 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.database = database
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]` (IPv6 hosts in brackets).
+    /// Parses `redis://[[user]:password@]host[:port][/db]` (IPv6 hosts in brackets);
+    /// `rediss://` is the same over TLS.
     /// - Throws: `RedisError.invalidArgument` (the message never echoes the URL).
     public init(url: String) throws {
-        guard url.hasPrefix("redis://") else { throw RedisError.invalidArgument("Redis URL must start with redis://") }
-        var rest = Substring(url.dropFirst("redis://".count))
+        let scheme = url.hasPrefix("rediss://") ? "rediss://" : "redis://"
+        guard url.hasPrefix(scheme) else { throw RedisError.invalidArgument("Redis URL must start with redis:// or rediss://") }
+        var rest = Substring(url.dropFirst(scheme.count))
         self.init()
+        tls = scheme == "rediss://"
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -92,7 +99,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Everything but the password.
     public var description: String {
         "RedisConfiguration(\(host):\(port)/\(database), poolSize: \(poolSize), connectTimeout: \(connectTimeout), "
-            + "commandTimeout: \(commandTimeout), auth: \(password == nil ? "none" : "yes"))"
+            + "commandTimeout: \(commandTimeout), auth: \(password == nil ? "none" : "yes"), tls: \(tls ? "on" : "off"))"
     }
 }
 

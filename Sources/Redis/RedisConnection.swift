@@ -1,3 +1,6 @@
+import Glibc
+import TLS
+
 /// One Redis connection (owns a `redisContext *`). Blocking, bounded by the connect and command
 /// timeouts: use it from the thread that runs a `RedisClient` job, never from Swift's
 /// cooperative pool, and never from two threads at once (hence not `Sendable`).
@@ -14,8 +17,23 @@ public final class RedisConnection {
     ///   `.server` (e.g. a wrong password).
     public static func connect(_ configuration: RedisConfiguration) throws -> RedisConnection {
         var savedErrno: Int32 = 0
-        guard let context = Hiredis.connect(host: configuration.host, port: configuration.port,
-                                            timeoutMs: configuration.connectTimeout.redisMilliseconds, errno: &savedErrno) else {
+        let made: OpaquePointer?
+        if configuration.tls {
+            let context: TLSContext
+            do {
+                context = try TLSContext(trusting: configuration.caFile)
+            } catch {
+                throw RedisError.unavailable(String(describing: error))
+            }
+            let fd = try RedisTLSTunnel.open(host: configuration.host, port: configuration.port,
+                                             timeout: configuration.connectTimeout, context: context)
+            made = Hiredis.connect(fd: fd)
+            if made == nil { Glibc.close(fd) }
+        } else {
+            made = Hiredis.connect(host: configuration.host, port: configuration.port,
+                                   timeoutMs: configuration.connectTimeout.redisMilliseconds, errno: &savedErrno)
+        }
+        guard let context = made else {
             throw RedisError.unavailable("out of memory in the Redis client")
         }
         if let failure = Hiredis.failure(context) {
@@ -27,7 +45,7 @@ public final class RedisConnection {
             connection.close()
             throw RedisError.unavailable("cannot set the Redis socket timeout")
         }
-        Hiredis.enableKeepAlive(context)
+        if !configuration.tls { Hiredis.enableKeepAlive(context) }  // the tunnel keeps its TCP socket alive
         if let password = configuration.password {
             let auth = configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
             try connection.expectOK(auth, what: "AUTH")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HTTP2
 import RPC
+import TLS
 
 /// Where and how to reach pixtrackd; shared by every RPC subcommand.
 struct ConnectionOptions: ParsableArguments {

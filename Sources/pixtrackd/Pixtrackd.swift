@@ -6,6 +6,7 @@ import HTTP2
 import Payments
 import ProtoCodec
 import RPC
+import TLS
 import StandardServices
 import Tracking
 import WebRoutes

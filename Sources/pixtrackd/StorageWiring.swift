@@ -12,14 +12,18 @@ struct StorageOptions {
     var redisURL: String
     var pgPoolSize = 10
     var redisPoolSize = 8
+    /// rediss://: the CA file to verify Redis against (nil: the system's store).
+    var redisCAFile: String?
     /// How long startup waits for PostgreSQL to answer before giving up.
     var pgStartupWait: Duration = .seconds(30)
     /// How often the monitor pings PostgreSQL and Redis.
     var checkInterval: Duration = .seconds(1)
 
     static let environmentHelp = """
-      DATABASE_URL              PostgreSQL, postgresql://user[:password]@host:port/db (required)
-      REDIS_URL                 Redis, redis://[:password@]host:port/db (required)
+      DATABASE_URL              PostgreSQL, postgresql://user[:password]@host:port/db (required); libpq takes
+                                its TLS settings as written: ?sslmode=verify-full&sslrootcert=/path/ca.pem
+      REDIS_URL                 Redis, redis://[:password@]host:port/db (required); rediss:// for TLS
+      PIXTRACK_REDIS_CA_FILE    rediss://: PEM CA file Redis's certificate must chain to (default: system CAs)
       PIXTRACK_PG_POOL_SIZE     PostgreSQL connections (default 10); PIXTRACK_REDIS_POOL_SIZE (default 8)
       PIXTRACK_PG_STARTUP_WAIT_SECONDS  how long startup waits for PostgreSQL (default 30)
     """
@@ -34,6 +38,7 @@ struct StorageOptions {
         var o = StorageOptions(databaseURL: db, redisURL: redis)
         o.pgPoolSize = try EnvNumber.int(env, "PIXTRACK_PG_POOL_SIZE", o.pgPoolSize, 1...500)
         o.redisPoolSize = try EnvNumber.int(env, "PIXTRACK_REDIS_POOL_SIZE", o.redisPoolSize, 1...500)
+        if let ca = env["PIXTRACK_REDIS_CA_FILE"], !ca.isEmpty { o.redisCAFile = ca }
         o.pgStartupWait = .seconds(try EnvNumber.int(env, "PIXTRACK_PG_STARTUP_WAIT_SECONDS", 30, 0...3600))
         o.checkInterval = .milliseconds(try EnvNumber.int(env, "PIXTRACK_HEALTH_INTERVAL_MS", 1000, 50...60_000))
         return o
@@ -66,6 +71,7 @@ final class Storage: Sendable {
         pool = try PGPool(pg, logger: logger)
         var rc = try RedisConfiguration(url: options.redisURL)
         rc.poolSize = options.redisPoolSize
+        rc.caFile = options.redisCAFile
         redis = RedisClient(rc, logger: logger)
         self.options = options
         self.logger = logger

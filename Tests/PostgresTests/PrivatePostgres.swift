@@ -11,6 +11,8 @@ final class PrivatePostgres {
     let port: Int
 
     var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+    /// ssl=on with these files (copied into the cluster's folder, key mode 0600 as PostgreSQL demands).
+    private var tls: TestCertificates?
 
     private init() throws {
         bin = try PGTestEnv.require("PIXTRACK_TEST_PG_BIN")
@@ -22,10 +24,16 @@ final class PrivatePostgres {
         try FileManager.default.createDirectory(atPath: "\(dir)/sock", withIntermediateDirectories: true)
     }
 
-    /// Creates the cluster and starts it on a spare port.
-    static func launch() async throws -> PrivatePostgres {
+    /// Creates the cluster and starts it on a spare port; with `tls`, it also accepts TLS.
+    static func launch(tls: TestCertificates? = nil) async throws -> PrivatePostgres {
         let server = try PrivatePostgres()
+        server.tls = tls
         do {
+            if let tls {
+                try FileManager.default.copyItem(atPath: tls.certificate, toPath: "\(server.dir)/server.crt")
+                try FileManager.default.copyItem(atPath: tls.key, toPath: "\(server.dir)/server.key")
+                chmod("\(server.dir)/server.key", 0o600)
+            }
             if geteuid() == 0 {
                 try check(await runCommand("/usr/bin/chown", ["-R", "postgres:", server.dir]), "chown")
             }
@@ -61,6 +69,7 @@ final class PrivatePostgres {
 
     private var options: String {
         "-p \(port) -k \(dir)/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+            + (tls == nil ? "" : " -c ssl=on -c ssl_cert_file=\(dir)/server.crt -c ssl_key_file=\(dir)/server.key")
     }
 
     private func asPostgres(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {

@@ -10,7 +10,16 @@ final class PrivateRedis {
     private let server: String
     private let cli: String
 
-    var url: String { "redis://127.0.0.1:\(port)/0" }
+    /// PEM files for a TLS-only server (`rediss://`): its certificate, key and the CA that signed it.
+    struct TLSFiles {
+        let certificate: String
+        let key: String
+        let ca: String
+    }
+
+    private var tls: TLSFiles?
+
+    var url: String { tls == nil ? "redis://127.0.0.1:\(port)/0" : "rediss://127.0.0.1:\(port)/0" }
 
     private init() throws {
         server = try executablePath("redis-server")
@@ -21,8 +30,11 @@ final class PrivateRedis {
         port = spareTCPPort()
     }
 
-    static func launch() async throws -> PrivateRedis {
+    /// With `tls`, the server listens with TLS only (no plaintext port) and does not ask
+    /// clients for certificates.
+    static func launch(tls: TLSFiles? = nil) async throws -> PrivateRedis {
         let redis = try PrivateRedis()
+        redis.tls = tls
         do {
             try await redis.start()
         } catch {
@@ -34,13 +46,18 @@ final class PrivateRedis {
 
     /// Starts (again) on the same port and waits until it answers PING.
     func start() async throws {
-        let result = try await runCommand(server, [
-            "--port", String(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile", "\(dir)/redis.pid",
+        var listen = ["--port", String(port)]
+        if let tls {
+            listen = ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.certificate, "--tls-key-file", tls.key,
+                      "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no"]
+        }
+        let result = try await runCommand(server, listen + [
+            "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile", "\(dir)/redis.pid",
             "--dir", dir, "--logfile", "\(dir)/redis.log", "--save", "", "--appendonly", "no",
         ])
         guard result.status == 0 else { throw CommandFailed(what: "redis-server", output: result.output) }
         for _ in 0..<100 {
-            if try await runCommand(cli, ["-p", String(port), "ping"]).output.contains("PONG") { return }
+            if try await runCommand(cli, cliArguments + ["ping"]).output.contains("PONG") { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailed(what: "redis-server", output: "no PONG on port \(port)")
@@ -48,16 +65,20 @@ final class PrivateRedis {
 
     /// `redis-cli shutdown nosave`, then waits until the port refuses connections.
     func stop() async throws {
-        _ = try await runCommand(cli, ["-p", String(port), "shutdown", "nosave"])
+        _ = try await runCommand(cli, cliArguments + ["shutdown", "nosave"])
         for _ in 0..<100 {
-            if try await runCommand(cli, ["-p", String(port), "ping"]).output.contains("PONG") == false { return }
+            if try await runCommand(cli, cliArguments + ["ping"]).output.contains("PONG") == false { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailed(what: "redis shutdown", output: "still answering on port \(port)")
     }
 
+    private var cliArguments: [String] {
+        ["-p", String(port)] + (tls.map { ["--tls", "--cacert", $0.ca] } ?? [])
+    }
+
     func destroy() async {
-        _ = try? await runCommand(cli, ["-p", String(port), "shutdown", "nosave"])
+        _ = try? await runCommand(cli, cliArguments + ["shutdown", "nosave"])
         try? FileManager.default.removeItem(atPath: dir)
     }
 }

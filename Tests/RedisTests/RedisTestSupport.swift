@@ -62,3 +62,13 @@ func measure<T>(_ body: () async throws -> T) async rethrows -> (T, Duration) {
     let value = try await body()
     return (value, ContinuousClock.now - start)
 }
+
+/// Pings until Redis answers (true) or `within` passes (false); returns how long it took.
+func waitForPing(_ redis: RedisClient, within: Duration = .seconds(10)) async throws -> (recovered: Bool, after: Duration) {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < within {
+        if (try? await redis.ping()) != nil { return (true, ContinuousClock.now - start) }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return (false, ContinuousClock.now - start)
+}

@@ -15,7 +15,7 @@ public func runCommand(_ executable: String, _ arguments: [String]) async throws
     }
 }
 
-private func spawnAndWait(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+func spawnAndWait(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let outputPath = "/tmp/pixtrack-cmd-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).log"
     defer { unlink(outputPath) }
     var actions = posix_spawn_file_actions_t()

@@ -175,6 +175,13 @@ def exit_description(rc: int) -> str:
     return f"exit code {rc}"
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (bound, read, released)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
 def start_server(*args: str, env: dict[str, str] | None = None, name: str = "pixtrackd") -> Server:
     return Server(*args, env=env, name=name).start()
 

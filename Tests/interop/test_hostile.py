@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 import support
-from tracking_support import metric
+from tracking_support import metric, wait_until
 
 ECHO = "/pixtrack.testing.v1.TestService/Echo"
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -414,3 +414,68 @@ def test_continuation_flood_is_cut_off(edge):
     assert closed and elapsed < 3, (closed, elapsed)
     assert code is None or code != 0, code
     support.assert_serving(edge)
+
+
+@pytest.mark.parametrize("part", ["preface", "headers"])
+def test_bytes_dribbled_slowly_are_cut_off(strict, part):
+    """A client sending its preface, or a HEADERS frame, one byte every 0.2 s: the connection is
+    closed within the header timeout (1.5 s) plus a tick, wherever the dribble is."""
+    headers = frame(1, 4, 1, b"\x83\x86\x84\x00\x02te\x08trailers")  # POST, http, /, te: trailers
+    with socket.create_connection((support.HOST, strict.port), timeout=5) as s:
+        if part == "headers":
+            s.sendall(PREFACE)
+        slow = PREFACE if part == "preface" else headers
+        t0 = time.monotonic()
+        closed_at = None
+        try:
+            for b in slow:
+                s.sendall(bytes([b]))
+                time.sleep(0.2)
+                if time.monotonic() - t0 > 8:
+                    break
+            # Everything sent without being cut: wait for the close the timeout owes us.
+            closed: list = []
+            read_goaway(s, 5, closed)
+            if closed:
+                closed_at = time.monotonic()
+        except (BrokenPipeError, ConnectionResetError):
+            closed_at = time.monotonic()
+    assert closed_at is not None, "the dribbling client was never cut off"
+    elapsed = closed_at - t0
+    support.figure(f"{part} dribbled at 5 bytes/s: cut off after {elapsed:.1f} s (header/idle timeout 1.5 s)")
+    assert elapsed < 1.5 + 3.5, elapsed
+    support.assert_serving(strict)
+
+
+def test_rapid_reset_flood(edge):
+    """HEADERS then RST_STREAM, 20,000 times on one connection (the 2023 "rapid reset" attack):
+    calls are cancelled as fast as they start, nothing piles up, and health on another
+    connection keeps answering; nghttp2 may also end the connection with ENHANCE_YOUR_CALM."""
+    # :method POST, :scheme http, :path /pixtrack.testing.v1.TestService/Sleep (literal), content-type, te
+    path = b"/pixtrack.testing.v1.TestService/Sleep"
+    block = (b"\x83\x86" + b"\x04" + bytes([len(path)]) + path + b"\x5f\x10application/grpc" + b"\x00\x02te\x08trailers")
+    sent = 0
+    with PeakRSS(edge) as rss:
+        with socket.create_connection((support.HOST, edge.port), timeout=5) as s:
+            s.sendall(PREFACE)
+            sid = 1
+            try:
+                for _ in range(20):
+                    batch = b""
+                    for _ in range(1000):
+                        batch += frame(1, 4, sid, block) + frame(3, 0, sid, (8).to_bytes(4, "big"))  # END_HEADERS; RST CANCEL
+                        sid += 2
+                    s.sendall(batch)
+                    sent += 1000
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            latency = health_latency_ms(edge.port)
+            code = read_goaway(s, 3)
+    in_flight = metric(edge.port, "pixtrack_rpc_in_flight")
+    support.figure(f"rapid reset: {sent} HEADERS+RST_STREAM pairs, server RSS +{rss.growth_mib:.1f} MiB (bound 32), "
+                   f"GOAWAY {code}, health {latency:.0f} ms, calls in flight after {in_flight:.0f}")
+    assert rss.growth_mib <= 32, rss.growth_mib
+    assert latency < 500, latency
+    wait_until(lambda: metric(edge.port, "pixtrack_rpc_in_flight") == 0, timeout=5, what="cancelled calls to be released")
+    support.assert_serving(edge)
+

@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import support
-from tracking_support import FakeMeta, new_schema, server_env, unique_id, wait_until
+from tracking_support import FakeMeta, http_request, new_schema, server_env, unique_id, wait_until
 
 from pixtrack.v1 import tracking_pb2 as pb, tracking_pb2_grpc
 from test_go_page import Stand, chrome
@@ -209,11 +209,12 @@ def test_the_cli_says_when_the_server_is_plaintext():
 def test_plaintext_clients_are_told_in_their_protocol(tls):
     r = curl("-w", " %{http_code}", f"http://127.0.0.1:{tls.port}/healthz")
     assert r.stdout.endswith(" 400") and "this port speaks TLS" in r.stdout, r.stdout
-    h2 = support.H2Client(tls.port)
-    h2.request("/grpc.health.v1.Health/Check", support.grpc_message(b""),
-               headers=[("content-type", "application/grpc"), ("te", "trailers")])
-    h2.pump(5)
-    assert h2.goaway is not None and b"this port speaks TLS" in (h2.goaway.additional_data or b"")
+    # An h2c client: SETTINGS, then a GOAWAY whose debug data says why, then the close.
+    with socket.create_connection((support.HOST, tls.port), timeout=5) as raw:
+        raw.sendall(support.PREFACE + support.frame(support.FRAME_SETTINGS, 0, 0, b""))
+        data, closed = support.read_until_closed(raw, timeout=5)
+    goaways = [f for f in support.parse_frames(data) if f.type == support.FRAME_GOAWAY]
+    assert closed and goaways and b"this port speaks TLS" in goaways[0].payload[8:], data
 
 
 def test_garbage_and_silence_are_cut_off(tls):
@@ -310,3 +311,45 @@ def test_headless_chromium_gets_h2_over_tls(tls):
         assert tls.stand.arrivals[-1][1].startswith(f"/tg/tls{slug.split('-')[1]}?start=")
     finally:
         browser.quit()
+
+
+def test_pixtrackd_reaches_redis_over_tls(tmp_path):
+    """REDIS_URL=rediss://… with PIXTRACK_REDIS_CA_FILE: the server is ready (Redis answered
+    through the tunnel) and a click, which uses Redis, goes through."""
+    make_ca(tmp_path)
+    cert, key = make_leaf(tmp_path, "redis", "redis")
+    port = support.free_port()
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                              "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+                              "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = FakeMeta()
+    s = None
+    try:
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "--tls", "--cacert", str(tmp_path / "ca.pem"), "ping"],
+                                          capture_output=True, text=True).stdout.strip() == "PONG", what="the TLS redis-server")
+        s = support.start_server(env={**server_env(new_schema(), meta, PIXTRACK_META_SENDER="0"),
+                                      "REDIS_URL": f"rediss://localhost:{port}/0", "PIXTRACK_REDIS_CA_FILE": str(tmp_path / "ca.pem")},
+                                 name="pixtrackd (rediss://)")
+        wait_until(lambda: http_request(s.port, "GET", "/readyz")[0] == 200, what="/readyz with Redis over TLS")
+        ch = support.channel(s.port)
+        stub = tracking_pb2_grpc.TrackingServiceStub(ch)
+        bid = unique_id()
+        stub.UpsertBot(pb.UpsertBotRequest(id=bid, telegram_username=f"rtls{bid}", meta_pixel_id="1234567890", enabled=True), timeout=10)
+        stub.UpsertSlug(pb.UpsertSlugRequest(slug=pb.Slug(slug=f"rtls-{bid}", enabled=True, bots=[pb.SlugBot(bot_id=bid, enabled=True)])),
+                        timeout=10)
+        status, headers, _ = http_request(s.port, "GET", f"/go/rtls-{bid}?fbclid=IwAR_rediss", {"User-Agent": "curl/8"})
+        assert status == 302, status
+        token = dict(headers)["location"].split("start=", 1)[1][:32]
+        # The token is cached in Redis by the click; the key is there, seen through redis-cli.
+        keys = subprocess.run(["redis-cli", "-p", str(port), "--tls", "--cacert", str(tmp_path / "ca.pem"), "--scan"],
+                              capture_output=True, text=True).stdout
+        assert keys.strip(), "the click left nothing in Redis"
+        assert stub.GetTrackingData(pb.GetTrackingDataRequest(token=token), timeout=5).token == token
+        ch.close()
+    finally:
+        if s is not None:
+            support.stop_and_check(s)
+        meta.stop()
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -1,45 +1,13 @@
 import Foundation
+import SystemTestSupport
 import Testing
-@testable import HTTP2
+@testable import TLS
 
 /// The TLS engine over memory buffers, a client and a server session wired to each other: the
 /// handshake, ALPN, data both ways in record-sized pieces, close_notify, refusals. Certificates
 /// come from the `openssl` command (Debian package `openssl`, installed by scripts/deps).
 @Suite struct TLSSessionTests {
-    /// A throwaway CA and a leaf for localhost/127.0.0.1 signed by it; a second, unrelated CA.
-    final class Certificates {
-        let dir: URL
-        var ca: String { dir.appendingPathComponent("ca.pem").path }
-        var otherCA: String { dir.appendingPathComponent("other.pem").path }
-        var cert: String { dir.appendingPathComponent("leaf.pem").path }
-        var key: String { dir.appendingPathComponent("leaf.key").path }
-
-        init() throws {
-            dir = FileManager.default.temporaryDirectory.appendingPathComponent("pixtrack-tls-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(to: dir.appendingPathComponent("san.cnf"), atomically: true, encoding: .utf8)
-            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-            try run(["req", "-x509"] + ec + ["-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem"])
-            try run(["req", "-x509"] + ec + ["-days", "2", "-subj", "/CN=other CA", "-keyout", "other.key", "-out", "other.pem"])
-            try run(["req"] + ec + ["-subj", "/CN=localhost", "-keyout", "leaf.key", "-out", "leaf.csr"])
-            try run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                     "-extfile", "san.cnf", "-out", "leaf.pem"])
-        }
-
-        deinit { try? FileManager.default.removeItem(at: dir) }
-
-        private func run(_ args: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            p.arguments = args
-            p.currentDirectoryURL = dir
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw TLSError(plain: "openssl \(args.joined(separator: " ")) failed") }
-        }
-    }
+    typealias Certificates = TestCertificates
 
     /// Moves ciphertext between the two until neither has anything to say; returns what each
     /// side's `receive` delivered, and the last outcome of each.
@@ -86,7 +54,7 @@ import Testing
     }
 
     static func pair(_ certs: Certificates, trusting ca: String? = nil, name: String = "localhost") throws -> Pair {
-        let server = try #require(TLSSession(try TLSContext(certificateChain: certs.cert, privateKey: certs.key)))
+        let server = try #require(TLSSession(try TLSContext(certificateChain: certs.certificate, privateKey: certs.key)))
         let client = try #require(TLSSession(try TLSContext(trusting: ca ?? certs.ca), serverName: name))
         let p = Pair(client: client, server: server)
         p.clientOutcome = client.startHandshake()
@@ -132,7 +100,7 @@ import Testing
 
     @Test func garbageBeforeTheHandshakeFails() throws {
         let certs = try Certificates()
-        let server = try #require(TLSSession(try TLSContext(certificateChain: certs.cert, privateKey: certs.key)))
+        let server = try #require(TLSSession(try TLSContext(certificateChain: certs.certificate, privateKey: certs.key)))
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
         defer { scratch.deallocate() }
         var delivered = 0
@@ -146,27 +114,27 @@ import Testing
 
     @Test func contextErrorsNameTheFileAndTheReason() throws {
         let certs = try Certificates()
-        #expect(throws: TLSError.self) { try TLSContext(certificateChain: certs.dir.appendingPathComponent("nope.pem").path, privateKey: certs.key) }
+        #expect(throws: TLSError.self) { try TLSContext(certificateChain: "\(certs.dir)/nope.pem", privateKey: certs.key) }
         do {
-            _ = try TLSContext(certificateChain: certs.cert, privateKey: certs.dir.appendingPathComponent("ca.key").path)
+            _ = try TLSContext(certificateChain: certs.certificate, privateKey: certs.foreignKey)
             Issue.record("a key of another certificate was accepted")
         } catch {
             #expect(String(describing: error).contains("does not match the certificate"))
         }
-        #expect(throws: TLSError.self) { try TLSContext(trusting: certs.dir.appendingPathComponent("nope.pem").path) }
+        #expect(throws: TLSError.self) { try TLSContext(trusting: "\(certs.dir)/nope.pem") }
     }
 
     @Test func aFailedReloadKeepsTheCurrentContext() throws {
         let certs = try Certificates()
-        let copy = certs.dir.appendingPathComponent("served.pem")
-        try FileManager.default.copyItem(atPath: certs.cert, toPath: copy.path)
+        let copy = URL(fileURLWithPath: "\(certs.dir)/served.pem")
+        try FileManager.default.copyItem(atPath: certs.certificate, toPath: copy.path)
         let store = try TLSContextStore(certificatePath: copy.path, keyPath: certs.key)
         let before = store.current
         try "-----BEGIN CERTIFICATE-----\ntruncated\n".write(to: copy, atomically: true, encoding: .utf8)
         #expect(throws: TLSError.self) { try store.reload() }
         #expect(store.current === before)
         try FileManager.default.removeItem(at: copy)
-        try FileManager.default.copyItem(atPath: certs.cert, toPath: copy.path)
+        try FileManager.default.copyItem(atPath: certs.certificate, toPath: copy.path)
         let fresh = try store.reload()
         #expect(store.current === fresh && fresh !== before)
         #expect(fresh.summary.contains("CN=localhost"))

@@ -1,4 +1,5 @@
 import COpenSSL
+import Glibc
 import Synchronization
 
 /// A TLS set-up failure (unreadable or mismatched certificate and key, an unusable CA file).
@@ -12,7 +13,7 @@ public struct TLSError: Error, CustomStringConvertible {
         description = reason.isEmpty ? what : "\(what): \(reason)"
     }
 
-    init(plain text: String) { description = text }
+    public init(plain text: String) { description = text }
 }
 
 /// One OpenSSL context (`SSL_CTX`): a server's certificate chain and key, or a client's trust
@@ -98,16 +99,16 @@ public final class TLSContextStore: Sendable {
 /// TLS (one `read` per readiness event, coalesced writes, back-pressure on unsent bytes) and
 /// OpenSSL never holds data the event loop cannot see. One thread at a time (the connection's
 /// loop, or the blocking client's caller).
-final class TLSSession {
+public final class TLSSession {
     private let ssl: OpaquePointer
     private let incoming: OpaquePointer
     private let outgoing: OpaquePointer
     private let context: TLSContext
-    private(set) var handshakeDone = false
+    public private(set) var handshakeDone = false
     /// The protocol ALPN settled on ("h2", "http/1.1"; empty: none), once the handshake is done.
-    private(set) var alpn = ""
+    public private(set) var alpn = ""
 
-    enum Outcome: Equatable {
+    public enum Outcome: Equatable, Sendable {
         case ok
         /// The peer sent close_notify: it will send nothing more.
         case closed
@@ -117,8 +118,8 @@ final class TLSSession {
     }
 
     /// Nil only when OpenSSL is out of memory. `serverName`: the name (or IP address) a client
-    /// expects in the server's certificate (SNI too).
-    init?(_ context: TLSContext, serverName: String? = nil) {
+    /// expects in the server's certificate (SNI too); `offerH2`: a client offers ALPN `h2`.
+    public init?(_ context: TLSContext, serverName: String? = nil, offerH2: Bool = true) {
         guard let ssl = SSL_new(context.ctx) else { return nil }
         guard let rbio = pt_tls_mem_bio(), let wbio = pt_tls_mem_bio() else {
             SSL_free(ssl)
@@ -128,7 +129,7 @@ final class TLSSession {
         if context.isServer {
             SSL_set_accept_state(ssl)
         } else {
-            guard let name = serverName, pt_tls_client_expect(ssl, name) == 1 else {
+            guard let name = serverName, pt_tls_client_expect(ssl, name, offerH2 ? 1 : 0) == 1 else {
                 SSL_free(ssl)
                 return nil
             }
@@ -143,7 +144,7 @@ final class TLSSession {
     deinit { SSL_free(ssl) }
 
     /// Client side: starts the handshake (the ClientHello lands in the outgoing buffer).
-    func startHandshake() -> Outcome {
+    public func startHandshake() -> Outcome {
         ERR_clear_error()
         return advanceHandshake()
     }
@@ -151,7 +152,7 @@ final class TLSSession {
     /// Takes `cipher` (bytes read from the socket), then hands every plaintext byte it completes
     /// to `deliver`, in `scratch`-sized pieces (`scratch` may be the very buffer `cipher` is in:
     /// the bytes are copied first). `deliver` returns false to stop (the connection closed).
-    func receive(_ cipher: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer,
+    public func receive(_ cipher: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer,
                  deliver: (UnsafeRawBufferPointer) -> Bool) -> Outcome {
         ERR_clear_error()
         if cipher.count > 0 {
@@ -178,7 +179,7 @@ final class TLSSession {
     }
 
     /// Encrypts all of `plain` into the outgoing buffer (a memory buffer takes everything).
-    func send(_ plain: UnsafeRawBufferPointer) -> Outcome {
+    public func send(_ plain: UnsafeRawBufferPointer) -> Outcome {
         guard handshakeDone else { return .failed("data before the handshake finished") }
         guard plain.count > 0 else { return .ok }
         ERR_clear_error()
@@ -192,7 +193,7 @@ final class TLSSession {
     }
 
     /// Queues close_notify (best effort; after it nothing more is sent).
-    func shutdown() {
+    public func shutdown() {
         guard handshakeDone else { return }
         ERR_clear_error()
         _ = SSL_shutdown(ssl)
@@ -200,17 +201,17 @@ final class TLSSession {
     }
 
     /// Why the peer's certificate was refused (client side), nil when it was not.
-    var verificationFailure: String? {
+    public var verificationFailure: String? {
         let result = SSL_get_verify_result(ssl)
         guard result != X509_V_OK else { return nil }
         return "certificate not trusted: " + String(cString: X509_verify_cert_error_string(result))
     }
 
     /// Ciphertext waiting for the socket.
-    var pendingOutput: Int { Int(BIO_ctrl_pending(outgoing)) }
+    public var pendingOutput: Int { Int(BIO_ctrl_pending(outgoing)) }
 
     /// Moves the waiting ciphertext to the end of `wire`.
-    func drain(into wire: inout [UInt8]) {
+    public func drain(into wire: inout [UInt8]) {
         let bio = outgoing
         var pending = Int(BIO_ctrl_pending(bio))
         while pending > 0 {
@@ -243,6 +244,62 @@ final class TLSSession {
         pt_tls_error(&buf, buf.count)
         let text = cText(buf)
         return text.isEmpty ? "connection error" : text
+    }
+}
+
+/// Blocking use of a `TLSSession` on a connected socket (the CLI's client, the Redis tunnel).
+extension TLSSession {
+    /// A handshake failure on a blocking socket; `timedOut` when the deadline passed first.
+    public struct HandshakeError: Error, CustomStringConvertible {
+        public let description: String
+        public let timedOut: Bool
+    }
+
+    /// Runs the client handshake on `fd` until `deadline`. Returns the plaintext that came with
+    /// the server's last flight (to be read before anything else). The reasons name the usual
+    /// mistakes: an untrusted or misnamed certificate, a plaintext server.
+    public func handshake(fd: Int32, deadline: ContinuousClock.Instant) throws(HandshakeError) -> [UInt8] {
+        func fail(_ why: String, timedOut: Bool = false) -> HandshakeError { HandshakeError(description: why, timedOut: timedOut) }
+        var early: [UInt8] = []
+        var outcome = startHandshake()
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while true {
+            var wire: [UInt8] = []
+            drain(into: &wire)
+            guard wire.withUnsafeBytes({ Self.sendAll(fd, $0) }) else { throw fail("the connection broke during the handshake") }
+            if case .failed(let reason) = outcome {
+                // A plaintext server answers the ClientHello with plaintext, which OpenSSL reads
+                // as a record of an unknown version or an absurd length.
+                let plaintext = reason.contains("wrong version number") || reason.contains("packet length too long")
+                throw fail(verificationFailure ?? (plaintext ? "the server answered in plaintext: it does not speak TLS on this port" : reason))
+            }
+            if outcome == .closed { throw fail("the server closed the connection") }
+            if handshakeDone { return early }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw fail("the handshake did not finish in time (does the server speak TLS on this port?)", timedOut: true) }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))) > 0 else { continue }
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { throw fail("the server closed the connection (is it speaking TLS?)") }
+            outcome = buf.withUnsafeMutableBytes { raw in
+                receive(UnsafeRawBufferPointer(rebasing: raw[0..<n]), scratch: raw) { plain in
+                    early.append(contentsOf: plain)
+                    return true
+                }
+            }
+        }
+    }
+
+    /// Writes all of `bytes` to a blocking socket; false when the connection broke.
+    public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var off = 0
+        while off < bytes.count {
+            let w = Glibc.send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
+            if w < 0, errno == EINTR { continue }
+            if w <= 0 { return false }
+            off += w
+        }
+        return true
     }
 }
 
