@@ -45,11 +45,14 @@ struct ProtoDecoder {
         }
     }
 
-    /// Mirrors protobuf-c's "zeroish" test, which decides what proto3 omits on the wire.
+    /// Mirrors protobuf-c's "zeroish" test, which decides what proto3 omits on the wire (floats
+    /// compare with 0: a -0.0 another encoder sent is unset, as protobuf-c would never write it).
     private func isDefault(_ member: UnsafeRawPointer, _ f: FieldInfo) -> Bool {
         switch f.kind {
-        case .int32, .uint32, .float, .enumValue: return member.load(as: UInt32.self) == 0
-        case .int64, .uint64, .double: return member.load(as: UInt64.self) == 0
+        case .int32, .uint32, .enumValue: return member.load(as: UInt32.self) == 0
+        case .int64, .uint64: return member.load(as: UInt64.self) == 0
+        case .float: return member.load(as: Float.self) == 0
+        case .double: return member.load(as: Double.self) == 0
         case .bool: return member.load(as: protobuf_c_boolean.self) == 0
         case .string:
             guard let p = member.load(as: UnsafePointer<CChar>?.self) else { return true }

@@ -180,16 +180,18 @@ extension FieldKind {
 }
 
 extension ProtoValue {
-    /// True for the values proto3 leaves off the wire (bitwise zero, as protobuf-c decides:
-    /// `-0.0` is not a default). A message or list is never a default here.
+    /// True for the values proto3 leaves off the wire, as protobuf-c decides: zero, empty, false,
+    /// and for floats anything equal to 0, so -0.0 too (protobuf-c compares with 0 and does not
+    /// write a -0.0: keeping it here would make a message that does not survive the wire). A
+    /// message or list is never a default here.
     var isProto3Default: Bool {
         switch self {
         case .int32(let v): v == 0
         case .int64(let v): v == 0
         case .uint32(let v): v == 0
         case .uint64(let v): v == 0
-        case .float(let v): v.bitPattern == 0
-        case .double(let v): v.bitPattern == 0
+        case .float(let v): v == 0
+        case .double(let v): v == 0
         case .bool(let v): !v
         case .enumValue(let v): v == 0
         case .string(let s): s.isEmpty

@@ -98,6 +98,15 @@ private func fullMessage() -> ProtoMessage {
         #expect(try ProtoCodec.decode([], as: m.typeName).fields.isEmpty)
     }
 
+    /// A -0.0 another encoder put in an implicit field is unset, as protobuf-c would never write
+    /// one: decode∘encode stays the identity (found by scripts/fuzz, proto).
+    @Test func negativeZeroInAnImplicitFieldIsUnset() throws {
+        let wire: [UInt8] = [0x61, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x5d, 0, 0, 0, 0x80]  // f_double, f_float = -0.0
+        let m = try ProtoCodec.decode(wire, as: "pixtrack.testing.v1.AllKinds")
+        #expect(m.fields.isEmpty)
+        #expect(try ProtoCodec.encode(m).isEmpty)
+    }
+
     @Test func rejectsMissingProto2RequiredField() {
         // A required string left NULL fails protobuf_c_message_check (required scalars cannot).
         let m = ProtoMessage("google.protobuf.UninterpretedOption.NamePart", ["is_extension": .bool(true)])

@@ -109,7 +109,11 @@ let allKindsOutput = #"{"fInt32":-42,"fInt64":"-9223372036854775808","fUint32":4
     @Test func floatingPoint() throws {
         #expect(try canonical(#"{"rDouble":["NaN","Infinity","-Infinity",1e300,"2.5",100],"rFloat":[0.1,"-Infinity",1e10]}"#)
             == #"{"rDouble":["NaN","Infinity","-Infinity",1e+300,2.5,100],"rFloat":[0.1,"-Infinity",10000000000]}"#)
-        #expect(try canonical(#"{"fFloat":0,"fDouble":-0.0}"#) == #"{"fDouble":-0}"#)
+        // -0.0 is a default, as protobuf-c decides (it never writes one): left out, so the message
+        // survives the wire (found by scripts/fuzz, proto-json). In a list it stays -0.
+        #expect(try canonical(#"{"fFloat":-0,"fDouble":-0.0,"rDouble":[-0.0]}"#) == #"{"rDouble":[-0]}"#)
+        let negativeZero = try decode(#"{"fDouble":-0.0,"rDouble":[-0.0]}"#)
+        #expect(try ProtoCodec.decode(ProtoCodec.encode(negativeZero), as: allKinds) == negativeZero)
         #expect(jsonError(#"{"fFloat":1e39}"#) == #"field "fFloat": 1e39 is out of range for float"#)
         #expect(jsonError(#"{"fDouble":1e400}"#) == #"field "fDouble": 1e400 is out of range for double"#)
         #expect(jsonError(#"{"fDouble":"nan"}"#) == #"field "fDouble": expected a number, got "nan""#)
