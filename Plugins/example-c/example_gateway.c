@@ -234,6 +234,12 @@ static int32_t ex_get_status(pt_instance *inst, pt_call *call, const uint8_t *re
     return st;
 }
 
+static int printable(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7E) return 0;
+    return 1;
+}
+
 static int32_t ex_parse_webhook(pt_instance *inst, pt_call *call, const uint8_t *request, size_t request_len,
                                 uint8_t **out, size_t *out_len, char *error, size_t error_capacity) {
     (void)inst; (void)call;
@@ -241,12 +247,19 @@ static int32_t ex_parse_webhook(pt_instance *inst, pt_call *call, const uint8_t 
     if (!req) { set_error(error, error_capacity, "request does not decode"); return PT_ERR_INVALID_ARGUMENT; }
     char body[512], id[128] = "", status[32] = "";
     snprintf(body, sizeof body, "%.*s", (int)req->body.len, (const char *)req->body.data);
-    for (char *tok = strtok(body, "&"); tok; tok = strtok(NULL, "&")) {
+    char *rest = NULL; /* strtok_r: calls run concurrently, strtok's hidden state would be shared */
+    for (char *tok = strtok_r(body, "&", &rest); tok; tok = strtok_r(NULL, "&", &rest)) {
         if (strncmp(tok, "id=", 3) == 0) snprintf(id, sizeof id, "%s", tok + 3);
         if (strncmp(tok, "status=", 7) == 0) snprintf(status, sizeof status, "%s", tok + 7);
     }
     pixtrack__v1__parse_webhook_request__free_unpacked(req, NULL);
     if (!id[0]) { set_error(error, error_capacity, "webhook without id"); return PT_ERR_INVALID_ARGUMENT; }
+    /* Result strings are proto3 strings (UTF-8, or the host cannot read the result) and end up in
+     * logs: refuse anything but printable ASCII. */
+    if (!printable(id) || !printable(status)) {
+        set_error(error, error_capacity, "webhook id or status is not printable ASCII");
+        return PT_ERR_INVALID_ARGUMENT;
+    }
     Pixtrack__V1__WebhookResult res;
     pixtrack__v1__webhook_result__init(&res);
     res.transaction_id = id;

@@ -54,6 +54,10 @@ import Testing
         #expect(BRCode.amountCents(o.pixCode) == 777)
         let hook = await offline.parseWebhook(WebhookRequest(body: Array("id=ex1&status=paid".utf8)))
         #expect(hook.status == .paid && hook.transactionID == "ex1")
+        // An id that is not printable ASCII is refused, not answered as a result the host cannot
+        // decode (found by scripts/fuzz: webhook-example-c).
+        let odd = await offline.parseWebhook(WebhookRequest(body: Array("id=ex".utf8) + [0xFF] + Array("&status=paid".utf8)))
+        #expect(odd.failure?.refusedInput == true, "\(String(describing: odd.failure))")
 
         // Online through the host: an unreachable gateway is NOT_SENT, a reset is UNKNOWN.
         let down = try await reg.makeInstance(gateway: "example_c", config: GatewayConfig(baseURL: "http://127.0.0.1:1"))
