@@ -4,11 +4,12 @@
 #                and Redis in .run/, build, and run pixtrackd on port $PIXTRACK_PORT (50051)
 #   make test    the whole suite against throwaway PostgreSQL and Redis (what CI runs)
 #
-# Others: make deps | venv | build | services | services-stop | interop | help
+# Others: make deps | venv | build | services | services-stop | interop | fuzz | help
 # Variables: BUILD_DIR=.build (SwiftPM scratch path; PIXTRACKD defaults to $BUILD_DIR/debug/pixtrackd),
 #            ARGS='--enable-test-service' (extra pixtrackd flags for `make run`),
 #            PYTEST_ARGS='-k health -x' (for `make test` / `make interop`),
-#            DATABASE_URL / REDIS_URL (for `make run`: use these, start nothing).
+#            DATABASE_URL / REDIS_URL (for `make run`: use these, start nothing),
+#            FUZZ_ARGS='--seconds 300 json' (for `make fuzz`: scripts/fuzz's arguments).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -28,7 +29,7 @@ phase = t=$$SECONDS; echo "==> $(1)"; \
 	if $(2); then echo "    ok: $(1) ($$((SECONDS - t)) s)"; \
 	else rc=$$?; echo "==> FAILED: $(1) (exit $$rc)" >&2; exit $$rc; fi
 
-.PHONY: help deps venv build run services services-stop test interop \
+.PHONY: help deps venv build run services services-stop test interop fuzz \
         _test-phases _interop-phase
 
 help:
@@ -75,13 +76,21 @@ test: deps
 	@scripts/services temp $(MAKE) _test-phases
 
 _test-phases:
-	@$(call phase,[1/5] scripts/gen-proto --check,scripts/gen-proto --check)
-	@$(call phase,[2/5] swift build --build-tests,$(SWIFT_BUILD) --build-tests)
-	@$(call phase,[3/5] swift test (all but the plugin host),swift test --skip-build --scratch-path $(BUILD_DIR) --skip PluginHostTests)
+	@$(call phase,[1/7] scripts/gen-proto --check,scripts/gen-proto --check)
+	@$(call phase,[2/7] swift build --build-tests,$(SWIFT_BUILD) --build-tests)
+	@$(call phase,[3/7] swift test (all but the plugin host),swift test --skip-build --scratch-path $(BUILD_DIR) --skip PluginHostTests)
 	@# In a process of their own: they compile fixtures and spawn fake gateways, which must not
 	@# skew the timing checks of the storage and RPC suites.
-	@$(call phase,[4/5] swift test --filter PluginHostTests,swift test --skip-build --scratch-path $(BUILD_DIR) --filter PluginHostTests)
-	@$(call phase,[5/5] interop tests: pytest Tests/interop against $(PIXTRACKD),$(MAKE) _interop-phase)
+	@$(call phase,[4/7] swift test --filter PluginHostTests,swift test --skip-build --scratch-path $(BUILD_DIR) --filter PluginHostTests)
+	@# Every committed fuzz seed and regression input, once, through the normal build (docs/fuzzing.md).
+	@$(call phase,[5/7] fuzz corpus replay: scripts/fuzz --replay,BUILD_DIR=$(BUILD_DIR) scripts/fuzz --replay)
+	@$(call phase,[6/7] interop tests: pytest Tests/interop against $(PIXTRACKD),$(MAKE) _interop-phase)
+	@# The libFuzzer build (.build-fuzz) and 3 seconds of fuzzing a target.
+	@$(call phase,[7/7] fuzz smoke: scripts/fuzz --smoke,BUILD_DIR=$(BUILD_DIR) scripts/fuzz --smoke)
+
+# libFuzzer over the parsers (docs/fuzzing.md): 60 s a target by default.
+fuzz: deps
+	@scripts/fuzz $(FUZZ_ARGS)
 
 # Only the interop suite, against an already built (or just built) pixtrackd.
 interop: deps
