@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "syncpay", type: .dynamic, targets: ["SyncPayPlugin"]),
         .library(name: "sandbox", type: .dynamic, targets: ["SandboxPlugin"]),
         .executable(name: "pixtrack", targets: ["pixtrack"]),
+        .executable(name: "pixtrack-plugin-runner", targets: ["pixtrack-plugin-runner"]),
         // END plugin products
         // BEGIN fuzz products
         .executable(name: "pixtrack-fuzz", targets: ["PixTrackFuzz"]),
@@ -73,7 +74,9 @@ let package = Package(
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "BRCode", dependencies: ["JSONKit"]),
         .target(name: "CSHA256", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
-        .target(name: "PluginHost", dependencies: ["GatewayABI", "HTTPClient", "BRCode", "CSHA256", "ProtoCodec", "RPC"]),
+        .target(name: "PluginHost", dependencies: ["GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "ProtoCodec", "RPC"]),
+        // The plugin runner: the process each plugin runs in (PluginRunnerServer), started by the host.
+        .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginHost"]),
         // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
         // JSONKit and BRCode.
         .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "ProtoCodec"]),

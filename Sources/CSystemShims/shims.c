@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <signal.h>
+#include <unistd.h>
 
 int pt_forbid_core_dumps(void) {
     struct rlimit none = {0, 0};
@@ -35,4 +38,18 @@ int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms)
         events[i] = evs[i].events;
     }
     return n;
+}
+
+int pt_harden_plugin_runner(int keep_fd, long memory_mb) {
+    int rc = 0;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) rc = -1;
+    if (pt_forbid_core_dumps() != 0) rc = -1;
+    if (memory_mb > 0) {
+        struct rlimit as = {(rlim_t)memory_mb << 20, (rlim_t)memory_mb << 20};
+        if (setrlimit(RLIMIT_AS, &as) != 0) rc = -1;
+    }
+    if (syscall(SYS_close_range, (unsigned)keep_fd + 1, ~0U, 0) != 0) {
+        for (int fd = keep_fd + 1; fd < 65536; fd++) close(fd);
+    }
+    return rc;
 }

@@ -130,10 +130,13 @@ public struct PaymentHandlers: Sendable {
             unary("ListGateways") { _ in
                 ProtoMessage("pixtrack.v1.ListGatewaysResponse", ["gateways": .list(s.gateways.listings.map { g in
                     var m = ProtoMessage("pixtrack.v1.Gateway", ["loaded": .bool(g.loaded)])
-                    for (k, v) in [("name", g.name), ("version", g.version), ("path", g.path), ("sha256", g.sha256), ("load_error", g.loadError)]
+                    for (k, v) in [("name", g.name), ("version", g.version), ("path", g.path), ("sha256", g.sha256), ("load_error", g.loadError),
+                                   ("isolation", g.isolation)]
                     where !v.isEmpty { m[k] = .string(v) }
                     if g.loaded {
                         m["abi_version"] = .message(ProtoMessage("pixtrack.v1.AbiVersion", ["major": .uint32(g.abiMajor), "minor": .uint32(g.abiMinor)]))
+                        m["healthy"] = .bool(g.healthy)
+                        if g.runnerRestarts > 0 { m["runner_restarts"] = .int64(Int64(g.runnerRestarts)) }
                     }
                     return .message(m)
                 })])

@@ -101,6 +101,8 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &pixtrack__v1__resolve_payment_response__descriptor,
   &pixtrack__v1__resolve_token_request__descriptor,
   &pixtrack__v1__resolve_token_response__descriptor,
+  &pixtrack__v1__runner_frame__descriptor,
+  &pixtrack__v1__runner_hello__descriptor,
   &pixtrack__v1__secret__descriptor,
   &pixtrack__v1__slug__descriptor,
   &pixtrack__v1__slug_bot__descriptor,

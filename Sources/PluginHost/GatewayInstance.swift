@@ -17,7 +17,13 @@ final class InstanceHandle: @unchecked Sendable {
         self.instance = instance
     }
 
-    deinit { plugin.table.pointee.destroy(instance) }
+    deinit { plugin.table!.pointee.destroy(instance) }
+}
+
+/// Where an instance lives: in this process, or in its plugin's runner process.
+enum InstanceBackend: Sendable {
+    case local(InstanceHandle)
+    case remote(RemoteInstance)
 }
 
 /// One configured gateway account: a plugin instance created from a `GatewayConfig`.
@@ -30,16 +36,16 @@ public final class GatewayInstance: Sendable {
     public let plugin: PluginInfo
     /// Free text naming the account in logs (e.g. `"bot 12 / atomopay"`).
     public let label: String
-    let handle: InstanceHandle
+    let backend: InstanceBackend
     let environment: InstanceEnvironment
     let threads: PluginThreads
     /// Host deadline for each call, in milliseconds.
     public let timeoutMs: Int64
 
-    init(handle: InstanceHandle, environment: InstanceEnvironment, threads: PluginThreads, timeoutMs: Int64) {
-        self.plugin = handle.plugin.info
+    init(plugin: PluginInfo, backend: InstanceBackend, environment: InstanceEnvironment, threads: PluginThreads, timeoutMs: Int64) {
+        self.plugin = plugin
         self.label = environment.label
-        self.handle = handle
+        self.backend = backend
         self.environment = environment
         self.threads = threads
         self.timeoutMs = timeoutMs
@@ -73,6 +79,11 @@ public final class GatewayInstance: Sendable {
             return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms"))
         case .finished(let r):
             raw = r
+        }
+        if let lost = raw.lost {
+            // Held back (never sent to the plugin): nothing left. Died during the call: the
+            // plugin may have had a charge created by then, so the reconciler settles it.
+            return CreatePixOutcome(outcome: lost.started ? .unknown : .notSent, failure: GatewayCallFailure(.crashed, lost.reason))
         }
         guard raw.status == PT_OK else {
             // A clean error status: nothing can have reached the gateway unless the host sent it.
@@ -153,6 +164,8 @@ public final class GatewayInstance: Sendable {
         switch completion {
         case .busy: return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.busy, "too many plugin calls running"))
         case .timedOut: return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms"))
+        case .finished(let raw) where raw.lost != nil:
+            return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.crashed, raw.lost!.reason))
         case .finished(let raw):
             guard raw.status == PT_OK else {
                 let kind: GatewayCallFailure.Kind = raw.status == PT_ERR_UNSUPPORTED ? .unsupported : .pluginError
@@ -184,6 +197,8 @@ public final class GatewayInstance: Sendable {
         switch completion {
         case .busy: failed.failure = GatewayCallFailure(.busy, "too many plugin calls running")
         case .timedOut: failed.failure = GatewayCallFailure(.timeout, "plugin did not answer within \(timeoutMs) ms")
+        case .finished(let raw) where raw.lost != nil:
+            failed.failure = GatewayCallFailure(.crashed, raw.lost!.reason)
         case .finished(let raw):
             guard raw.status == PT_OK else {
                 failed.failure = GatewayCallFailure(.pluginError, code: raw.status, raw.message)
@@ -210,6 +225,24 @@ public final class GatewayInstance: Sendable {
 
     enum Operation: String, Sendable {
         case createPix = "create_pix", getStatus = "get_status", parseWebhook = "parse_webhook"
+
+        /// Its number on the runner protocol (`RunnerFrame.operation`).
+        var number: Int32 {
+            switch self {
+            case .createPix: 1
+            case .getStatus: 2
+            case .parseWebhook: 3
+            }
+        }
+
+        init?(number: Int32) {
+            switch number {
+            case 1: self = .createPix
+            case 2: self = .getStatus
+            case 3: self = .parseWebhook
+            default: return nil
+            }
+        }
     }
 
     /// What came back from one plugin function, copied out of plugin memory.
@@ -219,6 +252,22 @@ public final class GatewayInstance: Sendable {
         var message: String
         /// Why `bytes` is nil although the status was OK (NULL or oversized result).
         var problem: String?
+        /// Runner mode: there is no answer because the runner died (`started`: during the call)
+        /// or the plugin is held back after crashes (`started` false: the call never left).
+        var lost: (reason: String, started: Bool)?
+
+        init(status: Int32, bytes: [UInt8]? = nil, message: String, problem: String? = nil) {
+            self.status = status
+            self.bytes = bytes
+            self.message = message
+            self.problem = problem
+        }
+
+        static func lost(_ reason: String, started: Bool) -> RawResult {
+            var r = RawResult(status: Int32(PT_ERR_UNAVAILABLE), message: reason)
+            r.lost = (reason, started)
+            return r
+        }
     }
 
     private func decodeResult(_ raw: RawResult, as type: String) -> ProtoMessage? {
@@ -228,9 +277,20 @@ public final class GatewayInstance: Sendable {
 
     private func invoke(_ op: Operation, _ request: [UInt8]) async -> (PluginThreads.Completion<RawResult>, PluginCall) {
         let call = PluginCall(environment: environment, operation: op.rawValue, timeoutMs: timeoutMs)
-        let handle = self.handle
-        let completion = await threads.run(timeoutMs: timeoutMs, onTimeout: { call.close() }) {
-            Self.callPlugin(handle, call, op, request)
+        let backend = self.backend
+        let completion = await threads.run(timeoutMs: timeoutMs, onTimeout: {
+            call.close()
+            // A runner whose call hangs past its deadline is killed (and restarted): the hung
+            // call's thread and quota slot come back, and nothing of it can act later.
+            if case .remote(let r) = backend {
+                r.runner.killIfStillRunning(call, graceMs: max(1_000, min(self.timeoutMs, 10_000)),
+                                            reason: "\(op.rawValue) still running well past its \(self.timeoutMs) ms deadline")
+            }
+        }) {
+            switch backend {
+            case .local(let handle): Self.callPlugin(handle, call, op, request)
+            case .remote(let instance): instance.call(call, op, request)
+            }
         }
         if case .timedOut = completion {
             environment.logger.warning("plugin_call_timeout", ("plugin", plugin.name), ("instance", label),
@@ -242,7 +302,17 @@ public final class GatewayInstance: Sendable {
 
     /// Runs on a plugin thread: calls the plugin, copies its result and frees it.
     static func callPlugin(_ handle: InstanceHandle, _ call: PluginCall, _ op: Operation, _ request: [UInt8]) -> RawResult {
-        let table = handle.plugin.table.pointee
+        var result = invokeTable(handle.plugin.table!, handle.instance, call, op, request)
+        call.close()
+        result.message = call.environment.redactor.redact(result.message)
+        return result
+    }
+
+    /// One plugin function, called through its table (in the host or in a runner): the result
+    /// copied out and freed, the message as the plugin wrote it (callers redact).
+    static func invokeTable(_ tablePointer: UnsafePointer<pt_gateway_plugin>, _ instance: OpaquePointer, _ call: PluginCallContext,
+                            _ op: Operation, _ request: [UInt8]) -> RawResult {
+        let table = tablePointer.pointee
         let fn = switch op {
         case .createPix: table.create_pix!
         case .getStatus: table.get_status!
@@ -254,13 +324,12 @@ public final class GatewayInstance: Sendable {
         let input = request.isEmpty ? [UInt8(0)] : request
         let status = input.withUnsafeBufferPointer { req in
             error.withUnsafeMutableBufferPointer { err in
-                fn(handle.instance, HostAPI.handle(call), req.baseAddress, request.count, &out, &outLength, err.baseAddress, err.count)
+                fn(instance, HostAPI.handle(call), req.baseAddress, request.count, &out, &outLength, err.baseAddress, err.count)
             }
         }
-        call.close()
         error[error.count - 1] = 0
         let message = error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) }
-        var result = RawResult(status: status, bytes: nil, message: call.environment.redactor.redact(message), problem: nil)
+        var result = RawResult(status: status, bytes: nil, message: message, problem: nil)
         if let out {
             if outLength >= 0 && outLength <= Int(PT_MAX_RESULT_BYTES) {
                 if status == PT_OK { result.bytes = Array(UnsafeBufferPointer(start: out, count: outLength)) }

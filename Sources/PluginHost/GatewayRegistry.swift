@@ -38,14 +38,39 @@ public final class GatewayRegistry: Sendable {
         /// its own quota, so one that hangs never takes another's capacity
         /// (`PIXTRACK_PLUGIN_MAX_IN_FLIGHT`).
         public var maxPluginThreads = 64
+        /// Runner processes (the default) or in-process, per plugin.
+        public var isolation = PluginIsolation()
 
         public init(pluginDirectory: String) {
             self.pluginDirectory = pluginDirectory
         }
 
+        /// `PIXTRACK_PLUGIN_ISOLATION` (`runner`, the default, or `in-process`),
+        /// `PIXTRACK_PLUGIN_IN_PROCESS` (plugin or file names kept in-process, comma-separated),
+        /// `PIXTRACK_PLUGIN_RUNNER` (the runner binary), `PIXTRACK_PLUGIN_MEMORY_LIMIT_MB`.
+        public static func isolation(_ env: [String: String]) throws(GatewayInstanceError) -> PluginIsolation {
+            var i = PluginIsolation()
+            switch env["PIXTRACK_PLUGIN_ISOLATION"] ?? "" {
+            case "", "runner": i.runners = true
+            case "in-process": i.runners = false
+            case let other:
+                throw GatewayInstanceError(gateway: "*", message: "PIXTRACK_PLUGIN_ISOLATION must be runner or in-process, got '\(other)'")
+            }
+            i.inProcess = Set((env["PIXTRACK_PLUGIN_IN_PROCESS"] ?? "").split(separator: ",").map { $0.split(separator: " ").joined() })
+            if let path = env["PIXTRACK_PLUGIN_RUNNER"], !path.isEmpty { i.executable = path }
+            if let v = env["PIXTRACK_PLUGIN_MEMORY_LIMIT_MB"], !v.isEmpty {
+                guard let n = Int(v), n == 0 || (64...1_048_576).contains(n) else {
+                    throw GatewayInstanceError(gateway: "*", message: "PIXTRACK_PLUGIN_MEMORY_LIMIT_MB must be 0 (none) or 64...1048576, got '\(v)'")
+                }
+                i.memoryLimitMB = n
+            }
+            return i
+        }
+
         /// `PIXTRACK_PLUGIN_DIR` (required), `PIXTRACK_PLUGIN_SHA256` (`file=hex,file=hex`),
-        /// `PIXTRACK_PLUGIN_TIMEOUT_MS`. `nil` when no directory is set.
-        public static func fromEnvironment(_ env: [String: String]) -> Options? {
+        /// `PIXTRACK_PLUGIN_TIMEOUT_MS`, the quota and isolation settings. `nil` when no
+        /// directory is set.
+        public static func fromEnvironment(_ env: [String: String]) throws(GatewayInstanceError) -> Options? {
             guard let dir = env["PIXTRACK_PLUGIN_DIR"], !dir.isEmpty else { return nil }
             var o = Options(pluginDirectory: dir)
             o.pinnedSHA256 = parsePins(env["PIXTRACK_PLUGIN_SHA256"] ?? "")
@@ -55,6 +80,7 @@ public final class GatewayRegistry: Sendable {
             if let n = env["PIXTRACK_PLUGIN_MAX_IN_FLIGHT"].flatMap({ Int($0) }), n > 0 {
                 o.maxPluginThreads = min(n, 4096)
             }
+            o.isolation = try isolation(env)
             return o
         }
 
@@ -107,7 +133,8 @@ public final class GatewayRegistry: Sendable {
         for name in entries where name.hasSuffix(".so") && !name.hasPrefix(".") {
             let path = dir.hasSuffix("/") ? dir + name : dir + "/" + name
             let pin = options.pinnedSHA256[name] ?? options.pinnedSHA256[path]
-            switch PluginLoader.load(path: path, pluginDirectory: dir, pinnedSHA256: pin) {
+            let runner = options.isolation.runsInProcess(fileName: name) ? nil : (options.isolation, logger)
+            switch PluginLoader.load(path: path, pluginDirectory: dir, pinnedSHA256: pin, runner: runner) {
             case .failure(let f):
                 failures.append(f)
             case .success(let p):
@@ -116,6 +143,14 @@ public final class GatewayRegistry: Sendable {
                         ? "same file as \(first.info.path) (already loaded)"
                         : "duplicate plugin name '\(p.info.name)' (already loaded from \(first.info.path))"
                     failures.append(PluginLoadFailure(path: path, reason: reason, sha256: p.info.sha256))
+                    p.runner?.stop()
+                } else if p.runner != nil, options.isolation.inProcess.contains(p.info.name) {
+                    // Named in PIXTRACK_PLUGIN_IN_PROCESS by its table name: load it here instead.
+                    p.runner?.stop()
+                    switch PluginLoader.load(path: path, pluginDirectory: dir, pinnedSHA256: pin) {
+                    case .success(let local): loaded.append(local)
+                    case .failure(let f): failures.append(f)
+                    }
                 } else {
                     loaded.append(p)
                 }
@@ -124,7 +159,7 @@ public final class GatewayRegistry: Sendable {
         for p in loaded {
             let i = p.info
             logger.info("plugin_loaded", ("name", i.name), ("version", i.version), ("abi", "\(i.abiMajor).\(i.abiMinor)"),
-                        ("path", i.path), ("sha256", i.sha256))
+                        ("path", i.path), ("sha256", i.sha256), ("isolation", p.runner == nil ? "in-process" : "runner"))
         }
         for f in failures {
             logger.warning("plugin_skipped", ("path", f.path), ("reason", f.reason))
@@ -135,7 +170,8 @@ public final class GatewayRegistry: Sendable {
     /// Loads one file, outside any directory scan (the conformance kit, tests). Throws the
     /// refusal when the file fails a check.
     public static func single(path: String, options: Options, logger: Logger) throws(PluginLoadFailure) -> GatewayRegistry {
-        switch PluginLoader.load(path: path, pluginDirectory: nil, pinnedSHA256: options.pinnedSHA256[path]) {
+        let runner = options.isolation.runsInProcess(fileName: String(path.split(separator: "/").last ?? "")) ? nil : (options.isolation, logger)
+        switch PluginLoader.load(path: path, pluginDirectory: nil, pinnedSHA256: options.pinnedSHA256[path], runner: runner) {
         case .failure(let f): throw f
         case .success(let p): return GatewayRegistry(options: options, loaded: [p], failures: [], logger: logger)
         }
@@ -150,16 +186,32 @@ public final class GatewayRegistry: Sendable {
     public var listings: [GatewayListing] {
         loaded.map { p in
             let i = p.info
+            let health = p.runner?.health
             return GatewayListing(name: i.name, version: i.version, abiMajor: i.abiMajor, abiMinor: i.abiMinor,
-                                  path: i.path, sha256: i.sha256, loaded: true, loadError: "")
+                                  path: i.path, sha256: i.sha256, loaded: true, loadError: "",
+                                  isolation: p.runner == nil ? "in-process" : "runner", healthy: health?.healthy ?? true,
+                                  runnerRestarts: health?.restarts ?? 0)
         } + failures.map { f in
             GatewayListing(name: "", version: "", abiMajor: 0, abiMinor: 0, path: f.path, sha256: f.sha256,
-                           loaded: false, loadError: f.reason)
+                           loaded: false, loadError: f.reason, isolation: "", healthy: false, runnerRestarts: 0)
         }
     }
 
     /// Plugin threads currently busy, all plugins (overrunning calls included).
     public var busyPluginThreads: Int { threads.values.reduce(0) { $0 + $1.active } }
+
+    /// Runner mode: (healthy, restarts) of `plugin`'s runner; nil for an in-process plugin.
+    public func runnerHealth(plugin: String) -> (healthy: Bool, restarts: Int)? {
+        loaded.first { $0.info.name == plugin }?.runner.map { ($0.health.healthy, $0.health.restarts) }
+    }
+
+    /// The process id of `plugin`'s runner (nil: in-process or none running), for diagnostics.
+    public func runnerPID(plugin: String) -> Int32? {
+        loaded.first { $0.info.name == plugin }?.runner.flatMap { $0.pid == 0 ? nil : $0.pid }
+    }
+
+    /// Ends every runner process (tests, shutdown).
+    public func stopRunners() { for p in loaded { p.runner?.stop() } }
 
     /// Calls of `plugin` in flight (overrunning ones included); its quota is `options.maxPluginThreads`.
     public func callsInFlight(plugin: String) -> Int { threads[plugin]?.active ?? 0 }
@@ -182,18 +234,26 @@ public final class GatewayRegistry: Sendable {
         switch completion {
         case .busy:
             throw GatewayInstanceError(gateway: gateway, message: "too many plugin calls running")
+        case .timedOut where plugin.runner != nil:
+            plugin.runner?.killIfStillRunning(call, graceMs: max(1_000, min(options.createTimeoutMs, 10_000)),
+                                              reason: "create still running well past its \(options.createTimeoutMs) ms deadline")
+            throw GatewayInstanceError(gateway: gateway, message: "create did not return within \(options.createTimeoutMs) ms")
         case .timedOut:
             // If create ever returns, its instance leaks: destroying it could race the plugin.
             throw GatewayInstanceError(gateway: gateway, message: "create did not return within \(options.createTimeoutMs) ms")
         case .finished(.failure(let failure)):
             throw GatewayInstanceError(gateway: gateway, message: env.redactor.redact(failure.text))
-        case .finished(.success(let handle)):
-            return GatewayInstance(handle: handle, environment: env, threads: threads, timeoutMs: options.callTimeoutMs)
+        case .finished(.success(let backend)):
+            return GatewayInstance(plugin: plugin.info, backend: backend, environment: env, threads: threads, timeoutMs: options.callTimeoutMs)
         }
     }
 
-    private static func create(_ plugin: LoadedPlugin, _ call: PluginCall, _ config: [UInt8]) -> Result<InstanceHandle, CreateFailureMessage> {
-        let table = plugin.table
+    private static func create(_ plugin: LoadedPlugin, _ call: PluginCall, _ config: [UInt8]) -> Result<InstanceBackend, CreateFailureMessage> {
+        if let runner = plugin.runner {
+            defer { call.close() }
+            return RemoteInstance.create(runner, config: config, call: call).map { .remote($0) }
+        }
+        let table = plugin.table!
         var instance: OpaquePointer? = nil
         var error = [CChar](repeating: 0, count: 512)
         let status = config.withUnsafeBufferPointer { cfg in
@@ -209,7 +269,7 @@ public final class GatewayRegistry: Sendable {
             return .failure(CreateFailureMessage("create failed with status \(status)\(message.isEmpty ? "" : ": " + message)"))
         }
         guard let instance else { return .failure(CreateFailureMessage("create returned OK without an instance")) }
-        return .success(InstanceHandle(plugin: plugin, instance: instance))
+        return .success(.local(InstanceHandle(plugin: plugin, instance: instance)))
     }
 
     private static func listDirectory(_ path: String) -> [String]? {

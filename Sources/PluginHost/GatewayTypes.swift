@@ -177,6 +177,9 @@ public struct GatewayCallFailure: Error, Sendable, Hashable, CustomStringConvert
         case busy
         /// The plugin does not support the request (e.g. status by reference).
         case unsupported
+        /// The plugin's runner process died during the call (crash, abort, out of memory, killed
+        /// at a deadline), or the plugin is held back after repeated crashes.
+        case crashed
     }
 
     public var kind: Kind

@@ -4,10 +4,24 @@ import HTTPClient
 import ProtoCodec
 import RPC
 
+/// What a plugin's `pt_call *` stands for: the host functions that act on the call. In the
+/// host it is a `PluginCall` (the request is performed here); in a plugin runner it is the
+/// runner's stand-in, which forwards `http_request` and `log` to the host over the socket.
+class PluginCallContext: @unchecked Sendable {
+    /// Milliseconds left before the call's deadline (`Int64.max`: none).
+    var remainingMs: Int64 { .max }
+
+    /// `http_request`: an encoded `HttpRequest` in, a status and an encoded `HttpResponse` out.
+    func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) { (Int32(PT_ERR_INTERNAL), []) }
+
+    /// `log`, with the level as the plugin gave it.
+    func log(_ level: Int32, _ text: String) {}
+}
+
 /// The host's function table handed to every plugin (`pt_host_api`), and its C functions.
 ///
-/// Every function is a non-capturing C callback that recovers its `PluginCall` from the opaque
-/// `pt_call *` (an unretained `Unmanaged`: the host keeps the call alive until the plugin
+/// Every function is a non-capturing C callback that recovers its `PluginCallContext` from the
+/// opaque `pt_call *` (an unretained `Unmanaged`: the host keeps the call alive until the plugin
 /// function it was passed to returns), copies its arguments, and never unwinds into the plugin.
 enum HostAPI {
     /// Allocated once and never freed: plugins may keep the pointer for the process lifetime.
@@ -33,12 +47,12 @@ enum HostAPI {
     }()
 
     /// The opaque handle for `call`, valid while the host holds `call`.
-    static func handle(_ call: PluginCall) -> OpaquePointer {
+    static func handle(_ call: PluginCallContext) -> OpaquePointer {
         OpaquePointer(Unmanaged.passUnretained(call).toOpaque())
     }
 
-    static func call(_ handle: OpaquePointer) -> PluginCall {
-        Unmanaged<PluginCall>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+    static func call(_ handle: OpaquePointer) -> PluginCallContext {
+        Unmanaged<PluginCallContext>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
     }
 
     /// Requests larger than this are refused unsent (a plugin building a runaway body).
@@ -53,14 +67,8 @@ enum HostAPI {
         out.pointee = nil
         outLength.pointee = 0
         let bytes = length == 0 || request == nil ? [] : Array(UnsafeBufferPointer(start: request, count: length))
-        guard let message = try? ProtoCodec.decode(bytes, as: "pixtrack.v1.HttpRequest") else {
-            return Int32(PT_ERR_INVALID_ARGUMENT)
-        }
-        let call = call(handle)
-        let result = call.perform(clientRequest(message), noSideEffects: message.bool("no_side_effects"))
-        guard let encoded = try? ProtoCodec.encode(httpResponse(result, call.environment.redactor)) else {
-            return Int32(PT_ERR_INTERNAL)
-        }
+        let (status, encoded) = call(handle).httpRequest(bytes)
+        guard status == PT_OK else { return status }
         let buffer = malloc(max(encoded.count, 1))!.assumingMemoryBound(to: UInt8.self)
         encoded.withUnsafeBufferPointer { if let b = $0.baseAddress { buffer.update(from: b, count: $0.count) } }
         out.pointee = buffer
@@ -116,6 +124,19 @@ enum HostAPI {
         }
     }
 
+    /// The host side of `http_request` (in-process calls, and the runner's HTTP frames): decode,
+    /// perform under the call's deadline and policy, encode the redacted answer.
+    static func perform(_ encoded: [UInt8], on call: PluginCall) -> (status: Int32, response: [UInt8]) {
+        guard let message = try? ProtoCodec.decode(encoded, as: "pixtrack.v1.HttpRequest") else {
+            return (Int32(PT_ERR_INVALID_ARGUMENT), [])
+        }
+        let result = call.perform(clientRequest(message), noSideEffects: message.bool("no_side_effects"))
+        guard let response = try? ProtoCodec.encode(httpResponse(result, call.environment.redactor)) else {
+            return (Int32(PT_ERR_INTERNAL), [])
+        }
+        return (Int32(PT_OK), response)
+    }
+
     /// Longest log message kept from a plugin.
     static let maxLogBytes = 4096
 
@@ -125,20 +146,32 @@ enum HostAPI {
         let text = message.withMemoryRebound(to: UInt8.self, capacity: n) {
             String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self)
         }
-        let lvl: Logger.Level = switch level {
+        guard let handle else {
+            logUnattributed(level, text)
+            return
+        }
+        call(handle).log(level, text)
+    }
+
+    static func logLevel(_ level: Int32) -> Logger.Level {
+        switch level {
         case Int32(PT_LOG_DEBUG): .debug
         case Int32(PT_LOG_WARNING): .warning
         case Int32(PT_LOG_ERROR): .error
         default: .info
         }
-        guard let handle else {
-            Logger(minimum: .info).log(lvl, "plugin_log", [("plugin", "unattributed"),
-                                                          ("message", Redactor.redactQueryValues(in: text))])
-            return
-        }
-        let env = call(handle).environment
-        env.logger.log(lvl, "plugin_log", [("plugin", env.pluginName), ("instance", env.label),
-                                          ("message", env.redactor.redact(text))])
+    }
+
+    /// A line logged outside any call (no instance to attribute it to, nor its secrets).
+    static func logUnattributed(_ level: Int32, _ text: String) {
+        Logger(minimum: .info).log(logLevel(level), "plugin_log", [("plugin", "unattributed"),
+                                                                  ("message", Redactor.redactQueryValues(in: text))])
+    }
+
+    /// A plugin's line, attributed to its instance and redacted with its secrets.
+    static func log(_ level: Int32, _ text: String, environment env: InstanceEnvironment) {
+        env.logger.log(logLevel(level), "plugin_log", [("plugin", env.pluginName), ("instance", env.label),
+                                                       ("message", env.redactor.redact(text))])
     }
 }
 

@@ -27,7 +27,7 @@ final class InstanceEnvironment: Sendable {
 /// It records whether any HTTP request left during the call (what lets the host turn a plugin
 /// failure into NOT_SENT safely) and closes at the call's end or deadline, after which the
 /// plugin's requests are refused unsent.
-final class PluginCall: Sendable {
+final class PluginCall: PluginCallContext, @unchecked Sendable {
     let environment: InstanceEnvironment
     /// Monotonic milliseconds; `Int64.max` for none.
     let deadlineMs: Int64
@@ -48,8 +48,16 @@ final class PluginCall: Sendable {
         self.deadlineMs = timeoutMs == .max ? .max : Clock.monotonicMs() + timeoutMs
     }
 
-    var remainingMs: Int64 {
+    override var remainingMs: Int64 {
         deadlineMs == .max ? .max : max(0, deadlineMs - Clock.monotonicMs())
+    }
+
+    override func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
+        HostAPI.perform(encoded, on: self)
+    }
+
+    override func log(_ level: Int32, _ text: String) {
+        HostAPI.log(level, text, environment: environment)
     }
 
     /// True when some request may have reached a server during this call (or is still going).

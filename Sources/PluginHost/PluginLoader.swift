@@ -9,11 +9,20 @@ import Synchronization
 /// (the ABI forbids changing it), and the library is opened with `RTLD_NODELETE` and never closed.
 final class LoadedPlugin: @unchecked Sendable {
     let info: PluginInfo
-    let table: UnsafePointer<pt_gateway_plugin>
+    /// In-process: the plugin's table. Nil when the plugin lives in `runner`.
+    let table: UnsafePointer<pt_gateway_plugin>?
+    let runner: PluginRunner?
 
     init(info: PluginInfo, table: UnsafePointer<pt_gateway_plugin>) {
         self.info = info
         self.table = table
+        self.runner = nil
+    }
+
+    init(info: PluginInfo, runner: PluginRunner) {
+        self.info = info
+        self.table = nil
+        self.runner = runner
     }
 }
 
@@ -31,7 +40,9 @@ public enum PluginLoader {
     /// - Parameters:
     ///   - pluginDirectory: when set, a symlink resolving outside it is refused.
     ///   - pinnedSHA256: when set, a file with another hash is refused before it is opened.
-    static func load(path: String, pluginDirectory: String?, pinnedSHA256: String?) -> Result<LoadedPlugin, PluginLoadFailure> {
+    /// - Parameter runner: the plugin is opened in a runner process (see `PluginRunner`), not here.
+    static func load(path: String, pluginDirectory: String?, pinnedSHA256: String?,
+                     runner: (isolation: PluginIsolation, logger: Logger)? = nil) -> Result<LoadedPlugin, PluginLoadFailure> {
         func fail(_ reason: String, _ sha: String = "") -> Result<LoadedPlugin, PluginLoadFailure> {
             .failure(PluginLoadFailure(path: path, reason: reason, sha256: sha))
         }
@@ -59,6 +70,9 @@ public enum PluginLoader {
         if let pin = pinnedSHA256?.lowercased(), !pin.isEmpty, pin != sha {
             return fail("SHA-256 \(sha) does not match the pinned \(pin)", sha)
         }
+        if let runner {
+            return PluginRunner.start(fd: fd, real: real, sha: sha, displayPath: path, isolation: runner.isolation, logger: runner.logger)
+        }
 
         if let cached = cache.withLock({ $0[real] }) {
             guard cached.info.sha256 == sha else {
@@ -74,7 +88,7 @@ public enum PluginLoader {
         return result
     }
 
-    private static func openLibrary(real: String, sha: String, device: dev_t, inode: ino_t, displayPath: String) -> Result<LoadedPlugin, PluginLoadFailure> {
+    static func openLibrary(real: String, sha: String, device: dev_t, inode: ino_t, displayPath: String) -> Result<LoadedPlugin, PluginLoadFailure> {
         func fail(_ reason: String) -> Result<LoadedPlugin, PluginLoadFailure> {
             .failure(PluginLoadFailure(path: displayPath, reason: reason, sha256: sha))
         }

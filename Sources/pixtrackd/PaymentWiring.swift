@@ -74,14 +74,25 @@ struct PaymentWiring {
         let configuration = try Self.configuration(env)
         let pluginDir = env["PIXTRACK_PLUGIN_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        var options = GatewayRegistry.Options.fromEnvironment(env.merging(["PIXTRACK_PLUGIN_DIR": pluginDir]) { _, new in new })
-            ?? GatewayRegistry.Options(pluginDirectory: pluginDir)
+        var options: GatewayRegistry.Options
+        do {
+            options = try GatewayRegistry.Options.fromEnvironment(env.merging(["PIXTRACK_PLUGIN_DIR": pluginDir]) { _, new in new })
+                ?? GatewayRegistry.Options(pluginDirectory: pluginDir)
+        } catch {
+            throw ServerOptions.UsageError(message: error.message)
+        }
         if env["PIXTRACK_PLUGIN_TIMEOUT_MS"] == nil { options.callTimeoutMs = configuration.gatewayTimeoutMs }
         options.hostSecrets = Array(configuration.webhookSecrets.values)
         let registry = GatewayRegistry.scan(options: options, logger: logger)
         let quota = options.maxPluginThreads
         metrics.gauge("pixtrack_plugin_calls_in_flight", help: "Plugin calls running, by plugin (each has a quota of \(quota)).") {
             registry.plugins.map { ([("plugin", $0.name)], Double(registry.callsInFlight(plugin: $0.name))) }
+        }
+        metrics.gauge("pixtrack_plugin_healthy", help: "1 while a plugin answers; 0 while its runner keeps crashing (calls fail fast).") {
+            registry.plugins.map { ([("plugin", $0.name)], registry.runnerHealth(plugin: $0.name)?.healthy == false ? 0 : 1) }
+        }
+        metrics.gauge("pixtrack_plugin_runner_restarts_total", help: "Times a plugin's runner process died or was killed and was started again.") {
+            registry.plugins.compactMap { p in registry.runnerHealth(plugin: p.name).map { ([("plugin", p.name)], Double($0.restarts)) } }
         }
         service = PaymentService(pool: storage.pool, configuration: configuration, bots: SQLBotGateways(pool: storage.pool),
                                  tokens: ResolverTokens(resolver: tracking.resolver), tracking: StoreTracking(store: tracking.store),

@@ -76,6 +76,11 @@ struct ServerOptions {
     \(PaymentWiring.environmentHelp)
       PIXTRACK_PLUGIN_TIMEOUT_MS      plugin call timeout when it must differ from the gateway timeout
       PIXTRACK_PLUGIN_SHA256          pinned plugin hashes, file=hex,file=hex (a mismatch is refused)
+      PIXTRACK_PLUGIN_ISOLATION       runner (default: each plugin in its own supervised process) or in-process
+      PIXTRACK_PLUGIN_IN_PROCESS      plugins kept in-process anyway (trusted), by name or file: sandbox,libfoo.so
+      PIXTRACK_PLUGIN_RUNNER          the runner binary (default: pixtrack-plugin-runner next to pixtrackd)
+      PIXTRACK_PLUGIN_MEMORY_LIMIT_MB address space of each runner (default 2048; 0: none)
+      PIXTRACK_PLUGIN_MAX_IN_FLIGHT   calls in flight per plugin (default 64; past it calls fail fast)
     """
 
     struct UsageError: Error { let message: String }

@@ -6,6 +6,7 @@ import Testing
 enum Fixture: Int, CaseIterable {
     case good = 0, wrongMajor, newerMinor, noEntry, nullSlot, smallStruct, entryNull, badName
     case garbage, nullResult, huge, sleep, error, httpError, httpNotSent, badCRC, createFails
+    case segv, abort, exit, leak, hang, segvCreate
 }
 
 @Suite struct LoaderTests {
@@ -90,13 +91,20 @@ enum Fixture: Int, CaseIterable {
         #expect(registry.plugin(named: "atomopay")?.supportsStatusByReference == false)
     }
 
-    @Test func envOptionsParse() {
-        let o = GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_TIMEOUT_MS": "750",
-                                                         "PIXTRACK_PLUGIN_SHA256": "liba.so=ABC"])
+    @Test func envOptionsParse() throws {
+        let o = try GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_TIMEOUT_MS": "750",
+                                                             "PIXTRACK_PLUGIN_SHA256": "liba.so=ABC"])
         #expect(o?.pluginDirectory == "/p")
         #expect(o?.callTimeoutMs == 750)
         #expect(o?.pinnedSHA256 == ["liba.so": "abc"])
-        #expect(GatewayRegistry.Options.fromEnvironment([:]) == nil)
+        #expect(o?.isolation.runners == true && o?.isolation.memoryLimitMB == 2048)
+        #expect(try GatewayRegistry.Options.fromEnvironment([:]) == nil)
+        let trusted = try GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_IN_PROCESS": "sandbox, libx.so",
+                                                                   "PIXTRACK_PLUGIN_MEMORY_LIMIT_MB": "512"])
+        #expect(trusted?.isolation.inProcess == ["sandbox", "libx.so"] && trusted?.isolation.memoryLimitMB == 512)
+        #expect(try GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_ISOLATION": "in-process"])?.isolation.runners == false)
+        #expect(throws: GatewayInstanceError.self) { try GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_ISOLATION": "docker"]) }
+        #expect(throws: GatewayInstanceError.self) { try GatewayRegistry.Options.fromEnvironment(["PIXTRACK_PLUGIN_DIR": "/p", "PIXTRACK_PLUGIN_MEMORY_LIMIT_MB": "3"]) }
     }
 }
 

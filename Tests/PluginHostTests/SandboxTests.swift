@@ -39,14 +39,16 @@ import Testing
     }
 
     @Test func timeoutModeOverrunsTheHostDeadline() async throws {
-        let sandbox = try await TestEnv.instance("sandbox", timeoutMs: 300)
+        // In-process: the sandbox keeps its charges in its memory, which the second instance (of
+        // another registry) must share.
+        let sandbox = try await TestEnv.instance("sandbox", timeoutMs: 300, inProcess: true)
         let ref = uniqueReference("late")
         let o = await sandbox.createPix(.sample(ref, cents: 1092))
         #expect(o.outcome == .unknown)
         #expect(o.failure?.kind == .timeout)
         // The charge exists anyway. Asked through an instance with the default timeout: the
         // 300 ms one is for the create, and a busy machine can take that long to answer.
-        let patient = try await TestEnv.instance("sandbox")
+        let patient = try await TestEnv.instance("sandbox", inProcess: true)
         #expect(await patient.getStatus(StatusQuery(reference: ref)).status == .pending)
     }
 

@@ -75,8 +75,10 @@ import Testing
     @Test func instancesWithTheSameCredentialsShareTheToken() async throws {
         let fake = try await FakeGateways.start()
         let creds = try await Self.credentials(fake, "share")
-        let a = try await TestEnv.instance("syncpay", config: fake.config("syncpay", credentials: creds))
-        let b = try await TestEnv.instance("syncpay", config: fake.config("syncpay", credentials: creds))
+        // Instances of one registry share the plugin's memory (one runner, or the host's).
+        let registry = try await TestEnv.registry(path: try TestEnv.plugin("syncpay"))
+        let a = try await registry.makeInstance(gateway: "syncpay", config: fake.config("syncpay", credentials: creds))
+        let b = try await registry.makeInstance(gateway: "syncpay", config: fake.config("syncpay", credentials: creds))
         #expect(await a.createPix(.sample(uniqueReference("s1"))).outcome == .created)
         #expect(await b.createPix(.sample(uniqueReference("s2"))).outcome == .created)
         #expect(try await Self.authCount(fake) == 1)

@@ -33,18 +33,21 @@ enum TestEnv {
         return path
     }
 
-    static func options(timeoutMs: Int64 = 15_000, maxThreads: Int = 256) -> GatewayRegistry.Options {
+    /// `inProcess`: the plugin is loaded into the test process (shared by every registry of the
+    /// process, as before runners) instead of a runner of its own.
+    static func options(timeoutMs: Int64 = 15_000, maxThreads: Int = 256, inProcess: Bool = false) -> GatewayRegistry.Options {
         var o = GatewayRegistry.Options(pluginDirectory: buildDir)
         o.callTimeoutMs = timeoutMs
         o.createTimeoutMs = timeoutMs
         o.maxPluginThreads = maxThreads
+        o.isolation.runners = !inProcess
         return o
     }
 
     /// One plugin file loaded on its own.
     /// Loading (dlopen, hashing) blocks: it runs on a thread of its own, off the cooperative pool.
-    static func registry(path: String, timeoutMs: Int64 = 15_000, maxThreads: Int = 256) async throws -> GatewayRegistry {
-        let o = options(timeoutMs: timeoutMs, maxThreads: maxThreads)
+    static func registry(path: String, timeoutMs: Int64 = 15_000, maxThreads: Int = 256, inProcess: Bool = false) async throws -> GatewayRegistry {
+        let o = options(timeoutMs: timeoutMs, maxThreads: maxThreads, inProcess: inProcess)
         return try await offPool { try GatewayRegistry.single(path: path, options: o, logger: quiet) }
     }
 
@@ -54,9 +57,9 @@ enum TestEnv {
     }
 
     static func instance(_ name: String, config: GatewayConfig = GatewayConfig(), timeoutMs: Int64 = 15_000,
-                         maxThreads: Int = 256) async throws -> GatewayInstance {
+                         maxThreads: Int = 256, inProcess: Bool = false) async throws -> GatewayInstance {
         let path = try plugin(name)
-        let reg = try await registry(path: path, timeoutMs: timeoutMs, maxThreads: maxThreads)
+        let reg = try await registry(path: path, timeoutMs: timeoutMs, maxThreads: maxThreads, inProcess: inProcess)
         return try await reg.makeInstance(gateway: reg.plugins[0].name, config: config)
     }
 

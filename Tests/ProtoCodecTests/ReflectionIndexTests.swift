@@ -26,7 +26,7 @@ import Testing
 
     @Test func embedsTheDescriptorSet() throws {
         let set = try ProtoCodec.decode(ProtoSchema.fileDescriptorSet, as: "google.protobuf.FileDescriptorSet")
-        #expect(set.list("file").count == 8)
+        #expect(set.list("file").count == 9)
     }
 }
 
@@ -40,7 +40,7 @@ import Testing
             "grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto",
             "grpc/reflection/v1alpha/reflection.proto", "pixtrack/testing/v1/testing.proto",
             "pixtrack/testing/v1/codec.proto", "pixtrack/v1/gateway.proto", "pixtrack/v1/tracking.proto",
-            "pixtrack/v1/payment.proto",
+            "pixtrack/v1/payment.proto", "pixtrack/v1/runner.proto",
         ])
         let bytes = try #require(index.file(named: "grpc/health/v1/health.proto"))
         let file = try ProtoCodec.decode(bytes, as: "google.protobuf.FileDescriptorProto")

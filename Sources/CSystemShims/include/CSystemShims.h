@@ -19,4 +19,10 @@ int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms)
 /// no ptrace attach or /proc/<pid>/mem by other users), because the memory of pixtrackd holds
 /// credentials and tokens. 0 on success, else -1 with errno set.
 int pt_forbid_core_dumps(void);
+/// A plugin runner gives up what a plugin does not need: it gains no privileges
+/// (PR_SET_NO_NEW_PRIVS), is not dumpable and writes no core, has at most `memory_mb` MiB of
+/// address space (RLIMIT_AS; 0: no limit), and keeps no descriptor above `keep_fd`. 0 on success,
+/// -1 with errno set when a step failed (the later steps still ran).
+int pt_harden_plugin_runner(int keep_fd, long memory_mb);
+
 #endif

@@ -10,6 +10,7 @@
 #include "pixtrack/testing/v1/testing.pb-c.h"
 #include "pixtrack/v1/gateway.pb-c.h"
 #include "pixtrack/v1/payment.pb-c.h"
+#include "pixtrack/v1/runner.pb-c.h"
 #include "pixtrack/v1/tracking.pb-c.h"
 #include "PixTrackProtoRegistry.h"
 #endif

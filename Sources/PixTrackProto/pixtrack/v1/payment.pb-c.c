@@ -1871,7 +1871,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__abi_version__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__abi_version__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__gateway__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pixtrack__v1__gateway__field_descriptors[10] =
 {
   {
     "name",
@@ -1957,20 +1957,59 @@ static const ProtobufCFieldDescriptor pixtrack__v1__gateway__field_descriptors[7
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "isolation",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__Gateway, isolation),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "healthy",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__Gateway, healthy),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "runner_restarts",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__Gateway, runner_restarts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__gateway__field_indices_by_name[] = {
   2,   /* field[2] = abi_version */
+  8,   /* field[8] = healthy */
+  7,   /* field[7] = isolation */
   6,   /* field[6] = load_error */
   5,   /* field[5] = loaded */
   0,   /* field[0] = name */
   3,   /* field[3] = path */
+  9,   /* field[9] = runner_restarts */
   4,   /* field[4] = sha256 */
   1,   /* field[1] = version */
 };
 static const ProtobufCIntRange pixtrack__v1__gateway__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__gateway__descriptor =
 {
@@ -1980,7 +2019,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__gateway__descriptor =
   "Pixtrack__V1__Gateway",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__Gateway),
-  7,
+  10,
   pixtrack__v1__gateway__field_descriptors,
   pixtrack__v1__gateway__field_indices_by_name,
   1,  pixtrack__v1__gateway__number_ranges,

@@ -342,10 +342,23 @@ struct  Pixtrack__V1__Gateway
    * Why the plugin was skipped, when it was.
    */
   char *load_error;
+  /*
+   * "runner" (its own supervised process) or "in-process".
+   */
+  char *isolation;
+  /*
+   * False while a plugin that keeps crashing (or hanging past deadlines) is held back: its calls
+   * fail fast until a restarted runner answers again.
+   */
+  protobuf_c_boolean healthy;
+  /*
+   * Times its runner process died or was killed and was started again.
+   */
+  int64_t runner_restarts;
 };
 #define PIXTRACK__V1__GATEWAY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__gateway__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Pixtrack__V1__ListGatewaysResponse

@@ -1,0 +1,212 @@
+import CSystemShims
+import GatewayABI
+import Glibc
+import Synchronization
+
+/// The plugin runner: the child process that holds one plugin file, so that a plugin which
+/// crashes, aborts or leaks takes down only this process (`PluginRunner` in the host supervises
+/// it). It opens the file the host checked and hashed (the descriptor the host passed, never a
+/// path that could be swapped), validates the table as the host would, then serves `create`,
+/// the three calls and `destroy` over the socket, each on a thread of its own. What a plugin asks
+/// of the host goes back over the same socket: `http_request` (the host performs it, so the host
+/// still knows whether a request left, applies the deadline and redacts) and `log`; clocks and
+/// `remaining_ms` are answered here.
+public enum PluginRunnerServer {
+    /// `pixtrack-plugin-runner --socket FD --plugin FD [--memory-limit-mb N]`; returns the exit status.
+    public static func main(_ arguments: [String]) -> Int32 {
+        var socketFD: Int32 = -1, pluginFD: Int32 = -1, memoryMB = 0
+        var i = 0
+        while i + 1 < arguments.count {
+            switch arguments[i] {
+            case "--socket": socketFD = Int32(arguments[i + 1]) ?? -1
+            case "--plugin": pluginFD = Int32(arguments[i + 1]) ?? -1
+            case "--memory-limit-mb": memoryMB = Int(arguments[i + 1]) ?? 0
+            default: break
+            }
+            i += 2
+        }
+        guard socketFD >= 0, pluginFD >= 0 else {
+            let usage = "pixtrack-plugin-runner: started by pixtrackd, not by hand (--socket FD --plugin FD)\n"
+            _ = usage.withCString { write(2, $0, strlen($0)) }
+            return 2
+        }
+        harden(keep: max(socketFD, pluginFD), memoryMB: memoryMB)
+        let socket = FrameSocket(fd: socketFD)
+        let server = Server(socket: socket)
+        guard server.load(pluginFD: pluginFD) else { return 0 }
+        server.serve()
+        return 0
+    }
+
+    /// Gives up what a plugin does not need: descriptors other than ours, new privileges, core
+    /// files (the process holds credentials), and address space beyond the limit. Dies with the
+    /// host.
+    static func harden(keep: Int32, memoryMB: Int) {
+        _ = pt_harden_plugin_runner(keep, memoryMB)
+        signal(SIGPIPE, SIG_IGN)
+        // A plugin's crash must end this process at once, with the signal the host reports: no
+        // handler (the Swift runtime's backtracer would catch it, and a raised signal could even
+        // return into the plugin).
+        for sig in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS] { signal(sig, SIG_DFL) }
+        // The runner ends with its host: at EOF on the socket (`serve` returns), or, if a plugin
+        // call holds every thread, when it is re-parented. (PR_SET_PDEATHSIG would fire when
+        // the host *thread* that started us exits, which host threads routinely do.)
+        let host = getppid()
+        _ = PluginThread.start {
+            while getppid() == host { usleep(500_000) }
+            _exit(0)
+        }
+    }
+
+    /// The runner's state: the plugin, its instances, the calls waiting on the host.
+    final class Server: @unchecked Sendable {
+        let socket: FrameSocket
+        private var table: UnsafePointer<pt_gateway_plugin>?
+        /// Instance pointers by number (as bits: a pointer is not Sendable, and only the plugin uses it).
+        private let instances = Mutex<[UInt64: UInt]>([:])
+        private let nextInstance = Atomic<UInt64>(1)
+        /// Calls blocked in `http_request`, by call number.
+        private let waiting = Mutex<[UInt64: BlockingBox<RunnerFrame>]>([:])
+
+        init(socket: FrameSocket) { self.socket = socket }
+
+        /// Opens and validates the plugin, then says HELLO (with the refusal when it fails).
+        func load(pluginFD: Int32) -> Bool {
+            var st = stat()
+            var hello = RunnerFrame.Hello()
+            if fstat(pluginFD, &st) != 0 {
+                hello.error = "cannot stat the plugin descriptor: \(PluginLoader.errnoText())"
+            } else {
+                switch PluginLoader.openLibrary(real: "/proc/self/fd/\(pluginFD)", sha: "", device: st.st_dev, inode: st.st_ino,
+                                                displayPath: "/proc/self/fd/\(pluginFD)") {
+                case .failure(let f):
+                    hello.error = f.reason
+                case .success(let p):
+                    table = p.table
+                    hello = .init(name: p.info.name, version: p.info.version, description: p.info.description,
+                                  abiMajor: p.info.abiMajor, abiMinor: p.info.abiMinor, capabilities: p.info.capabilities)
+                }
+            }
+            var frame = RunnerFrame(.hello)
+            frame.hello = hello
+            socket.send(frame)
+            return hello.error.isEmpty
+        }
+
+        /// Reads frames until the host goes away (then the process ends: instances die with it).
+        func serve() {
+            while let frame = socket.receive() {
+                switch frame.kind {
+                case .create, .call, .destroy:
+                    guard PluginThread.start({ [self] in handle(frame) }) else {
+                        var failed = RunnerFrame(.result, call: frame.call)
+                        failed.status = Int32(PT_ERR_UNAVAILABLE)
+                        failed.message = "the plugin runner cannot start a thread"
+                        socket.send(failed)
+                        continue
+                    }
+                case .httpReply:
+                    waiting.withLock { $0[frame.call] }?.put(frame)
+                default:
+                    return  // a host never sends anything else
+                }
+            }
+        }
+
+        private func handle(_ frame: RunnerFrame) {
+            guard let table else { return }
+            let call = RunnerCall(server: self, call: frame.call, deadlineMs: frame.deadlineMs)
+            switch frame.kind {
+            case .create:
+                var instance: OpaquePointer?
+                var reply = RunnerFrame(.result, call: frame.call)
+                let (status, message) = Self.withErrorBuffer { err, n in
+                    frame.payload.withUnsafeBufferPointer { cfg in
+                        table.pointee.create(table, HostAPI.table, HostAPI.handle(call), cfg.baseAddress, cfg.count, &instance, err, n)
+                    }
+                }
+                reply.status = status
+                reply.message = message
+                if status == PT_OK, let instance {
+                    let id = nextInstance.add(1, ordering: .relaxed).oldValue
+                    instances.withLock { $0[id] = UInt(bitPattern: instance) }
+                    reply.instance = id
+                }
+                socket.send(reply)
+            case .call:
+                var reply = RunnerFrame(.result, call: frame.call)
+                guard let instance = instances.withLock({ $0[frame.instance] }).flatMap({ OpaquePointer(bitPattern: $0) }),
+                      let op = GatewayInstance.Operation(number: frame.operation) else {
+                    reply.status = Int32(PT_ERR_INTERNAL)
+                    reply.message = "no such instance in the plugin runner"
+                    socket.send(reply)
+                    return
+                }
+                let raw = GatewayInstance.invokeTable(table, instance, call, op, frame.payload)
+                reply.status = raw.status
+                reply.message = raw.message
+                reply.problem = raw.problem ?? ""
+                if let bytes = raw.bytes {
+                    reply.payload = bytes
+                    reply.hasPayload = true
+                }
+                socket.send(reply)
+            case .destroy:
+                if let instance = instances.withLock({ $0.removeValue(forKey: frame.instance) }).flatMap({ OpaquePointer(bitPattern: $0) }) {
+                    table.pointee.destroy(instance)
+                }
+            default:
+                break
+            }
+        }
+
+        /// `http_request` of a call: one at a time per call, answered by the host.
+        func forward(_ encoded: [UInt8], call: UInt64) -> (Int32, [UInt8]) {
+            let box = BlockingBox<RunnerFrame>()
+            waiting.withLock { $0[call] = box }
+            defer { _ = waiting.withLock { $0.removeValue(forKey: call) } }
+            var frame = RunnerFrame(.http, call: call)
+            frame.payload = encoded
+            guard socket.send(frame), let reply = box.wait(timeoutMs: 86_400_000) else {
+                return (Int32(PT_ERR_UNAVAILABLE), [])
+            }
+            return (reply.status, reply.payload)
+        }
+
+        func log(_ level: Int32, _ text: String, call: UInt64) {
+            var frame = RunnerFrame(.log, call: call)
+            frame.logLevel = level
+            frame.message = text
+            socket.send(frame)
+        }
+
+        static func withErrorBuffer(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) -> (Int32, String) {
+            var error = [CChar](repeating: 0, count: 512)
+            let status = error.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
+            error[error.count - 1] = 0
+            return (status, error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) })
+        }
+    }
+
+    /// The runner's `pt_call`: the deadline the host gave, the host's functions over the socket.
+    final class RunnerCall: PluginCallContext, @unchecked Sendable {
+        let server: Server
+        let call: UInt64
+        let deadlineMs: Int64
+        private let oneAtATime = Mutex(())
+
+        init(server: Server, call: UInt64, deadlineMs: Int64) {
+            self.server = server
+            self.call = call
+            self.deadlineMs = deadlineMs
+        }
+
+        override var remainingMs: Int64 { deadlineMs == 0 ? .max : max(0, deadlineMs - Clock.monotonicMs()) }
+
+        override func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
+            oneAtATime.withLock { _ in server.forward(encoded, call: call) }
+        }
+
+        override func log(_ level: Int32, _ text: String) { server.log(level, text, call: call) }
+    }
+}
