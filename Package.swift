@@ -108,7 +108,7 @@ let package = Package(
         .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
-        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI"]),
+        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
         // END payments targets
 
         .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",

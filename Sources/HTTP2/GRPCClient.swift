@@ -33,6 +33,8 @@ public final class GRPCClient {
     fileprivate var inTrailers = false
     /// The debug text of the server's GOAWAY, if it sent one with text.
     fileprivate var goawayReason: String?
+    /// A streaming call's message sink and its deframer.
+    private var streaming: (([UInt8]) -> Void, GRPCDeframer)?
 
     /// Connects to `host:port` within `timeout`. With `tls`, the server must present a
     /// certificate the context trusts for `serverName` (default: `host`) and agree to `h2`.
@@ -94,8 +96,13 @@ public final class GRPCClient {
 
     /// One call: sends `requests` (each framed), half-closes, waits for the status.
     /// `timeout` bounds the whole call and is sent as `grpc-timeout`.
-    public func call(_ path: String, requests: [[UInt8]], metadata: [(String, String)] = [], timeout: Duration) throws -> Response {
+    /// With `onMessage`, each response message is handed over as it arrives (a server-streaming
+    /// call such as WatchPayments) instead of being collected in `Response.messages`.
+    public func call(_ path: String, requests: [[UInt8]], metadata: [(String, String)] = [], timeout: Duration,
+                     onMessage: (([UInt8]) -> Void)? = nil) throws -> Response {
         guard let session, !closed else { throw ClientError(code: .unavailable, description: "connection closed") }
+        streaming = onMessage.map { ($0, GRPCDeframer(limit: 64 << 20)) }
+        defer { streaming = nil }
         current = Response()
         inTrailers = false
         body = requests.flatMap { GRPCWire.frame($0) }
@@ -223,6 +230,13 @@ public final class GRPCClient {
     }
 
     fileprivate func appendData(_ b: UnsafeRawBufferPointer) {
+        if let (deliver, start) = streaming {
+            var deframer = start
+            let messages = (try? deframer.append(b)) ?? []
+            streaming = (deliver, deframer)
+            for m in messages { deliver(m) }
+            return
+        }
         if current?.messages.isEmpty == true { current?.messages.append([]) }
         current?.messages[0].append(contentsOf: b)
     }

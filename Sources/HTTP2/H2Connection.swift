@@ -36,6 +36,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var draining = false
     private let created = ContinuousClock.now
     private var lastActivity = ContinuousClock.now
+    /// Our keep-alive PING went out then and nothing was read since (nil: none outstanding).
+    private var pingSentAt: ContinuousClock.Instant?
     /// HTTP/2: when the last open stream closed (nil while one is open).
     private var idleSince: ContinuousClock.Instant? = .now
     /// Request bytes every stream of this connection holds (see `H2Stream.held`).
@@ -88,6 +90,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             close(reason: "read_error"); return
         }
         lastActivity = .now
+        pingSentAt = nil
         if let tls {
             guard decrypt(tls, UnsafeRawBufferPointer(rebasing: buf[0..<n])) else { return }
         } else {
@@ -410,6 +413,16 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             } else if let since = idleSince, now - since > limits.idle {
                 core.counters.closedIdle.add(1, ordering: .relaxed)
                 goAwayAndClose(reason: "idle", error: NGHTTP2_NO_ERROR)
+            } else if idleSince == nil, now - lastActivity > limits.keepalive, let session {
+                // Long calls (watch streams): PING a quiet peer so proxies keep the connection
+                // and a vanished one is noticed; nothing read for another interval closes it.
+                if let sent = pingSentAt {
+                    if now - sent > limits.keepalive { goAwayAndClose(reason: "keepalive_timeout", error: NGHTTP2_NO_ERROR) }
+                } else {
+                    _ = nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+                    pingSentAt = now
+                    scheduleFlush()
+                }
             }
         case .closed:
             break

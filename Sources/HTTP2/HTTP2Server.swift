@@ -162,6 +162,9 @@ public final class HTTP2Server: Sendable {
         /// A connection with nothing in flight (HTTP/1.1: no request; HTTP/2: no open stream) is
         /// closed after this (HTTP/2: with a GOAWAY).
         public var idle: Duration = .seconds(60)
+        /// A connection with open streams and nothing read for this long gets a PING; no answer
+        /// within another interval closes it (dead peers of long watch streams).
+        public var keepalive: Duration = .seconds(30)
         public init() {}
     }
 

@@ -1,8 +1,9 @@
 import Synchronization
 
 /// Wakes a sleeping sender early (an event was just queued, or shutdown began). A signal given
-/// while nobody waits is remembered once, so the next wait returns at once.
-final class MetaWakeSignal: Sendable {
+/// while nobody waits is remembered once, so the next wait returns at once. (Also the payment
+/// event hub's and the notification sender's.)
+public final class MetaWakeSignal: Sendable {
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
@@ -10,7 +11,9 @@ final class MetaWakeSignal: Sendable {
 
     private let state = Mutex(State())
 
-    func signal() {
+    public init() {}
+
+    public func signal() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if let w = s.waiter { s.waiter = nil; return w }
             s.pending = true
@@ -20,7 +23,7 @@ final class MetaWakeSignal: Sendable {
     }
 
     /// Returns after a signal or `timeout`, whichever comes first. One waiter at a time.
-    func wait(timeout: Duration) async {
+    public func wait(timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitForSignal() }
             group.addTask { try? await Task.sleep(for: timeout) }

@@ -1,20 +1,39 @@
 import CSHA256
 
-/// SHA-256 as lowercase hex: Meta wants `external_id`, `em` and `ph` hashed. The rounds are the
-/// shared C implementation (`CSHA256`, also used to pin plugin files).
+/// SHA-256 as lowercase hex: Meta wants `external_id`, `em` and `ph` hashed; HMAC-SHA256 signs
+/// outbound payment notifications. The rounds are the shared C implementation (`CSHA256`, also
+/// used to pin plugin files).
 public enum SHA256Hex {
     public static func of(_ text: String) -> String { of(Array(text.utf8)) }
 
-    public static func of(_ message: [UInt8]) -> String {
+    public static func of(_ message: [UInt8]) -> String { hex(digest([message])) }
+
+    /// HMAC-SHA256 (RFC 2104) of `message` under `key`, lowercase hex.
+    public static func hmac(key: [UInt8], message: [UInt8]) -> String {
+        let block = 64
+        var k = key.count > block ? digest([key]) : key
+        k += [UInt8](repeating: 0, count: block - k.count)
+        let inner = digest([k.map { $0 ^ 0x36 }, message])
+        return hex(digest([k.map { $0 ^ 0x5c }, inner]))
+    }
+
+    /// SHA-256 of the concatenation of `parts`.
+    static func digest(_ parts: [[UInt8]]) -> [UInt8] {
         var ctx = pt_sha256_ctx()
         pt_sha256_init(&ctx)
-        message.withUnsafeBytes { if let base = $0.baseAddress { pt_sha256_update(&ctx, base, $0.count) } }
+        for part in parts {
+            part.withUnsafeBytes { if let base = $0.baseAddress { pt_sha256_update(&ctx, base, $0.count) } }
+        }
         var digest = [UInt8](repeating: 0, count: 32)
         digest.withUnsafeMutableBufferPointer { pt_sha256_final(&ctx, $0.baseAddress!) }
+        return digest
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
         let hex = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
-        out.reserveCapacity(64)
-        for b in digest { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
         return String(decoding: out, as: UTF8.self)
     }
 }

@@ -9,6 +9,9 @@ public struct BotGatewayAccount: Sendable, Equatable {
     public var config: GatewayConfig
     public var metaPixelID: String
     public var metaTestEventCode: String
+    /// Where the bot's payment events are POSTed (empty: nowhere), and their HMAC key.
+    public var notifyURL = ""
+    public var notifySecret = ""
 
     public init(botID: Int64, enabled: Bool = true, gateway: String, config: GatewayConfig = GatewayConfig(),
                 metaPixelID: String = "", metaTestEventCode: String = "") {

@@ -12,15 +12,39 @@ public struct PaymentHandlers: Sendable {
     /// The client's address (X-Forwarded-For believed only from trusted proxies).
     let clientIP: @Sendable (HTTPRequest) -> String
     let guesses: SecretGuessLimiter
+    /// `WatchPayments`; nil answers UNAVAILABLE.
+    let watchers: PaymentWatchers?
+    let notifications: NotificationSender?
 
     public init(service: PaymentService, inbox: WebhookInbox, stored: @escaping @Sendable () -> Void = {},
                 clientIP: @escaping @Sendable (HTTPRequest) -> String = { $0.peer },
-                guesses: SecretGuessLimiter = SecretGuessLimiter()) {
+                guesses: SecretGuessLimiter = SecretGuessLimiter(), watchers: PaymentWatchers? = nil,
+                notifications: NotificationSender? = nil) {
         self.service = service
         self.inbox = inbox
         self.stored = stored
         self.clientIP = clientIP
         self.guesses = guesses
+        self.watchers = watchers
+        self.notifications = notifications
+    }
+
+    /// `WatchPayments` (server streaming, served as a streaming method that reads one request).
+    var watchMethod: RPCMethod {
+        let watchers = self.watchers
+        return RPCMethod(service: Self.serviceName, method: "WatchPayments", kind: .bidiStreaming { requests, writer, context in
+            var first: [UInt8]?
+            for await m in requests { first = m; break }
+            guard let bytes = first else { throw RPCError(.invalidArgument, "WatchPayments needs a WatchPaymentsRequest") }
+            let r: ProtoMessage
+            do { r = try ProtoCodec.decode(bytes, as: "pixtrack.v1.WatchPaymentsRequest") } catch {
+                throw RPCError(.invalidArgument, "request is not a valid pixtrack.v1.WatchPaymentsRequest")
+            }
+            guard let watchers else { throw RPCError(.unavailable, "watches are not served by this instance") }
+            try await watchers.watch(botID: r.int64("bot_id"), afterCursor: r.string("after_cursor"), connection: context.peer) {
+                try await writer.send($0)
+            }
+        })
     }
 
     public var methods: [RPCMethod] {
@@ -141,6 +165,18 @@ public struct PaymentHandlers: Sendable {
                     return .message(m)
                 })])
             },
+            unary("RequeueNotifications") { [notifications] r in
+                guard let notifications else { throw RPCError(.unavailable, "notifications are not sent by this instance") }
+                var cursors: [Int64] = []
+                for case .string(let c) in r.list("cursors") {
+                    guard let v = PaymentEventCursor.parse(c) else { throw RPCError(.invalidArgument, "'\(c)' is not a cursor") }
+                    cursors.append(v)
+                }
+                guard cursors.count <= 1000 else { throw RPCError(.invalidArgument, "at most 1000 cursors") }
+                let n = try await notifications.requeue(botID: r.int64("bot_id"), cursors: cursors, dryRun: r.bool("dry_run"))
+                return ProtoMessage("pixtrack.v1.RequeueNotificationsResponse", n == 0 ? [:] : ["requeued": .int64(Int64(n))])
+            },
+            watchMethod,
         ]
     }
 

@@ -105,5 +105,45 @@ public enum PaymentMigrations {
             DROP INDEX webhook_inbox_due;
             CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_at, id) WHERE status IN ('new', 'unmatched', 'retry');
             """),
+        PGMigration(version: 102, name: "payment events and notifications", sql: """
+            -- The durable event log (DESIGN §7): one row per status change, creation included,
+            -- written in the transaction of the change. Ids come from the sequence under the
+            -- append lock, so they are assigned in commit order: a reader that has seen id N
+            -- has seen every committed event below N (the cursor never skips a late commit).
+            CREATE SEQUENCE payment_events_id_seq;
+            CREATE TABLE payment_events (
+                id              bigint      PRIMARY KEY,
+                payment_id      bigint      NOT NULL REFERENCES payments (id),
+                bot_id          bigint      NOT NULL,
+                previous_status text,
+                status          text        NOT NULL,
+                -- pixtrack.v1.Payment as the change left it.
+                payment         bytea       NOT NULL,
+                created_at      timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX payment_events_bot ON payment_events (bot_id, id);
+
+            -- Outbound notifications (the bot's notify_url), one per event, delivered in order per
+            -- payment by the notification worker (FOR UPDATE SKIP LOCKED, leased as 'sending').
+            CREATE TABLE payment_notifications (
+                event_id        bigint      PRIMARY KEY REFERENCES payment_events (id),
+                payment_id      bigint      NOT NULL,
+                bot_id          bigint      NOT NULL,
+                status          text        NOT NULL DEFAULT 'queued'
+                                CHECK (status IN ('queued', 'sending', 'delivered', 'parked', 'skipped')),
+                attempts        integer     NOT NULL DEFAULT 0,
+                next_attempt_at timestamptz NOT NULL DEFAULT now(),
+                last_result     text        NOT NULL DEFAULT '',
+                created_at      timestamptz NOT NULL DEFAULT now(),
+                -- Retries stop (parked) this long after it: creation, or the operator's requeue.
+                retry_from      timestamptz NOT NULL DEFAULT now(),
+                done_at         timestamptz
+            );
+            CREATE INDEX payment_notifications_due ON payment_notifications (next_attempt_at, event_id)
+                WHERE status IN ('queued', 'sending');
+            CREATE INDEX payment_notifications_open ON payment_notifications (payment_id, event_id)
+                WHERE status IN ('queued', 'sending');
+            CREATE INDEX payment_notifications_parked ON payment_notifications (bot_id, event_id) WHERE status = 'parked';
+            """),
     ]
 }

@@ -50,6 +50,7 @@ public enum PaymentRepository {
         if let row = rows.first {
             let payment = try Payment(row: row)
             try history(payment.id, from: nil, to: .pendingVerification, source: "generate", detail: "row committed before the gateway call", on: c)
+            try PaymentEventLog.append(payment, previous: nil, on: c)
             return (payment, true)
         }
         let existing = try c.query("SELECT \(Payment.columns) FROM payments WHERE bot_id = $1 AND idempotency_key = $2",
@@ -92,8 +93,9 @@ public enum PaymentRepository {
     }
 
     /// Applies `event` to payment `id` under `SELECT … FOR UPDATE`: records facts, moves the
-    /// status if the machine allows it, writes the history row, and queues the Purchase (built
-    /// by `purchase`) in the same transaction on the first transition to `paid`.
+    /// status if the machine allows it, writes the history row, queues the Purchase (built by
+    /// `purchase`) on the first transition to `paid`, and appends the status change to
+    /// `payment_events`, all in the caller's transaction.
     public static func apply(_ event: PaymentMachine.Event, to id: Int64, facts: GatewayFacts, source: String,
                              detail: String, purchase: (Payment) throws -> Bool, on c: PGConnection) throws -> Applied? {
         guard var p = try get(id: id, forUpdate: true, on: c) else { return nil }
@@ -156,6 +158,8 @@ public enum PaymentRepository {
                 try c.execute("UPDATE payments SET purchase_queued = true WHERE id = $1", [.int(id)])
             }
         }
+        // Last statement of the change: the event log's append lock is held only until COMMIT.
+        if p.status != previous { try PaymentEventLog.append(p, previous: previous, on: c) }
         return Applied(payment: p, previous: previous, action: action, purchaseQueued: queued)
     }
 }

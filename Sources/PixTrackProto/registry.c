@@ -88,6 +88,7 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &pixtrack__v1__merge_browser_cookies_request__descriptor,
   &pixtrack__v1__parse_webhook_request__descriptor,
   &pixtrack__v1__payment__descriptor,
+  &pixtrack__v1__payment_event__descriptor,
   &pixtrack__v1__plugin_config__credentials_entry__descriptor,
   &pixtrack__v1__plugin_config__descriptor,
   &pixtrack__v1__plugin_config__options_entry__descriptor,
@@ -97,6 +98,8 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &pixtrack__v1__record_page_view_response__descriptor,
   &pixtrack__v1__requeue_meta_events_request__descriptor,
   &pixtrack__v1__requeue_meta_events_response__descriptor,
+  &pixtrack__v1__requeue_notifications_request__descriptor,
+  &pixtrack__v1__requeue_notifications_response__descriptor,
   &pixtrack__v1__resolve_payment_request__descriptor,
   &pixtrack__v1__resolve_payment_response__descriptor,
   &pixtrack__v1__resolve_token_request__descriptor,
@@ -110,6 +113,7 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &pixtrack__v1__tracking_data__descriptor,
   &pixtrack__v1__upsert_bot_request__descriptor,
   &pixtrack__v1__upsert_slug_request__descriptor,
+  &pixtrack__v1__watch_payments_request__descriptor,
   &pixtrack__v1__webhook_result__descriptor,
 };
 

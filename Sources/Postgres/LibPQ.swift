@@ -56,6 +56,17 @@ enum LibPQ {
         pixtrack_pq_wait_readable(conn, timeoutMs)
     }
 
+    /// The corresponding C functions are `PQnotifies` and `PQfreemem`: how many notifications
+    /// libpq had read, each freed (their channel and payload are not needed: a wake-up only).
+    static func drainNotifications(_ conn: OpaquePointer) -> Int {
+        var n = 0
+        while let notice = PQnotifies(conn) {
+            PQfreemem(notice)
+            n += 1
+        }
+        return n
+    }
+
     /// The corresponding C function is `PQgetResult`.
     static func getResult(_ conn: OpaquePointer) -> OpaquePointer? { PQgetResult(conn) }
 

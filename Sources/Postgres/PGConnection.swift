@@ -129,6 +129,26 @@ public final class PGConnection {
         return LibPQ.isConnectionOK(conn)
     }
 
+    /// Waits up to `timeoutMs` for `NOTIFY` messages on a connection that `LISTEN`s (and runs
+    /// nothing else meanwhile). Returns how many arrived (0 on timeout); throws `.unavailable`
+    /// when the connection broke (it is then closed).
+    public func waitForNotifications(timeoutMs: Int32) throws -> Int {
+        guard let conn = handle, LibPQ.isConnectionOK(conn) else { throw PGError(.unavailable, "connection is closed") }
+        var n = LibPQ.drainNotifications(conn)
+        if n > 0 { return n }
+        switch LibPQ.waitReadable(conn, timeoutMs: timeoutMs) {
+        case 0: return 0
+        case 1:
+            guard LibPQ.consumeInput(conn), LibPQ.isConnectionOK(conn) else {
+                throw failure(PGError(.unavailable, "listening connection lost"), drop: true)
+            }
+            n = LibPQ.drainNotifications(conn)
+            return n
+        default:
+            throw failure(PGError(.unavailable, "waiting for notifications failed"), drop: true)
+        }
+    }
+
     // MARK: - Results
 
     private func collectResults(_ conn: OpaquePointer) throws -> PGRows {

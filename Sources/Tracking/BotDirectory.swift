@@ -13,6 +13,7 @@ public struct BotDirectory: Sendable {
     static let botColumns = """
         id, telegram_username, meta_pixel_id, capi_token IS NOT NULL AS has_token, meta_test_event_code,
         gateway_plugin, gateway_base_url, gateway_credentials IS NOT NULL AS has_credentials, enabled,
+        notify_url, notify_secret IS NOT NULL AS has_notify_secret,
         (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
         (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
         """
@@ -24,23 +25,30 @@ public struct BotDirectory: Sendable {
         try TrackingValidation.bot(input)
         let credentials: String? = input.gatewayCredentials.map { JSON.object($0.mapValues { JSON.string($0) }).serialized }
         do {
-            let rows = try await pool.withConnection { c in
-                try c.query("""
+            let rows = try await pool.transaction { c in
+                let rows = try c.query("""
                     INSERT INTO bots AS b (id, telegram_username, meta_pixel_id, capi_token, meta_test_event_code,
-                                           gateway_plugin, gateway_base_url, gateway_credentials, enabled)
-                    VALUES ($1, $2, $3, NULLIF($5, ''), $6, $7, $8, $10::jsonb, $11)
+                                           gateway_plugin, gateway_base_url, gateway_credentials, enabled, notify_url, notify_secret)
+                    VALUES ($1, $2, $3, NULLIF($5, ''), $6, $7, $8, $10::jsonb, $11, $12, NULLIF($14, ''))
                     ON CONFLICT (id) DO UPDATE SET
                         telegram_username = EXCLUDED.telegram_username, meta_pixel_id = EXCLUDED.meta_pixel_id,
                         capi_token = CASE WHEN $4 THEN NULLIF($5, '') ELSE b.capi_token END,
                         meta_test_event_code = EXCLUDED.meta_test_event_code, gateway_plugin = EXCLUDED.gateway_plugin,
                         gateway_base_url = EXCLUDED.gateway_base_url,
                         gateway_credentials = CASE WHEN $9 THEN $10::jsonb ELSE b.gateway_credentials END,
-                        enabled = EXCLUDED.enabled, updated_at = now()
+                        enabled = EXCLUDED.enabled, notify_url = EXCLUDED.notify_url,
+                        notify_secret = CASE WHEN $13 THEN NULLIF($14, '') ELSE b.notify_secret END, updated_at = now()
                     RETURNING \(Self.botColumns)
                     """, [.int(input.id), .text(input.telegramUsername), .text(input.metaPixelID),
                           .bool(input.conversionsAPIToken != nil), .text(input.conversionsAPIToken ?? ""),
                           .text(input.metaTestEventCode), .text(input.gatewayPlugin), .text(input.gatewayBaseURL),
-                          .bool(input.gatewayCredentials != nil), credentials.map { .text($0) }, .bool(input.enabled)])
+                          .bool(input.gatewayCredentials != nil), credentials.map { .text($0) }, .bool(input.enabled),
+                          .text(input.notifyURL), .bool(input.notifySecret != nil), .text(input.notifySecret ?? "")])
+                // A URL without a key would send unsigned notifications: refuse (rolls back).
+                if let r = rows.first, try !(r.string("notify_url") ?? "").isEmpty, try !(r.bool("has_notify_secret") ?? false) {
+                    throw RPCError(.invalidArgument, "notify_url needs a notify_secret (none is stored for this bot)")
+                }
+                return rows
             }
             guard let row = rows.first else { throw RPCError(.internal, "internal error") }
             return try Self.bot(row)
@@ -81,7 +89,8 @@ public struct BotDirectory: Sendable {
             metaPixelID: try r.string("meta_pixel_id") ?? "", hasConversionsAPIToken: try r.bool("has_token") ?? false,
             metaTestEventCode: try r.string("meta_test_event_code") ?? "", gatewayPlugin: try r.string("gateway_plugin") ?? "",
             gatewayBaseURL: try r.string("gateway_base_url") ?? "", hasGatewayCredentials: try r.bool("has_credentials") ?? false,
-            enabled: try r.bool("enabled") ?? false, createdAtMs: try r.int64("created_ms") ?? 0, updatedAtMs: try r.int64("updated_ms") ?? 0)
+            enabled: try r.bool("enabled") ?? false, createdAtMs: try r.int64("created_ms") ?? 0, updatedAtMs: try r.int64("updated_ms") ?? 0,
+            notifyURL: try r.string("notify_url") ?? "", hasNotifySecret: try r.bool("has_notify_secret") ?? false)
     }
 
     // MARK: - Slugs

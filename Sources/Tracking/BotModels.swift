@@ -11,6 +11,9 @@ public struct Bot: Sendable, Equatable {
     public var enabled: Bool
     public var createdAtMs: Int64
     public var updatedAtMs: Int64
+    /// Payment events are POSTed here (empty: nowhere), signed with the write-only notify secret.
+    public var notifyURL = ""
+    public var hasNotifySecret = false
 }
 
 /// What `UpsertBot` writes. `nil` secrets keep the stored value; `""` clears the token.
@@ -24,6 +27,9 @@ public struct BotInput: Sendable {
     public var gatewayBaseURL = ""
     public var gatewayCredentials: [String: String]?
     public var enabled = true
+    public var notifyURL = ""
+    /// `nil` keeps the stored secret; `""` clears it.
+    public var notifySecret: String?
 
     public init(id: Int64, telegramUsername: String) {
         self.id = id

@@ -63,5 +63,10 @@ public enum TrackingMigrations {
                 PRIMARY KEY (bot_id, telegram_user_id)
             );
             """),
+        PGMigration(version: 3, name: "bot notifications", sql: """
+            -- Payment events are POSTed to notify_url, signed with notify_secret (write-only).
+            ALTER TABLE bots ADD COLUMN notify_url text NOT NULL DEFAULT '';
+            ALTER TABLE bots ADD COLUMN notify_secret text;
+            """),
     ]
 }

@@ -51,6 +51,7 @@ enum TrackingProto {
                 "plugin": .string(b.gatewayPlugin), "base_url": .string(b.gatewayBaseURL), "has_credentials": .bool(b.hasGatewayCredentials),
             ]))),
             "enabled": .bool(b.enabled), "created_at_unix_ms": .int64(b.createdAtMs), "updated_at_unix_ms": .int64(b.updatedAtMs),
+            "notify_url": .string(b.notifyURL), "has_notify_secret": .bool(b.hasNotifySecret),
         ]))
     }
 

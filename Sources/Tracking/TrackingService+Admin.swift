@@ -17,6 +17,8 @@ extension TrackingService {
             input.gatewayCredentials = g.message("credentials")?.stringMap("values")
         }
         input.enabled = r.bool("enabled")
+        input.notifyURL = r.string("notify_url")
+        input.notifySecret = r.message("notify_secret")?.string("value")
         let bot = try await directory.upsertBot(input)
         cache.invalidate()
         return TrackingProto.bot(bot)

@@ -26,11 +26,38 @@ enum TrackingValidation {
                               && url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })) else {
             throw invalid("gateway.base_url must be an http(s) URL without spaces")
         }
+        guard b.notifyURL.isEmpty || isNotifyURL(b.notifyURL) else {
+            throw invalid("notify_url must be an https URL (http only to a loopback address), without spaces, up to 2048 characters")
+        }
+        if let secret = b.notifySecret, !secret.isEmpty {
+            guard (32...256).contains(secret.utf8.count), secret.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw invalid("notify_secret must be 32-256 printable ASCII characters without spaces")
+            }
+        }
         if let creds = b.gatewayCredentials {
             guard creds.count <= 32, creds.allSatisfy({ !$0.key.isEmpty && $0.key.utf8.count <= 64 && $0.value.utf8.count <= 4096 }) else {
                 throw invalid("gateway.credentials: at most 32 entries, keys 1-64 and values up to 4096 bytes")
             }
         }
+    }
+
+    /// https anywhere; http only to 127.0.0.0/8, [::1] or localhost (a receiver on the same machine).
+    static func isNotifyURL(_ url: String) -> Bool {
+        guard url.utf8.count <= 2048, url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return false }
+        let lower = url.lowercased()
+        if lower.hasPrefix("https://") { return lower.count > "https://".count }
+        guard lower.hasPrefix("http://") else { return false }
+        let authority = lower.dropFirst("http://".count).prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard !authority.contains("@") else { return false }
+        let host: Substring
+        if authority.hasPrefix("[") {
+            host = authority.prefix { $0 != "]" }.dropFirst()
+        } else {
+            host = authority.prefix { $0 != ":" }
+        }
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     static func slug(_ s: Slug) throws {

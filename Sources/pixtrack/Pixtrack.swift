@@ -14,5 +14,5 @@ struct Pixtrack: AsyncParsableCommand {
         72 RESOURCE_EXHAUSTED, 73 FAILED_PRECONDITION, 74 ABORTED, 75 OUT_OF_RANGE,
         76 UNIMPLEMENTED, 77 INTERNAL, 78 UNAVAILABLE, 79 DATA_LOSS, 80 UNAUTHENTICATED).
         """,
-        subcommands: [CallCommand.self, ListCommand.self, DescribeCommand.self, HealthCommand.self, MetaCommand.self, PaymentCommand.self, PluginCommand.self])
+        subcommands: [CallCommand.self, ListCommand.self, DescribeCommand.self, HealthCommand.self, MetaCommand.self, PaymentCommand.self, WatchCommand.self, NotifyCommand.self, PluginCommand.self])
 }

@@ -15,6 +15,12 @@ struct PaymentWiring {
     let handlers: PaymentHandlers
     /// Nil when `PIXTRACK_PAYMENT_WORKERS=0` (an instance that serves calls only).
     let workers: PaymentWorkers?
+    /// The event log as this instance follows it (LISTEN wake-ups), and its watches.
+    let hub: PaymentEventHub
+    let listener: PGListener
+    let watchers: PaymentWatchers
+    /// Nil with `PIXTRACK_PAYMENT_WORKERS=0`.
+    let notifications: NotificationSender?
 
     static let environmentHelp = """
       PIXTRACK_PLUGIN_DIR             gateway plugins (*.so); default: the folder of the pixtrackd binary
@@ -32,7 +38,18 @@ struct PaymentWiring {
       PIXTRACK_WEBHOOK_POLL_MS / _MAX_ATTEMPTS / _RETRY_MS / _MAX_RETRY_MS
                                       webhook processor tuning (defaults 1000 / 5 / 10000 / 3600000;
                                       the retry delay doubles per attempt up to the max)
-      PIXTRACK_PAYMENT_WORKERS=0      do not run the reconciler and webhook processor in this instance
+      PIXTRACK_PAYMENT_WORKERS=0      do not run the reconciler, webhook processor and notification sender here
+      PIXTRACK_WATCH_MAX / _MAX_PER_CONNECTION
+                                      open WatchPayments streams in this process / per connection (defaults 10000 / 16)
+      PIXTRACK_WATCH_HEARTBEAT_MS     an idle watch gets a heartbeat event this often (default 15000)
+      PIXTRACK_WATCH_STALL_MS         a watcher that reads nothing this long is cut off, RESOURCE_EXHAUSTED (default 10000)
+      PIXTRACK_NOTIFY_RETRY_MS / _MAX_RETRY_MS
+                                      notification retry delay, doubling per attempt up to the max (defaults 5000 / 3600000)
+      PIXTRACK_NOTIFY_MAX_AGE_MS / _MAX_ATTEMPTS
+                                      retries stop, parked, this long after the event or after this many attempts
+                                      (defaults 259200000 = 3 days / 200)
+      PIXTRACK_NOTIFY_TIMEOUT_MS / _POLL_MS
+                                      one notification POST / the sender's idle poll (defaults 10000 / 1000)
     """
 
     static func configuration(_ env: [String: String]) throws(ServerOptions.UsageError) -> PaymentConfiguration {
@@ -69,6 +86,26 @@ struct PaymentWiring {
         return c
     }
 
+    static func watchConfiguration(_ env: [String: String]) throws(ServerOptions.UsageError) -> PaymentWatchConfiguration {
+        var w = PaymentWatchConfiguration()
+        w.maxWatches = try EnvNumber.int(env, "PIXTRACK_WATCH_MAX", 10_000, 1...1_000_000)
+        w.maxPerConnection = try EnvNumber.int(env, "PIXTRACK_WATCH_MAX_PER_CONNECTION", 16, 1...10_000)
+        w.heartbeat = .milliseconds(try EnvNumber.int(env, "PIXTRACK_WATCH_HEARTBEAT_MS", 15_000, 100...3_600_000))
+        w.stallTimeout = .milliseconds(try EnvNumber.int(env, "PIXTRACK_WATCH_STALL_MS", 10_000, 100...3_600_000))
+        return w
+    }
+
+    static func notificationConfiguration(_ env: [String: String]) throws(ServerOptions.UsageError) -> NotificationConfiguration {
+        var n = NotificationConfiguration()
+        n.retryMs = Int64(try EnvNumber.int(env, "PIXTRACK_NOTIFY_RETRY_MS", 5_000, 10...86_400_000))
+        n.retryMaxMs = Int64(try EnvNumber.int(env, "PIXTRACK_NOTIFY_MAX_RETRY_MS", 3_600_000, 10...86_400_000))
+        n.maxAgeMs = Int64(try EnvNumber.int(env, "PIXTRACK_NOTIFY_MAX_AGE_MS", 3 * 86_400_000, 1000...30 * 86_400_000))
+        n.maxAttempts = try EnvNumber.int(env, "PIXTRACK_NOTIFY_MAX_ATTEMPTS", 200, 1...100_000)
+        n.timeoutMs = try EnvNumber.int(env, "PIXTRACK_NOTIFY_TIMEOUT_MS", 10_000, 100...120_000)
+        n.pollInterval = .milliseconds(try EnvNumber.int(env, "PIXTRACK_NOTIFY_POLL_MS", 1000, 10...3_600_000))
+        return n
+    }
+
     init(storage: Storage, tracking: TrackingService, environment env: [String: String], metrics: Metrics,
          logger: Logger) async throws {
         let configuration = try Self.configuration(env)
@@ -100,15 +137,54 @@ struct PaymentWiring {
         let inbox = WebhookInbox(service: service)
         let workers = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil : PaymentWorkers(reconciler: Reconciler(service: service), inbox: inbox)
         self.workers = workers
+        let hub = PaymentEventHub(pool: storage.pool, logger: logger)
+        let watchers = PaymentWatchers(hub: hub, pool: storage.pool, configuration: try Self.watchConfiguration(env))
+        let notifications = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil
+            : NotificationSender(pool: storage.pool, bots: SQLBotGateways(pool: storage.pool),
+                                 configuration: try Self.notificationConfiguration(env), metrics: metrics, logger: logger)
+        let listener = PGListener(url: storage.databaseURL, channel: PaymentEventLog.channel, logger: logger) { _ in
+            hub.wakeUp()
+            notifications?.wakeUp()
+        }
+        self.listener = listener
+        self.hub = hub
+        self.watchers = watchers
+        self.notifications = notifications
+        metrics.gauge("pixtrack_payment_watches_open", help: "WatchPayments streams open on this instance.") {
+            [([], Double(watchers.openCount))]
+        }
+        metrics.gauge("pixtrack_payment_watches_cut_off", help: "Watchers cut off (RESOURCE_EXHAUSTED) for not reading, since start.") {
+            [([], Double(watchers.cutOffCount))]
+        }
+        metrics.gauge("pixtrack_payment_events_appended", help: "Payment events appended to the log (by any instance) that this instance has read since start.") {
+            [([], Double(hub.eventsRead))]
+        }
+        metrics.gauge("pixtrack_payment_events_listening", help: "1 while the LISTEN connection for payment events is up.") {
+            [([], listener.isConnected ? 1 : 0)]
+        }
         let proxies = tracking.configuration.trustedProxies
         handlers = PaymentHandlers(service: service, inbox: inbox, stored: { workers?.webhookArrived() },
-                                   clientIP: { r in proxies.clientIP(peer: r.peer, forwardedFor: r.headers.filter { $0.name == "x-forwarded-for" }.map(\.value)) })
+                                   clientIP: { r in proxies.clientIP(peer: r.peer, forwardedFor: r.headers.filter { $0.name == "x-forwarded-for" }.map(\.value)) },
+                                   watchers: watchers, notifications: notifications)
         let secrets = configuration.webhookSecrets.keys.sorted().joined(separator: ",")
         logger.info("payments_ready", ("plugins", registry.plugins.map(\.name).joined(separator: ",")),
                     ("webhook_gateways", secrets), ("gateway_timeout_ms", String(configuration.gatewayTimeoutMs)))
     }
 
     var methods: [RPCMethod] { handlers.methods }
+
+    /// The event reader, its LISTEN connection and the notification sender.
+    func startEvents() {
+        hub.start()
+        listener.start()
+        notifications?.start()
+    }
+
+    func stopEvents() async {
+        listener.stop()
+        await notifications?.shutdown()
+        await hub.shutdown()
+    }
 
     func installRoutes(into routes: inout HTTPRoutes) {
         let h = handlers
@@ -135,7 +211,8 @@ struct SQLBotGateways: BotGatewayDirectory {
         let row = try await pool.withConnection { c in
             try c.query("""
                 SELECT id, enabled, gateway_plugin, gateway_base_url, coalesce(gateway_credentials::text, '{}') AS creds,
-                       meta_pixel_id, meta_test_event_code FROM bots \(condition)
+                       meta_pixel_id, meta_test_event_code, notify_url, coalesce(notify_secret, '') AS notify_secret
+                FROM bots \(condition)
                 """, params).first
         }
         guard let row else { return nil }
@@ -143,7 +220,7 @@ struct SQLBotGateways: BotGatewayDirectory {
         for (k, v) in (try? JSON.parse(Array((try row.string("creds") ?? "{}").utf8)))?.object ?? [:] {
             credentials[k] = v.string ?? v.int64.map(String.init) ?? ""
         }
-        return BotGatewayAccount(botID: try row.int64("id") ?? 0, enabled: try row.bool("enabled") ?? false,
+        var account = BotGatewayAccount(botID: try row.int64("id") ?? 0, enabled: try row.bool("enabled") ?? false,
                                  gateway: try row.string("gateway_plugin") ?? "",
                                  // Bots have no plugin-options column yet: non-secret settings such as
                                  // Paradise's `product_hash` ride in the credentials map and reach
@@ -152,6 +229,9 @@ struct SQLBotGateways: BotGatewayDirectory {
                                                        options: credentials),
                                  metaPixelID: try row.string("meta_pixel_id") ?? "",
                                  metaTestEventCode: try row.string("meta_test_event_code") ?? "")
+        account.notifyURL = try row.string("notify_url") ?? ""
+        account.notifySecret = try row.string("notify_secret") ?? ""
+        return account
     }
 }
 

@@ -112,6 +112,7 @@ enum Pixtrackd {
         config.timeouts.headerRead = .milliseconds(options.headerTimeoutMs)
         config.timeouts.bodyRead = .milliseconds(options.bodyTimeoutMs)
         config.timeouts.idle = .milliseconds(options.idleTimeoutMs)
+        config.timeouts.keepalive = .milliseconds(options.keepaliveMs)
         config.maxConnections = options.maxConnections
         config.maxConnectionsPerIP = options.maxConnectionsPerIP
         config.maxConcurrentStreams = options.maxConcurrentStreams
@@ -142,6 +143,7 @@ enum Pixtrackd {
         }
         tracking.sender?.start()
         payments.workers?.start()
+        payments.startEvents()
 
         if let tls { logger.info("tls_certificate", ("certificate", tls.current.summary)) }
         reloads.start()
@@ -151,10 +153,13 @@ enum Pixtrackd {
                     ("in_flight", String(server.counters.inFlight.load(ordering: .relaxed))))
         let grace = Duration.milliseconds(Int64(options.graceSeconds * 1000))
         let started = ContinuousClock.now
+        // Watch streams never end by themselves: end them first (UNAVAILABLE, clients resume elsewhere).
+        await payments.hub.shutdown()
         let drained = await server.shutdown(grace: grace)
         // The sender sends what is due within what is left of the grace period; the rest stays queued.
         await tracking.sender?.shutdown(grace: max(.zero, grace - (ContinuousClock.now - started)))
         await payments.workers?.shutdown()
+        await payments.stopEvents()
         await storage.close()
         logger.info("shutdown_complete", ("drained", String(drained)))
         exit(0)

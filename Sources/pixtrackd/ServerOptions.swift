@@ -19,6 +19,7 @@ struct ServerOptions {
     var headerTimeoutMs = 10_000
     var bodyTimeoutMs = 30_000
     var idleTimeoutMs = 60_000
+    var keepaliveMs = 30_000
     var maxConnections = 0
     var maxConnectionsPerIP = 256
     var maxConcurrentStreams = 100
@@ -54,6 +55,8 @@ struct ServerOptions {
       --header-timeout-ms N     slow-client limit: request headers must arrive within N ms (default 10000)
       --body-timeout-ms N       an HTTP/1.1 request body must arrive within N ms (default 30000)
       --idle-timeout-ms N       a connection with nothing in flight closes after N ms (HTTP/2: GOAWAY; default 60000)
+      --keepalive-ms N          HTTP/2 PING to a peer with open streams quiet for N ms; closed when it stays quiet
+                                another N ms (default 30000; env PIXTRACK_KEEPALIVE_MS)
       --max-connections N       open connections at once; more are closed at accept
                                 (default: the file descriptor limit less 256; env PIXTRACK_MAX_CONNECTIONS)
       --max-connections-per-ip N  per client address, trusted proxies exempt (default 256; env PIXTRACK_MAX_CONNECTIONS_PER_IP)
@@ -117,6 +120,7 @@ struct ServerOptions {
         if let v = environment["PIXTRACK_MAX_CONNECTION_BUFFER_BYTES"], !v.isEmpty {
             o.maxConnectionBufferBytes = try int(v, "PIXTRACK_MAX_CONNECTION_BUFFER_BYTES", min: 1024, max: 1 << 34)
         }
+        if let v = environment["PIXTRACK_KEEPALIVE_MS"], !v.isEmpty { o.keepaliveMs = try int(v, "PIXTRACK_KEEPALIVE_MS", min: 1000, max: 3_600_000) }
         if let v = environment["PIXTRACK_MAX_BUFFER_BYTES"], !v.isEmpty { o.maxBufferBytes = try int(v, "PIXTRACK_MAX_BUFFER_BYTES", min: 1024, max: 1 << 40) }
 
         var i = 0
@@ -146,6 +150,7 @@ struct ServerOptions {
             case "--header-timeout-ms": o.headerTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
             case "--body-timeout-ms": o.bodyTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
             case "--idle-timeout-ms": o.idleTimeoutMs = try int(try value(arg), arg, min: 100, max: 3_600_000)
+            case "--keepalive-ms": o.keepaliveMs = try int(try value(arg), arg, min: 1000, max: 3_600_000)
             case "--max-connections": o.maxConnections = try int(try value(arg), arg, min: 1, max: 1 << 20)
             case "--max-connections-per-ip": o.maxConnectionsPerIP = try int(try value(arg), arg, min: 1, max: 1 << 20)
             case "--max-concurrent-streams": o.maxConcurrentStreams = try int(try value(arg), arg, min: 1, max: 10_000)

@@ -63,6 +63,8 @@ final class Storage: Sendable {
     private let logger: Logger
     private let status = Mutex<(postgres: String?, redis: String?)>((nil, nil))
     private let monitorTask = Mutex<Task<Void, Never>?>(nil)
+    /// For connections of their own (the payment events listener).
+    var databaseURL: String { options.databaseURL }
 
     init(options: StorageOptions, logger: Logger) throws {
         var pg = PGPoolConfiguration(url: options.databaseURL)

@@ -682,6 +682,186 @@ void   pixtrack__v1__list_gateways_response__free_unpacked
   assert(message->base.descriptor == &pixtrack__v1__list_gateways_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pixtrack__v1__watch_payments_request__init
+                     (Pixtrack__V1__WatchPaymentsRequest         *message)
+{
+  static const Pixtrack__V1__WatchPaymentsRequest init_value = PIXTRACK__V1__WATCH_PAYMENTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__watch_payments_request__get_packed_size
+                     (const Pixtrack__V1__WatchPaymentsRequest *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__watch_payments_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__watch_payments_request__pack
+                     (const Pixtrack__V1__WatchPaymentsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__watch_payments_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__watch_payments_request__pack_to_buffer
+                     (const Pixtrack__V1__WatchPaymentsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__watch_payments_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__WatchPaymentsRequest *
+       pixtrack__v1__watch_payments_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__WatchPaymentsRequest *)
+     protobuf_c_message_unpack (&pixtrack__v1__watch_payments_request__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__watch_payments_request__free_unpacked
+                     (Pixtrack__V1__WatchPaymentsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__watch_payments_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pixtrack__v1__payment_event__init
+                     (Pixtrack__V1__PaymentEvent         *message)
+{
+  static const Pixtrack__V1__PaymentEvent init_value = PIXTRACK__V1__PAYMENT_EVENT__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__payment_event__get_packed_size
+                     (const Pixtrack__V1__PaymentEvent *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__payment_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__payment_event__pack
+                     (const Pixtrack__V1__PaymentEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__payment_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__payment_event__pack_to_buffer
+                     (const Pixtrack__V1__PaymentEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__payment_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__PaymentEvent *
+       pixtrack__v1__payment_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__PaymentEvent *)
+     protobuf_c_message_unpack (&pixtrack__v1__payment_event__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__payment_event__free_unpacked
+                     (Pixtrack__V1__PaymentEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__payment_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pixtrack__v1__requeue_notifications_request__init
+                     (Pixtrack__V1__RequeueNotificationsRequest         *message)
+{
+  static const Pixtrack__V1__RequeueNotificationsRequest init_value = PIXTRACK__V1__REQUEUE_NOTIFICATIONS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__requeue_notifications_request__get_packed_size
+                     (const Pixtrack__V1__RequeueNotificationsRequest *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__requeue_notifications_request__pack
+                     (const Pixtrack__V1__RequeueNotificationsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__requeue_notifications_request__pack_to_buffer
+                     (const Pixtrack__V1__RequeueNotificationsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__RequeueNotificationsRequest *
+       pixtrack__v1__requeue_notifications_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__RequeueNotificationsRequest *)
+     protobuf_c_message_unpack (&pixtrack__v1__requeue_notifications_request__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__requeue_notifications_request__free_unpacked
+                     (Pixtrack__V1__RequeueNotificationsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pixtrack__v1__requeue_notifications_response__init
+                     (Pixtrack__V1__RequeueNotificationsResponse         *message)
+{
+  static const Pixtrack__V1__RequeueNotificationsResponse init_value = PIXTRACK__V1__REQUEUE_NOTIFICATIONS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t pixtrack__v1__requeue_notifications_response__get_packed_size
+                     (const Pixtrack__V1__RequeueNotificationsResponse *message)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pixtrack__v1__requeue_notifications_response__pack
+                     (const Pixtrack__V1__RequeueNotificationsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pixtrack__v1__requeue_notifications_response__pack_to_buffer
+                     (const Pixtrack__V1__RequeueNotificationsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pixtrack__V1__RequeueNotificationsResponse *
+       pixtrack__v1__requeue_notifications_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pixtrack__V1__RequeueNotificationsResponse *)
+     protobuf_c_message_unpack (&pixtrack__v1__requeue_notifications_response__descriptor,
+                                allocator, len, data);
+}
+void   pixtrack__v1__requeue_notifications_response__free_unpacked
+                     (Pixtrack__V1__RequeueNotificationsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pixtrack__v1__requeue_notifications_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor pixtrack__v1__generate_pix_request__field_descriptors[6] =
 {
   {
@@ -2064,6 +2244,236 @@ const ProtobufCMessageDescriptor pixtrack__v1__list_gateways_response__descripto
   (ProtobufCMessageInit) pixtrack__v1__list_gateways_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pixtrack__v1__watch_payments_request__field_descriptors[2] =
+{
+  {
+    "bot_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__WatchPaymentsRequest, bot_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "after_cursor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__WatchPaymentsRequest, after_cursor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__watch_payments_request__field_indices_by_name[] = {
+  1,   /* field[1] = after_cursor */
+  0,   /* field[0] = bot_id */
+};
+static const ProtobufCIntRange pixtrack__v1__watch_payments_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__watch_payments_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.WatchPaymentsRequest",
+  "WatchPaymentsRequest",
+  "Pixtrack__V1__WatchPaymentsRequest",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__WatchPaymentsRequest),
+  2,
+  pixtrack__v1__watch_payments_request__field_descriptors,
+  pixtrack__v1__watch_payments_request__field_indices_by_name,
+  1,  pixtrack__v1__watch_payments_request__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__watch_payments_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pixtrack__v1__payment_event__field_descriptors[4] =
+{
+  {
+    "cursor",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__PaymentEvent, cursor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "payment",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__PaymentEvent, payment),
+    &pixtrack__v1__payment__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "previous_status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__PaymentEvent, previous_status),
+    &pixtrack__v1__payment_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_unix_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__PaymentEvent, at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__payment_event__field_indices_by_name[] = {
+  3,   /* field[3] = at_unix_ms */
+  0,   /* field[0] = cursor */
+  1,   /* field[1] = payment */
+  2,   /* field[2] = previous_status */
+};
+static const ProtobufCIntRange pixtrack__v1__payment_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__payment_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.PaymentEvent",
+  "PaymentEvent",
+  "Pixtrack__V1__PaymentEvent",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__PaymentEvent),
+  4,
+  pixtrack__v1__payment_event__field_descriptors,
+  pixtrack__v1__payment_event__field_indices_by_name,
+  1,  pixtrack__v1__payment_event__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__payment_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pixtrack__v1__requeue_notifications_request__field_descriptors[3] =
+{
+  {
+    "bot_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueNotificationsRequest, bot_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dry_run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueNotificationsRequest, dry_run),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cursors",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Pixtrack__V1__RequeueNotificationsRequest, n_cursors),
+    offsetof(Pixtrack__V1__RequeueNotificationsRequest, cursors),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__requeue_notifications_request__field_indices_by_name[] = {
+  0,   /* field[0] = bot_id */
+  2,   /* field[2] = cursors */
+  1,   /* field[1] = dry_run */
+};
+static const ProtobufCIntRange pixtrack__v1__requeue_notifications_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__requeue_notifications_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.RequeueNotificationsRequest",
+  "RequeueNotificationsRequest",
+  "Pixtrack__V1__RequeueNotificationsRequest",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__RequeueNotificationsRequest),
+  3,
+  pixtrack__v1__requeue_notifications_request__field_descriptors,
+  pixtrack__v1__requeue_notifications_request__field_indices_by_name,
+  1,  pixtrack__v1__requeue_notifications_request__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__requeue_notifications_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pixtrack__v1__requeue_notifications_response__field_descriptors[1] =
+{
+  {
+    "requeued",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__RequeueNotificationsResponse, requeued),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pixtrack__v1__requeue_notifications_response__field_indices_by_name[] = {
+  0,   /* field[0] = requeued */
+};
+static const ProtobufCIntRange pixtrack__v1__requeue_notifications_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pixtrack__v1__requeue_notifications_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pixtrack.v1.RequeueNotificationsResponse",
+  "RequeueNotificationsResponse",
+  "Pixtrack__V1__RequeueNotificationsResponse",
+  "pixtrack.v1",
+  sizeof(Pixtrack__V1__RequeueNotificationsResponse),
+  1,
+  pixtrack__v1__requeue_notifications_response__field_descriptors,
+  pixtrack__v1__requeue_notifications_response__field_indices_by_name,
+  1,  pixtrack__v1__requeue_notifications_response__number_ranges,
+  (ProtobufCMessageInit) pixtrack__v1__requeue_notifications_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue pixtrack__v1__payment_status__enum_values_by_number[9] =
 {
   { "PAYMENT_STATUS_UNSPECIFIED", "PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNSPECIFIED", 0 },
@@ -2136,7 +2546,7 @@ const ProtobufCEnumDescriptor pixtrack__v1__review_filter__descriptor =
   pixtrack__v1__review_filter__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_descriptors[7] =
+static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_descriptors[9] =
 {
   { "GeneratePix", &pixtrack__v1__generate_pix_request__descriptor, &pixtrack__v1__payment__descriptor },
   { "GetPayment", &pixtrack__v1__get_payment_request__descriptor, &pixtrack__v1__payment__descriptor },
@@ -2145,6 +2555,8 @@ static const ProtobufCMethodDescriptor pixtrack__v1__payment_service__method_des
   { "HandleWebhook", &pixtrack__v1__handle_webhook_request__descriptor, &pixtrack__v1__handle_webhook_response__descriptor },
   { "ListGateways", &pixtrack__v1__list_gateways_request__descriptor, &pixtrack__v1__list_gateways_response__descriptor },
   { "ResolvePayment", &pixtrack__v1__resolve_payment_request__descriptor, &pixtrack__v1__resolve_payment_response__descriptor },
+  { "WatchPayments", &pixtrack__v1__watch_payments_request__descriptor, &pixtrack__v1__payment_event__descriptor },
+  { "RequeueNotifications", &pixtrack__v1__requeue_notifications_request__descriptor, &pixtrack__v1__requeue_notifications_response__descriptor },
 };
 const unsigned pixtrack__v1__payment_service__method_indices_by_name[] = {
   0,        /* GeneratePix */
@@ -2153,7 +2565,9 @@ const unsigned pixtrack__v1__payment_service__method_indices_by_name[] = {
   5,        /* ListGateways */
   2,        /* ListPayments */
   3,        /* ReconcilePayment */
-  6         /* ResolvePayment */
+  8,        /* RequeueNotifications */
+  6,        /* ResolvePayment */
+  7         /* WatchPayments */
 };
 const ProtobufCServiceDescriptor pixtrack__v1__payment_service__descriptor =
 {
@@ -2162,7 +2576,7 @@ const ProtobufCServiceDescriptor pixtrack__v1__payment_service__descriptor =
   "PaymentService",
   "Pixtrack__V1__PaymentService",
   "pixtrack.v1",
-  7,
+  9,
   pixtrack__v1__payment_service__method_descriptors,
   pixtrack__v1__payment_service__method_indices_by_name
 };
@@ -2221,6 +2635,22 @@ void pixtrack__v1__payment_service__resolve_payment(ProtobufCService *service,
 {
   assert(service->descriptor == &pixtrack__v1__payment_service__descriptor);
   service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void pixtrack__v1__payment_service__watch_payments(ProtobufCService *service,
+                                                   const Pixtrack__V1__WatchPaymentsRequest *input,
+                                                   Pixtrack__V1__PaymentEvent_Closure closure,
+                                                   void *closure_data)
+{
+  assert(service->descriptor == &pixtrack__v1__payment_service__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void pixtrack__v1__payment_service__requeue_notifications(ProtobufCService *service,
+                                                          const Pixtrack__V1__RequeueNotificationsRequest *input,
+                                                          Pixtrack__V1__RequeueNotificationsResponse_Closure closure,
+                                                          void *closure_data)
+{
+  assert(service->descriptor == &pixtrack__v1__payment_service__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *service,
                                           Pixtrack__V1__PaymentService_ServiceDestroy destroy)

@@ -2202,7 +2202,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__get_tracking_data_request__descri
   (ProtobufCMessageInit) pixtrack__v1__get_tracking_data_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__bot__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pixtrack__v1__bot__field_descriptors[11] =
 {
   {
     "id",
@@ -2312,22 +2312,48 @@ static const ProtobufCFieldDescriptor pixtrack__v1__bot__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "notify_url",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__Bot, notify_url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "has_notify_secret",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__Bot, has_notify_secret),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__bot__field_indices_by_name[] = {
   7,   /* field[7] = created_at_unix_ms */
   6,   /* field[6] = enabled */
   5,   /* field[5] = gateway */
   3,   /* field[3] = has_conversions_api_token */
+  10,   /* field[10] = has_notify_secret */
   0,   /* field[0] = id */
   2,   /* field[2] = meta_pixel_id */
   4,   /* field[4] = meta_test_event_code */
+  9,   /* field[9] = notify_url */
   1,   /* field[1] = telegram_username */
   8,   /* field[8] = updated_at_unix_ms */
 };
 static const ProtobufCIntRange pixtrack__v1__bot__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__bot__descriptor =
 {
@@ -2337,7 +2363,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__bot__descriptor =
   "Pixtrack__V1__Bot",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__Bot),
-  9,
+  11,
   pixtrack__v1__bot__field_descriptors,
   pixtrack__v1__bot__field_indices_by_name,
   1,  pixtrack__v1__bot__number_ranges,
@@ -2408,7 +2434,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__gateway_account__descriptor =
   (ProtobufCMessageInit) pixtrack__v1__gateway_account__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pixtrack__v1__upsert_bot_request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pixtrack__v1__upsert_bot_request__field_descriptors[9] =
 {
   {
     "id",
@@ -2494,6 +2520,30 @@ static const ProtobufCFieldDescriptor pixtrack__v1__upsert_bot_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "notify_url",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__UpsertBotRequest, notify_url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "notify_secret",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pixtrack__V1__UpsertBotRequest, notify_secret),
+    &pixtrack__v1__secret__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pixtrack__v1__upsert_bot_request__field_indices_by_name[] = {
   3,   /* field[3] = conversions_api_token */
@@ -2502,12 +2552,14 @@ static const unsigned pixtrack__v1__upsert_bot_request__field_indices_by_name[] 
   0,   /* field[0] = id */
   2,   /* field[2] = meta_pixel_id */
   4,   /* field[4] = meta_test_event_code */
+  8,   /* field[8] = notify_secret */
+  7,   /* field[7] = notify_url */
   1,   /* field[1] = telegram_username */
 };
 static const ProtobufCIntRange pixtrack__v1__upsert_bot_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pixtrack__v1__upsert_bot_request__descriptor =
 {
@@ -2517,7 +2569,7 @@ const ProtobufCMessageDescriptor pixtrack__v1__upsert_bot_request__descriptor =
   "Pixtrack__V1__UpsertBotRequest",
   "pixtrack.v1",
   sizeof(Pixtrack__V1__UpsertBotRequest),
-  7,
+  9,
   pixtrack__v1__upsert_bot_request__field_descriptors,
   pixtrack__v1__upsert_bot_request__field_indices_by_name,
   1,  pixtrack__v1__upsert_bot_request__number_ranges,

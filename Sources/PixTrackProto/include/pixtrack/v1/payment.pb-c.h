@@ -32,6 +32,10 @@ typedef struct Pixtrack__V1__ListGatewaysRequest Pixtrack__V1__ListGatewaysReque
 typedef struct Pixtrack__V1__AbiVersion Pixtrack__V1__AbiVersion;
 typedef struct Pixtrack__V1__Gateway Pixtrack__V1__Gateway;
 typedef struct Pixtrack__V1__ListGatewaysResponse Pixtrack__V1__ListGatewaysResponse;
+typedef struct Pixtrack__V1__WatchPaymentsRequest Pixtrack__V1__WatchPaymentsRequest;
+typedef struct Pixtrack__V1__PaymentEvent Pixtrack__V1__PaymentEvent;
+typedef struct Pixtrack__V1__RequeueNotificationsRequest Pixtrack__V1__RequeueNotificationsRequest;
+typedef struct Pixtrack__V1__RequeueNotificationsResponse Pixtrack__V1__RequeueNotificationsResponse;
 
 
 /* --- enums --- */
@@ -372,6 +376,80 @@ struct  Pixtrack__V1__ListGatewaysResponse
     , 0,NULL }
 
 
+struct  Pixtrack__V1__WatchPaymentsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * 0 = every bot
+   */
+  int64_t bot_id;
+  /*
+   * empty = only new events
+   */
+  char *after_cursor;
+};
+#define PIXTRACK__V1__WATCH_PAYMENTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__watch_payments_request__descriptor) \
+    , 0, (char *)protobuf_c_empty_string }
+
+
+struct  Pixtrack__V1__PaymentEvent
+{
+  ProtobufCMessage base;
+  /*
+   * Opaque; orders events. Resume with WatchPaymentsRequest.after_cursor.
+   */
+  char *cursor;
+  /*
+   * The payment as the change left it. Absent on a heartbeat.
+   */
+  Pixtrack__V1__Payment *payment;
+  /*
+   * UNSPECIFIED for the creation event.
+   */
+  Pixtrack__V1__PaymentStatus previous_status;
+  int64_t at_unix_ms;
+};
+#define PIXTRACK__V1__PAYMENT_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__payment_event__descriptor) \
+    , (char *)protobuf_c_empty_string, NULL, PIXTRACK__V1__PAYMENT_STATUS__PAYMENT_STATUS_UNSPECIFIED, 0 }
+
+
+struct  Pixtrack__V1__RequeueNotificationsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * 0 = every bot.
+   */
+  int64_t bot_id;
+  /*
+   * Count what would be re-queued, change nothing.
+   */
+  protobuf_c_boolean dry_run;
+  /*
+   * Only these events (cursors); empty: every parked one. At most 1000.
+   */
+  size_t n_cursors;
+  char **cursors;
+};
+#define PIXTRACK__V1__REQUEUE_NOTIFICATIONS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__requeue_notifications_request__descriptor) \
+    , 0, 0, 0,NULL }
+
+
+struct  Pixtrack__V1__RequeueNotificationsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Parked deliveries now queued again (or, with dry_run, that would be).
+   */
+  int64_t requeued;
+};
+#define PIXTRACK__V1__REQUEUE_NOTIFICATIONS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__requeue_notifications_response__descriptor) \
+    , 0 }
+
+
 /* Pixtrack__V1__GeneratePixRequest methods */
 void   pixtrack__v1__generate_pix_request__init
                      (Pixtrack__V1__GeneratePixRequest         *message);
@@ -657,6 +735,82 @@ Pixtrack__V1__ListGatewaysResponse *
 void   pixtrack__v1__list_gateways_response__free_unpacked
                      (Pixtrack__V1__ListGatewaysResponse *message,
                       ProtobufCAllocator *allocator);
+/* Pixtrack__V1__WatchPaymentsRequest methods */
+void   pixtrack__v1__watch_payments_request__init
+                     (Pixtrack__V1__WatchPaymentsRequest         *message);
+size_t pixtrack__v1__watch_payments_request__get_packed_size
+                     (const Pixtrack__V1__WatchPaymentsRequest   *message);
+size_t pixtrack__v1__watch_payments_request__pack
+                     (const Pixtrack__V1__WatchPaymentsRequest   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__watch_payments_request__pack_to_buffer
+                     (const Pixtrack__V1__WatchPaymentsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__WatchPaymentsRequest *
+       pixtrack__v1__watch_payments_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__watch_payments_request__free_unpacked
+                     (Pixtrack__V1__WatchPaymentsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Pixtrack__V1__PaymentEvent methods */
+void   pixtrack__v1__payment_event__init
+                     (Pixtrack__V1__PaymentEvent         *message);
+size_t pixtrack__v1__payment_event__get_packed_size
+                     (const Pixtrack__V1__PaymentEvent   *message);
+size_t pixtrack__v1__payment_event__pack
+                     (const Pixtrack__V1__PaymentEvent   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__payment_event__pack_to_buffer
+                     (const Pixtrack__V1__PaymentEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__PaymentEvent *
+       pixtrack__v1__payment_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__payment_event__free_unpacked
+                     (Pixtrack__V1__PaymentEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Pixtrack__V1__RequeueNotificationsRequest methods */
+void   pixtrack__v1__requeue_notifications_request__init
+                     (Pixtrack__V1__RequeueNotificationsRequest         *message);
+size_t pixtrack__v1__requeue_notifications_request__get_packed_size
+                     (const Pixtrack__V1__RequeueNotificationsRequest   *message);
+size_t pixtrack__v1__requeue_notifications_request__pack
+                     (const Pixtrack__V1__RequeueNotificationsRequest   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__requeue_notifications_request__pack_to_buffer
+                     (const Pixtrack__V1__RequeueNotificationsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__RequeueNotificationsRequest *
+       pixtrack__v1__requeue_notifications_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__requeue_notifications_request__free_unpacked
+                     (Pixtrack__V1__RequeueNotificationsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Pixtrack__V1__RequeueNotificationsResponse methods */
+void   pixtrack__v1__requeue_notifications_response__init
+                     (Pixtrack__V1__RequeueNotificationsResponse         *message);
+size_t pixtrack__v1__requeue_notifications_response__get_packed_size
+                     (const Pixtrack__V1__RequeueNotificationsResponse   *message);
+size_t pixtrack__v1__requeue_notifications_response__pack
+                     (const Pixtrack__V1__RequeueNotificationsResponse   *message,
+                      uint8_t             *out);
+size_t pixtrack__v1__requeue_notifications_response__pack_to_buffer
+                     (const Pixtrack__V1__RequeueNotificationsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Pixtrack__V1__RequeueNotificationsResponse *
+       pixtrack__v1__requeue_notifications_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pixtrack__v1__requeue_notifications_response__free_unpacked
+                     (Pixtrack__V1__RequeueNotificationsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Pixtrack__V1__GeneratePixRequest_Closure)
@@ -704,6 +858,18 @@ typedef void (*Pixtrack__V1__Gateway_Closure)
 typedef void (*Pixtrack__V1__ListGatewaysResponse_Closure)
                  (const Pixtrack__V1__ListGatewaysResponse *message,
                   void *closure_data);
+typedef void (*Pixtrack__V1__WatchPaymentsRequest_Closure)
+                 (const Pixtrack__V1__WatchPaymentsRequest *message,
+                  void *closure_data);
+typedef void (*Pixtrack__V1__PaymentEvent_Closure)
+                 (const Pixtrack__V1__PaymentEvent *message,
+                  void *closure_data);
+typedef void (*Pixtrack__V1__RequeueNotificationsRequest_Closure)
+                 (const Pixtrack__V1__RequeueNotificationsRequest *message,
+                  void *closure_data);
+typedef void (*Pixtrack__V1__RequeueNotificationsResponse_Closure)
+                 (const Pixtrack__V1__RequeueNotificationsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -739,6 +905,14 @@ struct Pixtrack__V1__PaymentService_Service
                           const Pixtrack__V1__ResolvePaymentRequest *input,
                           Pixtrack__V1__ResolvePaymentResponse_Closure closure,
                           void *closure_data);
+  void (*watch_payments)(Pixtrack__V1__PaymentService_Service *service,
+                         const Pixtrack__V1__WatchPaymentsRequest *input,
+                         Pixtrack__V1__PaymentEvent_Closure closure,
+                         void *closure_data);
+  void (*requeue_notifications)(Pixtrack__V1__PaymentService_Service *service,
+                                const Pixtrack__V1__RequeueNotificationsRequest *input,
+                                Pixtrack__V1__RequeueNotificationsResponse_Closure closure,
+                                void *closure_data);
 };
 typedef void (*Pixtrack__V1__PaymentService_ServiceDestroy)(Pixtrack__V1__PaymentService_Service *);
 void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *service,
@@ -753,7 +927,9 @@ void pixtrack__v1__payment_service__init (Pixtrack__V1__PaymentService_Service *
       function_prefix__ ## reconcile_payment,\
       function_prefix__ ## handle_webhook,\
       function_prefix__ ## list_gateways,\
-      function_prefix__ ## resolve_payment  }
+      function_prefix__ ## resolve_payment,\
+      function_prefix__ ## watch_payments,\
+      function_prefix__ ## requeue_notifications  }
 void pixtrack__v1__payment_service__generate_pix(ProtobufCService *service,
                                                  const Pixtrack__V1__GeneratePixRequest *input,
                                                  Pixtrack__V1__Payment_Closure closure,
@@ -782,6 +958,14 @@ void pixtrack__v1__payment_service__resolve_payment(ProtobufCService *service,
                                                     const Pixtrack__V1__ResolvePaymentRequest *input,
                                                     Pixtrack__V1__ResolvePaymentResponse_Closure closure,
                                                     void *closure_data);
+void pixtrack__v1__payment_service__watch_payments(ProtobufCService *service,
+                                                   const Pixtrack__V1__WatchPaymentsRequest *input,
+                                                   Pixtrack__V1__PaymentEvent_Closure closure,
+                                                   void *closure_data);
+void pixtrack__v1__payment_service__requeue_notifications(ProtobufCService *service,
+                                                          const Pixtrack__V1__RequeueNotificationsRequest *input,
+                                                          Pixtrack__V1__RequeueNotificationsResponse_Closure closure,
+                                                          void *closure_data);
 
 /* --- descriptors --- */
 
@@ -802,6 +986,10 @@ extern const ProtobufCMessageDescriptor pixtrack__v1__list_gateways_request__des
 extern const ProtobufCMessageDescriptor pixtrack__v1__abi_version__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__gateway__descriptor;
 extern const ProtobufCMessageDescriptor pixtrack__v1__list_gateways_response__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__watch_payments_request__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__payment_event__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__requeue_notifications_request__descriptor;
+extern const ProtobufCMessageDescriptor pixtrack__v1__requeue_notifications_response__descriptor;
 extern const ProtobufCServiceDescriptor pixtrack__v1__payment_service__descriptor;
 
 PROTOBUF_C__END_DECLS

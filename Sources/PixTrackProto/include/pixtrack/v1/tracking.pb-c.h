@@ -350,10 +350,15 @@ struct  Pixtrack__V1__Bot
   protobuf_c_boolean enabled;
   int64_t created_at_unix_ms;
   int64_t updated_at_unix_ms;
+  /*
+   * Where payment events of this bot are POSTed (signed with notify_secret); empty: nowhere.
+   */
+  char *notify_url;
+  protobuf_c_boolean has_notify_secret;
 };
 #define PIXTRACK__V1__BOT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__bot__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, 0, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, NULL, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Pixtrack__V1__GatewayAccount
@@ -388,10 +393,19 @@ struct  Pixtrack__V1__UpsertBotRequest
   char *meta_test_event_code;
   Pixtrack__V1__GatewayAccountInput *gateway;
   protobuf_c_boolean enabled;
+  /*
+   * https (http only to a loopback address); empty: no notifications. Needs a notify_secret.
+   */
+  char *notify_url;
+  /*
+   * Write-only HMAC-SHA256 key of PixTrack-Signature (32+ characters). Absent keeps the stored
+   * one; present with "" clears it.
+   */
+  Pixtrack__V1__Secret *notify_secret;
 };
 #define PIXTRACK__V1__UPSERT_BOT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pixtrack__v1__upsert_bot_request__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, NULL, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, NULL, 0, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Pixtrack__V1__Secret
