@@ -448,25 +448,27 @@ def test_bytes_dribbled_slowly_are_cut_off(strict, part):
 
 
 def test_rapid_reset_flood(edge):
-    """HEADERS then RST_STREAM, 20,000 times on one connection (the 2023 "rapid reset" attack):
+    """HEADERS then RST_STREAM, up to 20,000 times on one connection (the 2023 "rapid reset" attack):
     calls are cancelled as fast as they start, nothing piles up, and health on another
     connection keeps answering; nghttp2 may also end the connection with ENHANCE_YOUR_CALM."""
-    # :method POST, :scheme http, :path /pixtrack.testing.v1.TestService/Sleep (literal), content-type, te
-    path = b"/pixtrack.testing.v1.TestService/Sleep"
-    block = (b"\x83\x86" + b"\x04" + bytes([len(path)]) + path + b"\x5f\x10application/grpc" + b"\x00\x02te\x08trailers")
+    import h2.config
+    import h2.connection
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/pixtrack.testing.v1.TestService/Sleep"),
+               ("content-type", "application/grpc"), ("te", "trailers")]
     sent = 0
     with PeakRSS(edge) as rss:
         with socket.create_connection((support.HOST, edge.port), timeout=5) as s:
-            s.sendall(PREFACE)
-            sid = 1
+            s.sendall(conn.data_to_send())
             try:
                 for _ in range(20):
-                    batch = b""
                     for _ in range(1000):
-                        batch += frame(1, 4, sid, block) + frame(3, 0, sid, (8).to_bytes(4, "big"))  # END_HEADERS; RST CANCEL
-                        sid += 2
-                    s.sendall(batch)
-                    sent += 1000
+                        sid = conn.get_next_available_stream_id()
+                        conn.send_headers(sid, headers)  # a Sleep call starts at END_STREAM… which never comes
+                        conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                        sent += 1
+                    s.sendall(conn.data_to_send())
             except (BrokenPipeError, ConnectionResetError):
                 pass
             latency = health_latency_ms(edge.port)
@@ -479,3 +481,41 @@ def test_rapid_reset_flood(edge):
     wait_until(lambda: metric(edge.port, "pixtrack_rpc_in_flight") == 0, timeout=5, what="cancelled calls to be released")
     support.assert_serving(edge)
 
+
+
+def test_keepalive_pings_a_quiet_peer_and_closes_a_vanished_one():
+    """--keepalive-ms: a connection with a call open and nothing read for the interval gets an
+    HTTP/2 PING (what keeps proxies from dropping a long watch); a peer that never answers it is
+    closed after another interval, one that acks stays."""
+    s = support.start_server("--enable-test-service", "--keepalive-ms", "1000", name="pixtrackd (keep-alive)")
+    try:
+        import h2.config
+        import h2.connection
+        from pixtrack.testing.v1 import testing_pb2
+        # The request is encoded by h2; the socket is then read raw, so no PING is ever acked.
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                              (":path", "/pixtrack.testing.v1.TestService/Sleep"),
+                              ("content-type", "application/grpc"), ("te", "trailers")])
+        conn.send_data(1, support.grpc_message(testing_pb2.SleepRequest(millis=20_000).SerializeToString()), end_stream=True)
+        with socket.create_connection((support.HOST, s.port), timeout=10) as raw:
+            raw.sendall(conn.data_to_send())
+            t0 = time.monotonic()
+            closed: list = []
+            data, _ = support.read_until_closed(raw, timeout=6)
+            elapsed = time.monotonic() - t0
+        frames = support.parse_frames(data)
+        pings = [f for f in frames if f.type == 6 and not f.flags & 1]
+        goaway = [f for f in frames if f.type == 7]
+        support.figure(f"keep-alive 1 s: {len(pings)} PING(s) to a silent peer, closed after {elapsed:.1f} s")
+        assert pings, [(f.type, f.flags, f.payload.hex()) for f in frames]
+        assert goaway and elapsed < 6, (elapsed, [f.type for f in frames])
+        # A peer that acks is kept (grpcio acks PINGs): a 3 s call on a 1 s keep-alive finishes.
+        with support.channel(s.port) as ch:
+            stub = ch.unary_unary("/pixtrack.testing.v1.TestService/Sleep",
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=testing_pb2.SleepResponse.FromString)
+            stub(testing_pb2.SleepRequest(millis=3000), timeout=15)
+    finally:
+        support.stop_and_check(s)
