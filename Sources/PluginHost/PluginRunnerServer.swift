@@ -68,6 +68,10 @@ public enum PluginRunnerServer {
         /// Calls blocked in `http_request`, by call number.
         private let waiting = Mutex<[UInt64: BlockingBox<RunnerFrame>]>([:])
 
+        /// Threads that run the plugin's calls, kept between calls (a thread per call costs more
+        /// than the round trip to the host).
+        private let workers = WorkerPool(maxThreads: 4096)
+
         init(socket: FrameSocket) { self.socket = socket }
 
         /// Opens and validates the plugin, then says HELLO (with the refusal when it fails).
@@ -98,7 +102,7 @@ public enum PluginRunnerServer {
             while let frame = socket.receive() {
                 switch frame.kind {
                 case .create, .call, .destroy:
-                    guard PluginThread.start({ [self] in handle(frame) }) else {
+                    guard workers.submit({ [self] in handle(frame) }) else {
                         var failed = RunnerFrame(.result, call: frame.call)
                         failed.status = Int32(PT_ERR_UNAVAILABLE)
                         failed.message = "the plugin runner cannot start a thread"
@@ -208,5 +212,74 @@ public enum PluginRunnerServer {
         }
 
         override func log(_ level: Int32, _ text: String) { server.log(level, text, call: call) }
+    }
+}
+
+/// Threads kept for blocking work: a job goes to an idle thread, or to a new one (up to
+/// `maxThreads`); a thread idle for `idleMs` ends. Jobs are never queued behind a busy thread,
+/// so a hung plugin call never delays another.
+final class WorkerPool: @unchecked Sendable {
+    // Invariant: `jobs`, `idle` and `threads` are read and written only under `mutex`.
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var jobs: [@Sendable () -> Void] = []
+    private var idle = 0
+    private var threads = 0
+    let maxThreads: Int
+    let idleMs: Int64
+
+    init(maxThreads: Int, idleMs: Int64 = 30_000) {
+        self.maxThreads = maxThreads
+        self.idleMs = idleMs
+        monotonicCondition(&mutex, &cond)
+    }
+
+    /// False when no thread could take the job (at the bound, or the system refused one).
+    func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+        pthread_mutex_lock(&mutex)
+        if idle > jobs.count {
+            jobs.append(job)
+            pthread_cond_signal(&cond)
+            pthread_mutex_unlock(&mutex)
+            return true
+        }
+        guard threads < maxThreads else {
+            pthread_mutex_unlock(&mutex)
+            return false
+        }
+        threads += 1
+        pthread_mutex_unlock(&mutex)
+        let started = PluginThread.start { [self] in
+            job()
+            work()
+        }
+        if !started {
+            pthread_mutex_lock(&mutex)
+            threads -= 1
+            pthread_mutex_unlock(&mutex)
+        }
+        return started
+    }
+
+    private func work() {
+        pthread_mutex_lock(&mutex)
+        while true {
+            if !jobs.isEmpty {
+                let job = jobs.removeFirst()
+                pthread_mutex_unlock(&mutex)
+                job()
+                pthread_mutex_lock(&mutex)
+                continue
+            }
+            idle += 1
+            var deadline = monotonicTimespec(ns: DeadlineTimer.nowNs() + idleMs * 1_000_000)
+            let rc = pthread_cond_timedwait(&cond, &mutex, &deadline)
+            idle -= 1
+            if rc == ETIMEDOUT && jobs.isEmpty {
+                threads -= 1
+                pthread_mutex_unlock(&mutex)
+                return
+            }
+        }
     }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import ProtoCodec
 import Synchronization
 
 /// One frame of the host ⇄ plugin-runner protocol (`Proto/pixtrack/v1/runner.proto`), as a
@@ -35,47 +34,151 @@ struct RunnerFrame: Sendable {
         self.call = call
     }
 
+    /// The protobuf encoding of `RunnerFrame` (runner.proto), written directly: frames cross
+    /// the socket twice per call, and the descriptor-driven codec costs more than the call.
+    /// `RunnerWireTests` checks it against `ProtoCodec` both ways.
     func encoded() -> [UInt8]? {
-        var m = ProtoMessage("pixtrack.v1.RunnerFrame", ["kind": .enumValue(kind.rawValue)])
-        if call != 0 { m["call"] = .uint64(call) }
-        if !payload.isEmpty { m["payload"] = .bytes(payload) }
-        if hasPayload { m["has_payload"] = .bool(true) }
-        if instance != 0 { m["instance"] = .uint64(instance) }
-        if status != 0 { m["status"] = .int32(status) }
-        if !message.isEmpty { m["message"] = .string(message) }
-        if !problem.isEmpty { m["problem"] = .string(problem) }
-        if deadlineMs != 0 { m["deadline_ms"] = .int64(deadlineMs) }
-        if operation != 0 { m["operation"] = .int32(operation) }
-        if logLevel != 0 { m["log_level"] = .int32(logLevel) }
+        var w = WireWriter()
+        w.varint(1, UInt64(kind.rawValue))
+        w.varint(2, call)
+        w.bytes(3, payload)
+        w.varint(4, hasPayload ? 1 : 0)
+        w.varint(5, instance)
+        w.varint(6, UInt64(bitPattern: Int64(status)))
+        w.bytes(7, Array(message.utf8))
+        w.bytes(8, Array(problem.utf8))
+        w.varint(9, UInt64(bitPattern: deadlineMs))
+        w.varint(10, UInt64(bitPattern: Int64(operation)))
+        w.varint(11, UInt64(bitPattern: Int64(logLevel)))
         if let h = hello {
-            m["hello"] = .message(ProtoMessage("pixtrack.v1.RunnerHello", [
-                "name": .string(h.name), "version": .string(h.version), "description": .string(h.description),
-                "abi_major": .uint32(h.abiMajor), "abi_minor": .uint32(h.abiMinor),
-                "capabilities": .uint64(h.capabilities), "error": .string(h.error),
-            ]))
+            var hw = WireWriter()
+            hw.bytes(1, Array(h.name.utf8))
+            hw.bytes(2, Array(h.version.utf8))
+            hw.bytes(3, Array(h.description.utf8))
+            hw.varint(4, UInt64(h.abiMajor))
+            hw.varint(5, UInt64(h.abiMinor))
+            hw.varint(6, h.capabilities)
+            hw.bytes(7, Array(h.error.utf8))
+            w.bytes(12, hw.out, always: true)
         }
-        return try? ProtoCodec.encode(m)
+        return w.out
     }
 
     static func decode(_ bytes: [UInt8]) -> RunnerFrame? {
-        guard let m = try? ProtoCodec.decode(bytes, as: "pixtrack.v1.RunnerFrame"),
-              let kind = Kind(rawValue: m.enumValue("kind")) else { return nil }
-        var f = RunnerFrame(kind, call: m.uint64("call"))
-        f.payload = m.bytes("payload")
-        f.hasPayload = m.bool("has_payload")
-        f.instance = m.uint64("instance")
-        f.status = m.int32("status")
-        f.message = m.string("message")
-        f.problem = m.string("problem")
-        f.deadlineMs = m.int64("deadline_ms")
-        f.operation = m.int32("operation")
-        f.logLevel = m.int32("log_level")
-        if let h = m.message("hello") {
-            f.hello = Hello(name: h.string("name"), version: h.string("version"), description: h.string("description"),
-                            abiMajor: h.uint32("abi_major"), abiMinor: h.uint32("abi_minor"),
-                            capabilities: h.uint64("capabilities"), error: h.string("error"))
+        var r = WireReader(bytes[...])
+        var f = RunnerFrame(.hello)
+        var kind: Kind?
+        while !r.atEnd {
+            guard let (field, type) = r.key() else { return nil }
+            switch (field, type) {
+            case (1, 0): guard let v = r.varint() else { return nil }; kind = Kind(rawValue: Int32(truncatingIfNeeded: v))
+            case (2, 0): guard let v = r.varint() else { return nil }; f.call = v
+            case (3, 2): guard let v = r.bytes() else { return nil }; f.payload = Array(v)
+            case (4, 0): guard let v = r.varint() else { return nil }; f.hasPayload = v != 0
+            case (5, 0): guard let v = r.varint() else { return nil }; f.instance = v
+            case (6, 0): guard let v = r.varint() else { return nil }; f.status = Int32(truncatingIfNeeded: v)
+            case (7, 2): guard let v = r.bytes() else { return nil }; f.message = String(decoding: v, as: UTF8.self)
+            case (8, 2): guard let v = r.bytes() else { return nil }; f.problem = String(decoding: v, as: UTF8.self)
+            case (9, 0): guard let v = r.varint() else { return nil }; f.deadlineMs = Int64(bitPattern: v)
+            case (10, 0): guard let v = r.varint() else { return nil }; f.operation = Int32(truncatingIfNeeded: v)
+            case (11, 0): guard let v = r.varint() else { return nil }; f.logLevel = Int32(truncatingIfNeeded: v)
+            case (12, 2):
+                guard let v = r.bytes(), let h = decodeHello(v) else { return nil }
+                f.hello = h
+            default:
+                guard r.skip(type) else { return nil }
+            }
         }
+        guard let kind else { return nil }
+        f.kind = kind
         return f
+    }
+
+    private static func decodeHello(_ bytes: ArraySlice<UInt8>) -> Hello? {
+        var r = WireReader(bytes)
+        var h = Hello()
+        while !r.atEnd {
+            guard let (field, type) = r.key() else { return nil }
+            switch (field, type) {
+            case (1, 2): guard let v = r.bytes() else { return nil }; h.name = String(decoding: v, as: UTF8.self)
+            case (2, 2): guard let v = r.bytes() else { return nil }; h.version = String(decoding: v, as: UTF8.self)
+            case (3, 2): guard let v = r.bytes() else { return nil }; h.description = String(decoding: v, as: UTF8.self)
+            case (4, 0): guard let v = r.varint() else { return nil }; h.abiMajor = UInt32(truncatingIfNeeded: v)
+            case (5, 0): guard let v = r.varint() else { return nil }; h.abiMinor = UInt32(truncatingIfNeeded: v)
+            case (6, 0): guard let v = r.varint() else { return nil }; h.capabilities = v
+            case (7, 2): guard let v = r.bytes() else { return nil }; h.error = String(decoding: v, as: UTF8.self)
+            default: guard r.skip(type) else { return nil }
+            }
+        }
+        return h
+    }
+}
+
+/// Protobuf wire writing for the frames: proto3 rules (default values are not written).
+struct WireWriter {
+    var out: [UInt8] = []
+
+    private mutating func raw(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+    }
+
+    mutating func varint(_ field: Int, _ v: UInt64) {
+        guard v != 0 else { return }
+        raw(UInt64(field << 3))
+        raw(v)
+    }
+
+    mutating func bytes(_ field: Int, _ b: [UInt8], always: Bool = false) {
+        guard always || !b.isEmpty else { return }
+        raw(UInt64(field << 3 | 2))
+        raw(UInt64(b.count))
+        out.append(contentsOf: b)
+    }
+}
+
+/// Protobuf wire reading for the frames; nil on anything malformed.
+struct WireReader {
+    private var rest: ArraySlice<UInt8>
+    init(_ bytes: ArraySlice<UInt8>) { rest = bytes }
+
+    var atEnd: Bool { rest.isEmpty }
+
+    mutating func varint() -> UInt64? {
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
+        while let b = rest.first {
+            rest = rest.dropFirst()
+            guard shift < 64 else { return nil }
+            v |= UInt64(b & 0x7F) << shift
+            if b < 0x80 { return v }
+            shift += 7
+        }
+        return nil
+    }
+
+    mutating func key() -> (Int, Int)? {
+        guard let k = varint(), k >> 3 > 0, k >> 3 <= UInt64(Int32.max) else { return nil }
+        return (Int(k >> 3), Int(k & 7))
+    }
+
+    mutating func bytes() -> ArraySlice<UInt8>? {
+        guard let n = varint(), n <= UInt64(rest.count) else { return nil }
+        let b = rest.prefix(Int(n))
+        rest = rest.dropFirst(Int(n))
+        return b
+    }
+
+    /// Skips a field this end does not know (wire types 0, 1, 2 and 5).
+    mutating func skip(_ type: Int) -> Bool {
+        switch type {
+        case 0: return varint() != nil
+        case 1: guard rest.count >= 8 else { return false }; rest = rest.dropFirst(8); return true
+        case 2: return bytes() != nil
+        case 5: guard rest.count >= 4 else { return false }; rest = rest.dropFirst(4); return true
+        default: return false
+        }
     }
 }
 
