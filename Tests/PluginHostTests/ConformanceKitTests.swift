@@ -2,6 +2,7 @@ import BRCode
 import Foundation
 import PluginConformance
 import PluginHost
+import PluginKit
 import Testing
 
 @Suite struct ConformanceKitTests {
@@ -16,6 +17,41 @@ import Testing
                                              logger: TestEnv.quiet).run()
         #expect(report.passed, "\(report.text)")
         #expect(report.checks.count >= 8)
+    }
+
+    /// The kit runs the plugin in a runner: a crash is a finding that names the call and how the
+    /// runner died, and the checker lives on to report the rest.
+    @Test(arguments: [(Fixture.segv, "crash: step 1 create_pix", "signal 11"), (.abort, "crash: step 2 get_status", "signal 6"),
+                      (.exit, "crash: step 3 parse_webhook", "exited with status 3")])
+    func aCrashingPluginIsAFindingNotADeadChecker(_ mode: Fixture, _ finding: String, _ how: String) async throws {
+        let path = try await TestEnv.compileFixture(mode: mode.rawValue, dir: TestEnv.tempDir(), name: "libcrash.so")
+        let fixture = try ConformanceFixture(json: try JSON.parse(Array(#"""
+            {"plugin": "fixture", "network": false, "timeout_ms": 3000, "steps": [
+              {"call": "create_pix", "request": {"reference": "PAY-1", "amount_cents": 1990}, "expect": {"outcome": "created"}},
+              {"call": "get_status", "request": {"transaction_id": "fixture-1"}, "expect": {"status": "pending"}},
+              {"call": "parse_webhook", "request": {"body": "{}"}, "expect": {"transaction_id": "fixture-1"}}]}
+            """#.utf8)))
+        let report = await ConformanceRunner(pluginPath: path, fixture: fixture, logger: TestEnv.quiet).run()
+        #expect(!report.passed)
+        let crash = report.checks.first { $0.name == finding }
+        #expect(crash?.passed == false && crash?.detail.contains(how) == true, "\(report.text)")
+        #expect(report.text.contains("findings (") && report.text.contains("verdict: FAIL"))
+        // It went on after the crash: the concurrency and hostile-body checks were reported too.
+        #expect(report.checks.contains { $0.name.hasPrefix("concurrent: step 3") })
+        #expect(report.checks.filter { $0.name.hasPrefix("hostile webhook: ") }.count == 6)
+    }
+
+    /// The well-behaved fixture passes the concurrency and hostile-body checks (control case).
+    @Test func aCleanPluginPassesTheStressChecks() async throws {
+        let path = try await TestEnv.compileFixture(mode: Fixture.good.rawValue, dir: TestEnv.tempDir(), name: "libclean.so")
+        let fixture = try ConformanceFixture(json: try JSON.parse(Array(#"""
+            {"plugin": "fixture", "network": false, "steps": [
+              {"call": "get_status", "request": {"transaction_id": "fixture-1"}, "expect": {"status": "pending"}}]}
+            """#.utf8)))
+        let report = await ConformanceRunner(pluginPath: path, fixture: fixture, logger: TestEnv.quiet).run()
+        #expect(report.checks.contains { $0.name.hasPrefix("concurrent: step 1 get_status") && $0.passed }, "\(report.text)")
+        #expect(report.checks.contains { $0.name.hasPrefix("crash") } == false)
+        #expect(report.checks.first { $0.name == "load" }?.detail.contains("in a runner process") == true)
     }
 
     @Test func aFixtureForAnotherGatewayFails() async throws {
