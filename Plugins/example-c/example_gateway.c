@@ -15,6 +15,11 @@
  *     body (transaction id in the `X-Charge-Id` header); get_status GETs
  *     {base_url}/charges/{id} and expects the status word as plain text.
  * Webhooks are `status=paid&id=...` form bodies.
+ *
+ * Rules it follows (pixtrack_gateway.h): calls run concurrently, so nothing is shared but the
+ * immutable instance and the host table (no strtok, no static buffers); every string it returns
+ * is printable ASCII, hence valid UTF-8; an id that does not fit is refused or reported, never
+ * cut; every error path frees what it allocated.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +39,7 @@ struct pt_instance {
     char api_key[256];
 };
 
-static const pt_host_api *g_host; /* set once by the entry point; the host keeps it alive */
+static const pt_host_api *g_host; /* set once by the entry point, before any call; read-only after */
 
 static void set_error(char *error, size_t capacity, const char *fmt, ...) {
     va_list ap;
@@ -53,20 +58,37 @@ static unsigned crc16(const char *s, size_t len) {
     return crc;
 }
 
+/* 1 when s is 1..max-1 bytes of printable ASCII (valid UTF-8). `strict` (ids): no space either,
+ * nor the characters that would change a URL path or a JSON string. */
+static int printable(const char *s, size_t len, size_t max, int strict) {
+    if (len == 0 || len >= max) return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7E || (strict && (c == ' ' || c == '"' || c == '\\' || c == '/' || c == '?' || c == '#' || c == '%')))
+            return 0;
+    }
+    return 1;
+}
+
+/* Replaces every byte that is not printable ASCII: a message cut by snprintf or quoting the
+ * gateway stays valid UTF-8. */
+static void ascii_only(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7E) *s = '?';
+}
+
 static size_t tlv(char *out, size_t at, size_t cap, const char *id, const char *value) {
     int n = snprintf(out + at, cap - at, "%s%02zu%s", id, strlen(value), value);
     return n < 0 ? at : at + (size_t)n;
 }
 
-/* A BR Code "copia e cola" with amount, txid and a correct CRC. */
-static void build_br_code(char *out, size_t cap, long long cents, const char *txid) {
+/* A BR Code "copia e cola" with the amount and a correct CRC (txid "***": none). */
+static void build_br_code(char *out, size_t cap, long long cents) {
     char account[128], amount[32], additional[64];
     size_t n = tlv(account, 0, sizeof account, "00", "br.gov.bcb.pix");
     tlv(account, n, sizeof account, "01", "example@pixtrack.invalid");
     snprintf(amount, sizeof amount, "%lld.%02lld", cents / 100, cents % 100);
-    char short_txid[26];
-    snprintf(short_txid, sizeof short_txid, "%.25s", txid);
-    tlv(additional, 0, sizeof additional, "05", short_txid);
+    tlv(additional, 0, sizeof additional, "05", "***");
     size_t at = tlv(out, 0, cap, "00", "01");
     at = tlv(out, at, cap, "26", account);
     at = tlv(out, at, cap, "52", "0000");
@@ -98,14 +120,20 @@ static int32_t ex_create(const pt_gateway_plugin *self, const pt_host_api *host,
     if (!cfg) { set_error(error, error_capacity, "config does not decode"); return PT_ERR_INVALID_ARGUMENT; }
     pt_instance *inst = calloc(1, sizeof *inst);
     if (!inst) { pixtrack__v1__plugin_config__free_unpacked(cfg, NULL); return PT_ERR_INTERNAL; }
-    snprintf(inst->base_url, sizeof inst->base_url, "%s", cfg->base_url ? cfg->base_url : "");
+    const char *problem = NULL;
+    /* snprintf's return is the length it needed: a value that does not fit is refused, not cut. */
+    if (snprintf(inst->base_url, sizeof inst->base_url, "%s", cfg->base_url ? cfg->base_url : "") >= (int)sizeof inst->base_url)
+        problem = "base_url is too long";
     for (size_t i = 0; i < cfg->n_credentials; i++)
-        if (strcmp(cfg->credentials[i]->key, "api_key") == 0)
-            snprintf(inst->api_key, sizeof inst->api_key, "%s", cfg->credentials[i]->value);
+        if (strcmp(cfg->credentials[i]->key, "api_key") == 0 &&
+            snprintf(inst->api_key, sizeof inst->api_key, "%s", cfg->credentials[i]->value) >= (int)sizeof inst->api_key)
+            problem = "api_key is too long";
     pixtrack__v1__plugin_config__free_unpacked(cfg, NULL);
-    if (inst->base_url[0] && strncmp(inst->base_url, "http://", 7) && strncmp(inst->base_url, "https://", 8)) {
+    if (!problem && inst->base_url[0] && strncmp(inst->base_url, "http://", 7) && strncmp(inst->base_url, "https://", 8))
+        problem = "base_url must be http(s)";
+    if (problem) {
         free(inst);
-        set_error(error, error_capacity, "base_url must be http(s)");
+        set_error(error, error_capacity, "%s", problem);
         return PT_ERR_CONFIG;
     }
     g_host->log(call, PT_LOG_INFO, inst->base_url[0] ? "example: online mode" : "example: offline mode");
@@ -153,17 +181,23 @@ static int32_t ex_create_pix(pt_instance *inst, pt_call *call, const uint8_t *re
                              uint8_t **out, size_t *out_len, char *error, size_t error_capacity) {
     CreateReq *req = pixtrack__v1__create_pix_request__unpack(NULL, request_len, request);
     if (!req) { set_error(error, error_capacity, "request does not decode"); return PT_ERR_INVALID_ARGUMENT; }
-    if (req->amount_cents <= 0) {
+    char txid[80], code[512], message[256] = "", id_copy[128] = "", pix_copy[512] = "";
+    /* Refused before anything is sent (the host makes that NOT_SENT): the reference goes into a
+     * JSON string and the offline id, so only plain characters, and it must fit. */
+    const char *problem = req->amount_cents <= 0 ? "amount must be positive"
+        : !printable(req->reference, strlen(req->reference), 64, 1) ? "reference must be 1-63 plain ASCII characters"
+        : NULL;
+    if (problem) {
         pixtrack__v1__create_pix_request__free_unpacked(req, NULL);
-        set_error(error, error_capacity, "amount must be positive");
+        set_error(error, error_capacity, "%s", problem);
         return PT_ERR_INVALID_ARGUMENT;
     }
     CreateRes res;
     pixtrack__v1__create_pix_result__init(&res);
-    char txid[64], code[512], message[256] = "", id_copy[128] = "", pix_copy[512] = "";
     if (!inst->base_url[0]) {
-        snprintf(txid, sizeof txid, "ex%lld", (long long)g_host->now_unix_ms());
-        build_br_code(code, sizeof code, (long long)req->amount_cents, txid);
+        /* Offline: the id derives from our unique reference (no clock, no counter to share). */
+        snprintf(txid, sizeof txid, "ex-%s", req->reference);
+        build_br_code(code, sizeof code, (long long)req->amount_cents);
         res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_CREATED;
         res.transaction_id = txid;
         res.pix_code = code;
@@ -179,13 +213,25 @@ static int32_t ex_create_pix(pt_instance *inst, pt_call *call, const uint8_t *re
             res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_NOT_SENT;
             snprintf(message, sizeof message, "not sent: %s", r->error_message);
         } else if (r->status == 201) {
+            const char *id = "";
             for (size_t i = 0; i < r->n_headers; i++)
-                if (strcasecmp(r->headers[i]->name, "X-Charge-Id") == 0)
-                    snprintf(id_copy, sizeof id_copy, "%s", r->headers[i]->value);
-            snprintf(pix_copy, sizeof pix_copy, "%.*s", (int)r->body.len, (const char *)r->body.data);
-            res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_CREATED; /* the host checks the CRC */
-            res.transaction_id = id_copy;
-            res.pix_code = pix_copy;
+                if (strcasecmp(r->headers[i]->name, "X-Charge-Id") == 0) id = r->headers[i]->value;
+            /* The charge exists: an id or pix code we cannot pass on whole is UNKNOWN, reported,
+             * so the reconciler finds the charge by reference. Never a cut or mangled copy. */
+            if (!printable(id, strlen(id), sizeof id_copy, 1)) {
+                res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_UNKNOWN;
+                snprintf(message, sizeof message, "created, but X-Charge-Id is missing, too long or not plain ASCII");
+            } else if (!printable((const char *)r->body.data, r->body.len, sizeof pix_copy, 0)) {
+                res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_UNKNOWN;
+                snprintf(message, sizeof message, "created, but the pix code is empty, too long or not ASCII");
+            } else {
+                memcpy(id_copy, id, strlen(id) + 1);
+                memcpy(pix_copy, r->body.data, r->body.len);
+                pix_copy[r->body.len] = 0;
+                res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_CREATED; /* the host checks the CRC */
+                res.transaction_id = id_copy;
+                res.pix_code = pix_copy;
+            }
         } else if (r->status >= 400 && r->status < 500) {
             res.outcome = PIXTRACK__V1__CREATE_OUTCOME__CREATE_OUTCOME_DECLINED;
             snprintf(message, sizeof message, "HTTP %d", (int)r->status);
@@ -194,11 +240,16 @@ static int32_t ex_create_pix(pt_instance *inst, pt_call *call, const uint8_t *re
             snprintf(message, sizeof message, "HTTP %d %s", (int)r->status, r->error_message);
         }
         if (r) pixtrack__v1__http_response__free_unpacked(r, NULL);
+        ascii_only(message);
         res.message = message;
     }
     int32_t st = pack(&res.base, out, out_len);
     pixtrack__v1__create_pix_request__free_unpacked(req, NULL);
     return st;
+}
+
+static int body_is(const Pixtrack__V1__HttpResponse *r, const char *word) {
+    return r->body.len == strlen(word) && memcmp(r->body.data, word, r->body.len) == 0;
 }
 
 static int32_t ex_get_status(pt_instance *inst, pt_call *call, const uint8_t *request, size_t request_len,
@@ -209,21 +260,27 @@ static int32_t ex_get_status(pt_instance *inst, pt_call *call, const uint8_t *re
     pixtrack__v1__status_result__init(&res);
     char raw[64] = "";
     int32_t st = PT_OK;
-    if (!inst->base_url[0]) {
+    if (!printable(req->transaction_id, strlen(req->transaction_id), 128, 1)) {
+        /* Only ids this plugin returned come back, so anything else is not ours to look up. */
+        set_error(error, error_capacity, "transaction id is empty, too long or not plain ASCII");
+        st = PT_ERR_INVALID_ARGUMENT;
+    } else if (!inst->base_url[0]) {
         res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PENDING; /* offline: never paid */
     } else {
-        char url[700];
+        char url[700]; /* base_url < 512 and id < 128: always fits */
         snprintf(url, sizeof url, "%s/charges/%s", inst->base_url, req->transaction_id);
         Pixtrack__V1__HttpResponse *r = http(call, "GET", url, inst, NULL, 1);
         if (!r || r->status == 0) {
             set_error(error, error_capacity, "no answer");
             st = PT_ERR_UNAVAILABLE;
         } else {
+            /* Whole-body comparisons below; raw is only the logged copy (cut, made ASCII). */
             snprintf(raw, sizeof raw, "%.*s", (int)r->body.len, (const char *)r->body.data);
+            ascii_only(raw);
             if (r->status == 404) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_NOT_FOUND;
-            else if (strcmp(raw, "paid") == 0) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PAID;
-            else if (strcmp(raw, "pending") == 0) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PENDING;
-            else if (strcmp(raw, "expired") == 0) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_EXPIRED;
+            else if (body_is(r, "paid")) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PAID;
+            else if (body_is(r, "pending")) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PENDING;
+            else if (body_is(r, "expired")) res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_EXPIRED;
             else res.status = PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN; /* never guess paid */
             res.raw_status = raw;
         }
@@ -234,39 +291,43 @@ static int32_t ex_get_status(pt_instance *inst, pt_call *call, const uint8_t *re
     return st;
 }
 
-static int printable(const char *s) {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7E) return 0;
-    return 1;
-}
-
 static int32_t ex_parse_webhook(pt_instance *inst, pt_call *call, const uint8_t *request, size_t request_len,
                                 uint8_t **out, size_t *out_len, char *error, size_t error_capacity) {
     (void)inst; (void)call;
     Pixtrack__V1__ParseWebhookRequest *req = pixtrack__v1__parse_webhook_request__unpack(NULL, request_len, request);
     if (!req) { set_error(error, error_capacity, "request does not decode"); return PT_ERR_INVALID_ARGUMENT; }
+    /* A local copy to tokenize (the request is the host's, and read-only); a body that does not
+     * fit, or hides a NUL, is refused rather than read in part. */
     char body[512], id[128] = "", status[32] = "";
-    snprintf(body, sizeof body, "%.*s", (int)req->body.len, (const char *)req->body.data);
-    char *rest = NULL; /* strtok_r: calls run concurrently, strtok's hidden state would be shared */
-    for (char *tok = strtok_r(body, "&", &rest); tok; tok = strtok_r(NULL, "&", &rest)) {
-        if (strncmp(tok, "id=", 3) == 0) snprintf(id, sizeof id, "%s", tok + 3);
-        if (strncmp(tok, "status=", 7) == 0) snprintf(status, sizeof status, "%s", tok + 7);
+    const char *problem = NULL;
+    if (req->body.len >= sizeof body || memchr(req->body.data, 0, req->body.len)) {
+        problem = "webhook body is longer than 511 bytes or contains NUL";
+    } else {
+        if (req->body.len) memcpy(body, req->body.data, req->body.len);
+        body[req->body.len] = 0;
+        char *rest = NULL; /* strtok_r: calls run concurrently, strtok's hidden state would be shared */
+        for (char *tok = strtok_r(body, "&", &rest); tok && !problem; tok = strtok_r(NULL, "&", &rest)) {
+            /* Result strings must be valid UTF-8 and end up in logs: printable ASCII only. */
+            if (strncmp(tok, "id=", 3) == 0 && !printable(tok + 3, strlen(tok + 3), sizeof id, 1))
+                problem = "webhook id is empty, longer than 127 bytes or not plain ASCII";
+            else if (strncmp(tok, "id=", 3) == 0)
+                memcpy(id, tok + 3, strlen(tok + 3) + 1);
+            if (strncmp(tok, "status=", 7) == 0 && tok[7] && !printable(tok + 7, strlen(tok + 7), sizeof status, 1))
+                problem = "webhook status is longer than 31 bytes or not plain ASCII";
+            else if (strncmp(tok, "status=", 7) == 0)
+                memcpy(status, tok + 7, strlen(tok + 7) + 1);
+        }
+        if (!problem && !id[0]) problem = "webhook without id";
     }
     pixtrack__v1__parse_webhook_request__free_unpacked(req, NULL);
-    if (!id[0]) { set_error(error, error_capacity, "webhook without id"); return PT_ERR_INVALID_ARGUMENT; }
-    /* Result strings are proto3 strings (UTF-8, or the host cannot read the result) and end up in
-     * logs: refuse anything but printable ASCII. */
-    if (!printable(id) || !printable(status)) {
-        set_error(error, error_capacity, "webhook id or status is not printable ASCII");
-        return PT_ERR_INVALID_ARGUMENT;
-    }
+    if (problem) { set_error(error, error_capacity, "%s", problem); return PT_ERR_INVALID_ARGUMENT; }
     Pixtrack__V1__WebhookResult res;
     pixtrack__v1__webhook_result__init(&res);
     res.transaction_id = id;
     res.raw_status = status;
     res.status = strcmp(status, "paid") == 0 ? PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_PAID
                                              : PIXTRACK__V1__GATEWAY_STATUS__GATEWAY_STATUS_UNKNOWN;
-    char event[200];
+    char event[sizeof id + sizeof status + 1]; /* always fits */
     snprintf(event, sizeof event, "%s:%s", id, status);
     res.event_id = event;
     return pack(&res.base, out, out_len);

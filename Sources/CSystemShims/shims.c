@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -52,4 +53,13 @@ int pt_harden_plugin_runner(int keep_fd, long memory_mb) {
         for (int fd = keep_fd + 1; fd < 65536; fd++) close(fd);
     }
     return rc;
+}
+
+size_t pt_current_thread_stack_size(void) {
+    pthread_attr_t attr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return 0;
+    pthread_attr_getstacksize(&attr, &size);
+    pthread_attr_destroy(&attr);
+    return size;
 }

@@ -22,8 +22,12 @@ public struct ConformanceReport: Sendable {
     public var text: String {
         var out = ""
         for c in checks { out += "\(c.passed ? "PASS" : "FAIL")  \(c.name)\(c.detail.isEmpty ? "" : ": " + c.detail)\n" }
-        let failed = checks.filter { !$0.passed }.count
-        out += passed ? "verdict: PASS (all \(checks.count) checks)\n" : "verdict: FAIL (\(failed) of \(checks.count) checks failed)\n"
+        let failed = checks.filter { !$0.passed }
+        if !failed.isEmpty {
+            out += "\nfindings (\(failed.count)):\n"
+            for (i, c) in failed.enumerated() { out += "  \(i + 1). \(c.name)\(c.detail.isEmpty ? "" : ": " + c.detail)\n" }
+        }
+        out += passed ? "verdict: PASS (all \(checks.count) checks)\n" : "verdict: FAIL (\(failed.count) of \(checks.count) checks failed)\n"
         return out
     }
 }
@@ -34,11 +38,19 @@ public struct ConformanceRunner: Sendable {
     public let pluginPath: String
     public let fixture: ConformanceFixture?
     public let logger: Logger
+    /// Always runner processes (a crash must be a finding, not a dead checker); `executable`
+    /// may name the runner binary (default: `pixtrack-plugin-runner` next to this executable).
+    public let isolation: PluginIsolation
 
-    public init(pluginPath: String, fixture: ConformanceFixture?, logger: Logger = Logger(minimum: .error)) {
+    public init(pluginPath: String, fixture: ConformanceFixture?, logger: Logger = Logger(minimum: .error),
+                runnerExecutable: String? = nil) {
         self.pluginPath = pluginPath
         self.fixture = fixture
         self.logger = logger
+        var isolation = PluginIsolation()
+        isolation.runners = true
+        isolation.executable = runnerExecutable
+        self.isolation = isolation
     }
 
     public func run() async -> ConformanceReport {
@@ -46,6 +58,7 @@ public struct ConformanceRunner: Sendable {
         var options = GatewayRegistry.Options(pluginDirectory: "")
         options.callTimeoutMs = fixture?.timeoutMs ?? 5_000
         options.createTimeoutMs = options.callTimeoutMs
+        options.isolation = isolation
         let registry: GatewayRegistry
         do {
             registry = try GatewayRegistry.single(path: pluginPath, options: options, logger: logger)
@@ -54,7 +67,7 @@ public struct ConformanceRunner: Sendable {
             return report
         }
         guard let info = registry.plugins.first else { report.add(false, "load", "nothing loaded"); return report }
-        report.add(true, "load", "\(info.path) sha256=\(info.sha256)")
+        report.add(true, "load", "\(info.path) sha256=\(info.sha256), in a runner process (pid \(registry.runnerPID(plugin: info.name) ?? 0))")
         report.add(true, "abi", "\(info.name) \(info.version), ABI \(info.abiMajor).\(info.abiMinor), capabilities "
                    + "[\(info.supportsStatusByReference ? "status_by_reference " : "")\(info.supportsWebhooks ? "webhooks" : "")]")
         guard let fixture else {
@@ -71,7 +84,7 @@ public struct ConformanceRunner: Sendable {
             report.add(false, "replay server", error.description)
             return report
         }
-        defer { server.stop() }
+        defer { server.stop(); registry.stopRunners() }
         let base = "http://127.0.0.1:\(server.port)"
         let instance: GatewayInstance
         do {
@@ -87,9 +100,11 @@ public struct ConformanceRunner: Sendable {
             await runStep(i + 1, step, instance, server, fixture, &report)
             if firstCreate == nil, step["call"]?.string == "create_pix" { firstCreate = step }
         }
+        await checkConcurrency(fixture.steps, instance, server, &report)
         if fixture.network, let create = firstCreate {
             await probeFailures(create, registry, info, instance, server, fixture, &report)
         }
+        await checkHostileWebhooks(instance, &report)
         await probeGarbageWebhook(instance, &report)
         return report
     }
@@ -104,18 +119,23 @@ public struct ConformanceRunner: Sendable {
         server.script(exchanges.map { ConformanceFixture.response($0["respond"]) })
         let expect = step["expect"]?.object ?? [:]
         var actual: [String: String] = [:]
+        var failure: GatewayCallFailure?
+        defer { crashFinding(n, call, failure, &report) }
         switch call {
         case "create_pix":
             let o = await instance.createPix(ConformanceFixture.createRequest(step["request"]))
+            failure = o.failure
             actual = ["outcome": o.outcome.rawValue, "transaction_id": o.transactionID, "gateway_hash": o.gatewayHash,
                       "message": o.message + (o.failure.map { " [\($0)]" } ?? "")]
         case "get_status":
             let o = await instance.getStatus(ConformanceFixture.statusQuery(step["request"]))
+            failure = o.failure
             actual = ["status": o.status.rawValue, "transaction_id": o.transactionID, "amount_cents": String(o.amountCents),
                       "reference": o.reference, "gateway_hash": o.gatewayHash,
                       "message": o.message + (o.failure.map { " [\($0)]" } ?? "")]
         case "parse_webhook":
             let o = await instance.parseWebhook(ConformanceFixture.webhook(step["request"]))
+            failure = o.failure
             actual = ["status": o.status.rawValue, "transaction_id": o.transactionID, "reference": o.reference,
                       "gateway_hash": o.gatewayHash, "event_id": o.eventID, "amount_cents": String(o.amountCents),
                       "rejected": o.failure == nil ? "false" : "true",

@@ -94,9 +94,12 @@ public final class GatewayInstance: Sendable {
         guard let m = decodeResult(raw, as: "CreatePixResult") else {
             return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as CreatePixResult"))
         }
+        if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash") {
+            return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.invalidResult, problem))
+        }
         var out = CreatePixOutcome(outcome: .unknown)
-        out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
-        out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
+        out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
+        out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
         out.pixCode = GatewayProto.text(m, "pix_code", limit: 1024)
         out.qrCodeBase64 = GatewayProto.text(m, "qr_code_base64", limit: Int(PT_MAX_RESULT_BYTES))
         out.expiresAtUnixMs = m.int64("expires_at_unix_ms")
@@ -174,14 +177,17 @@ public final class GatewayInstance: Sendable {
             guard let m = decodeResult(raw, as: "StatusResult") else {
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as StatusResult"))
             }
+            if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash", "reference") {
+                return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, problem))
+            }
             var out = StatusOutcome(status: GatewayProto.status(m.enumValue("status")),
                                     message: environment.redactor.redact(GatewayProto.text(m, "message")))
             out.amountCents = m.int64("amount_cents")
             out.paidAtUnixMs = m.int64("paid_at_unix_ms")
-            out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
-            out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
-            out.reference = GatewayProto.text(m, "reference", limit: 256)
-            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
+            out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
+            out.rawStatus = GatewayProto.text(m, "raw_status", limit: GatewayProto.maxID)
+            out.reference = GatewayProto.text(m, "reference", limit: GatewayProto.maxID)
+            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
             return out
         }
     }
@@ -208,14 +214,18 @@ public final class GatewayInstance: Sendable {
                 failed.failure = GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as WebhookResult")
                 return failed
             }
+            if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash", "reference", "event_id") {
+                failed.failure = GatewayCallFailure(.invalidResult, problem)
+                return failed
+            }
             var out = WebhookOutcome()
-            out.transactionID = GatewayProto.text(m, "transaction_id", limit: 256)
-            out.reference = GatewayProto.text(m, "reference", limit: 256)
+            out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
+            out.reference = GatewayProto.text(m, "reference", limit: GatewayProto.maxID)
             out.status = GatewayProto.status(m.enumValue("status"))
-            out.eventID = GatewayProto.text(m, "event_id", limit: 256)
+            out.eventID = GatewayProto.text(m, "event_id", limit: GatewayProto.maxID)
             out.amountCents = m.int64("amount_cents")
-            out.rawStatus = GatewayProto.text(m, "raw_status", limit: 256)
-            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: 256)
+            out.rawStatus = GatewayProto.text(m, "raw_status", limit: GatewayProto.maxID)
+            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
             return out
         }
         return failed

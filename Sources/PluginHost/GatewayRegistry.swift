@@ -68,7 +68,7 @@ public final class GatewayRegistry: Sendable {
         }
 
         /// `PIXTRACK_PLUGIN_DIR` (required), `PIXTRACK_PLUGIN_SHA256` (`file=hex,file=hex`),
-        /// `PIXTRACK_PLUGIN_TIMEOUT_MS`, the quota and isolation settings. `nil` when no
+        /// `PIXTRACK_PLUGIN_TIMEOUT_MS` (every call's deadline, `create`'s included), the quota and isolation settings. `nil` when no
         /// directory is set.
         public static func fromEnvironment(_ env: [String: String]) throws(GatewayInstanceError) -> Options? {
             guard let dir = env["PIXTRACK_PLUGIN_DIR"], !dir.isEmpty else { return nil }
@@ -76,6 +76,7 @@ public final class GatewayRegistry: Sendable {
             o.pinnedSHA256 = parsePins(env["PIXTRACK_PLUGIN_SHA256"] ?? "")
             if let t = env["PIXTRACK_PLUGIN_TIMEOUT_MS"].flatMap({ Int64($0) }), t > 0 {
                 o.callTimeoutMs = t
+                o.createTimeoutMs = t
             }
             if let n = env["PIXTRACK_PLUGIN_MAX_IN_FLIGHT"].flatMap({ Int($0) }), n > 0 {
                 o.maxPluginThreads = min(n, 4096)

@@ -43,7 +43,9 @@ enum GatewayProto {
         var m = ProtoMessage(package + "ParseWebhookRequest")
         if !w.headers.isEmpty {
             m["headers"] = .list(w.headers.map {
-                .message(ProtoMessage(package + "Header", ["name": .string($0.name), "value": .string($0.value)]))
+                // Names lower-case whatever the client sent (HTTP/2 already is; the HandleWebhook
+                // RPC may not be): a plugin compares them with strcmp.
+                .message(ProtoMessage(package + "Header", ["name": .string($0.name.lowercased()), "value": .string($0.value)]))
             })
         }
         if !w.body.isEmpty { m["body"] = .bytes(w.body) }
@@ -80,6 +82,18 @@ enum GatewayProto {
     static func text(_ m: ProtoMessage, _ field: String, limit: Int = maxText) -> String {
         let s = m.string(field)
         return s.utf8.count <= limit ? s : String(decoding: Array(s.utf8.prefix(limit)), as: UTF8.self)
+    }
+
+    /// Longest id a result may carry (`transaction_id`, `gateway_hash`, `reference`, `event_id`).
+    static let maxID = 256
+
+    /// Why a result's ids cannot be stored: one is longer than `maxID` bytes. A cut id would
+    /// name another charge or none, so the whole result is refused instead (invalid_result).
+    static func overlongID(_ m: ProtoMessage, _ fields: String...) -> String? {
+        for f in fields where m.string(f).utf8.count > maxID {
+            return "\(f) of \(m.string(f).utf8.count) bytes exceeds the \(maxID)-byte limit for ids"
+        }
+        return nil
     }
 
     private static func setString(_ m: inout ProtoMessage, _ field: String, _ value: String) {

@@ -72,6 +72,11 @@ final class PluginCall: PluginCallContext, @unchecked Sendable {
     /// `noSideEffects`: the plugin declared the request cannot create or change a charge, so it
     /// does not count as "sent" for NOT_SENT decisions.
     func perform(_ request: HTTPClientRequest, noSideEffects: Bool = false) -> HTTPClientResult {
+        // Webhooks are parsed from the body alone, inline with the gateway's POST and again on
+        // each retry: a body must never make the host send anything (pixtrack_gateway.h, WEBHOOKS).
+        guard operation != GatewayInstance.Operation.parseWebhook.rawValue else {
+            return .notSent(.invalidRequest, "parse_webhook may not make HTTP requests (webhooks are parsed from the body alone)")
+        }
         let remaining = remainingMs
         let admitted: Bool = state.withLock { s in
             guard !s.closed, remaining > 0 else { return false }

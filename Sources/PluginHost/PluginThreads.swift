@@ -210,6 +210,10 @@ final class DeadlineTimer: @unchecked Sendable {
 
 /// Detached pthreads for blocking work.
 enum PluginThread {
+    /// Stack of every plugin thread, in the host and in runners, whatever `ulimit -s` says
+    /// (pixtrack_gateway.h, THREADING).
+    static let stackBytes = 8 << 20
+
     private final class Job {
         let work: () -> Void
         init(_ work: @escaping () -> Void) { self.work = work }
@@ -222,6 +226,7 @@ enum PluginThread {
         pthread_attr_init(&attr)
         defer { pthread_attr_destroy(&attr) }
         pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attr, stackBytes)
         var tid = pthread_t()
         let rc = pthread_create(&tid, &attr, { raw in
             // The retained Job is released here, exactly once, after the work ran.

@@ -112,7 +112,11 @@ public enum PluginExport {
             case .getStatus:
                 result = try plugin.getStatus(StatusRequest(decode(bytes, "GetStatusRequest")), host: hostCall).proto
             case .parseWebhook:
-                result = try plugin.parseWebhook(WebhookPayload(decode(bytes, "ParseWebhookRequest")), host: hostCall).proto
+                let hook = try plugin.parseWebhook(WebhookPayload(decode(bytes, "ParseWebhookRequest")), host: hostCall)
+                // The host refuses a result with a longer id as garbage (retried for ever, then
+                // parked): a body that carries one is the body's fault, answered 400.
+                if let problem = hook.overlongID { return fail(.invalidArgument(problem), errorBuffer, capacity) }
+                result = hook.proto
             }
         } catch {
             return fail(error, errorBuffer, capacity)

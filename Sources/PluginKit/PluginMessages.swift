@@ -239,6 +239,15 @@ public struct WebhookResult: Sendable, Hashable {
 
     public init() {}
 
+    /// Why the ids cannot cross the ABI whole: one is longer than the 256 bytes the host takes.
+    var overlongID: String? {
+        for (name, id) in [("transaction id", transactionID), ("reference", reference), ("event id", eventID), ("gateway hash", gatewayHash)]
+        where id.utf8.count > 256 {
+            return "webhook \(name) of \(id.utf8.count) bytes is longer than 256"
+        }
+        return nil
+    }
+
     var proto: ProtoMessage {
         var m = ProtoMessage("pixtrack.v1.WebhookResult")
         m.set("transaction_id", transactionID)

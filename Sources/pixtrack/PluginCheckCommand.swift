@@ -13,8 +13,12 @@ struct PluginCheckCommand: AsyncParsableCommand {
             members, name). With --config, replays the recorded exchange in that file (config, \
             create/status/webhook steps, the gateway's HTTP answers) against a local fake of the \
             gateway, then probes how the plugin classifies failures (503, HTML, empty answer, \
-            connection reset, unreachable gateway, garbage webhook). Exits 0 when every check \
-            passes, 1 otherwise. The fixture format is described in Plugins/README.md.
+            connection reset, unreachable gateway, garbage webhook), runs every recorded call \
+            from 8 threads at once against its single-threaded answer, and feeds hostile webhook \
+            bodies (empty, null, 1 MiB, deeply nested, invalid UTF-8, binary). The plugin runs in \
+            a pixtrack-plugin-runner process (next to this binary, or PIXTRACK_PLUGIN_RUNNER), so \
+            a crash is a finding naming the call and the signal. Prints the findings; exits 0 \
+            when every check passes, 1 otherwise. The fixture format is in Plugins/README.md.
             """)
 
     @Argument(help: "Path to the plugin's shared library (.so).")
@@ -39,7 +43,8 @@ struct PluginCheckCommand: AsyncParsableCommand {
             }
         }
         let runner = ConformanceRunner(pluginPath: path, fixture: fixture,
-                                       logger: Logger(minimum: verbose ? .debug : .error))
+                                       logger: Logger(minimum: verbose ? .debug : .error),
+                                       runnerExecutable: getenv("PIXTRACK_PLUGIN_RUNNER").map { String(cString: $0) })
         let report = await runner.run()
         print(report.text, terminator: "")
         if !report.passed { throw ExitCode(1) }

@@ -25,4 +25,7 @@ int pt_forbid_core_dumps(void);
 /// -1 with errno set when a step failed (the later steps still ran).
 int pt_harden_plugin_runner(int keep_fd, long memory_mb);
 
+/// The calling thread's stack size in bytes (pthread_getattr_np), 0 when unknown.
+size_t pt_current_thread_stack_size(void);
+
 #endif
