@@ -5,5 +5,5 @@ struct PluginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin",
         abstract: "Gateway plugin tools.",
-        subcommands: [PluginCheckCommand.self])
+        subcommands: [PluginCheckCommand.self, PluginBenchCommand.self])
 }

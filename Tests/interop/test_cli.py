@@ -155,3 +155,15 @@ def test_a_token_on_the_command_line_is_warned_about_and_a_token_file_is_not(srv
     assert rc == 0 and "warning" not in err, (rc, err)
     rc, _, err = run("health", "--token-file", str(tmp_path / "missing"), *addr(srv))
     assert rc == 64 and "--token-file" in err, (rc, err)
+
+
+def test_plugin_bench_times_both_isolation_modes():
+    """`pixtrack plugin bench` (what scripts/bench prints for the runner's cost): it runs the
+    sandbox in a runner and in-process and prints a figure for each; no speed is asserted."""
+    sandbox = support.pixtrackd_path().parent / "libsandbox.so"
+    rc, out, err = run("plugin", "bench", str(sandbox), "--calls", "50", "--rounds", "1", timeout=60)
+    assert rc == 0, err
+    assert "plugin-runner: get_status p50" in out and "plugin-in-process: get_status p50" in out, out
+    assert "runner cost per call" in out
+    rc, _, err = run("plugin", "bench", "/nonexistent.so")
+    assert rc != 0 and "/nonexistent.so" in err, err
