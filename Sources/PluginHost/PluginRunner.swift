@@ -62,6 +62,8 @@ final class PluginRunner: @unchecked Sendable {
     private struct Pending {
         let box: BlockingBox<Reply>
         let context: PluginCall?
+        /// A CALL sent while the plugin was unhealthy: the one probe allowed at a time.
+        var probe = false
     }
 
     private struct State {
@@ -290,14 +292,24 @@ final class PluginRunner: @unchecked Sendable {
     func exchange(_ frame: RunnerFrame, context: PluginCall?) -> Reply {
         let box = BlockingBox<Reply>()
         var frame = frame
-        let socket: FrameSocket? = state.withLock { s in
-            guard let socket = s.socket else { return nil }
+        enum Admission { case send(FrameSocket), down, heldBack }
+        let admission: Admission = state.withLock { s in
+            guard let socket = s.socket else { return .down }
+            // Unhealthy: one call at a time probes the plugin; the others fail at once, unsent.
+            let unhealthy = s.crashesInARow >= unhealthyAfter && frame.kind == .call
+            if unhealthy, s.pending.values.contains(where: \.probe) { return .heldBack }
             frame.call = s.nextCall
             s.nextCall += 1
-            s.pending[frame.call] = Pending(box: box, context: context)
-            return socket
+            s.pending[frame.call] = Pending(box: box, context: context, probe: unhealthy)
+            return .send(socket)
         }
-        guard let socket else {
+        let socket: FrameSocket
+        switch admission {
+        case .send(let s):
+            socket = s
+        case .heldBack:
+            return .lost("plugin \(name) is unhealthy (\(state.withLock { $0.crashesInARow }) crashes in a row); one call at a time probes it and this one was not sent", started: false)
+        case .down:
             // Just died once: worth waiting (within the call's deadline) for the restart. A plugin
             // that keeps crashing fails fast instead.
             if let context, waitForRestart(until: context.deadlineMs) { return exchange(frame, context: context) }

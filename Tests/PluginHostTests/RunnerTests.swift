@@ -121,6 +121,28 @@ import Testing
         #expect(registry.runnerHealth(plugin: "fixture")?.healthy == true)
     }
 
+    @Test func anUnhealthyPluginIsProbedOneCallAtATime() async throws {
+        let registry = try await Self.scan(.segv)
+        defer { registry.stopRunners() }
+        let gw = try await Self.instance(registry)
+        for i in 0..<3 {
+            let before = registry.runnerHealth(plugin: "fixture")?.restarts ?? 0
+            _ = await gw.createPix(.sample(uniqueReference("probe-loop\(i)")))
+            try await Self.waitForRestart(registry, beyond: before)
+        }
+        #expect(registry.runnerHealth(plugin: "fixture")?.healthy == false)
+        // A runner is up again; five calls at once: at most one reaches the plugin (and crashes
+        // it: UNKNOWN), the others are never sent (NOT_SENT).
+        let outcomes = await withTaskGroup(of: CreatePixOutcome.self) { group in
+            for i in 0..<5 { group.addTask { await gw.createPix(.sample(uniqueReference("probe\(i)"))) } }
+            var all: [CreatePixOutcome] = []
+            for await o in group { all.append(o) }
+            return all
+        }
+        #expect(outcomes.filter { $0.outcome == .unknown }.count <= 1, "\(outcomes.map(\.outcome))")
+        #expect(outcomes.filter { $0.outcome == .notSent && $0.failure?.kind == .crashed }.count >= 4, "\(outcomes.map { $0.failure?.message ?? "" })")
+    }
+
     @Test func theRunnerKeepsNothingItDoesNotNeed() async throws {
         let registry = try await Self.scan(.good)
         defer { registry.stopRunners() }
