@@ -40,42 +40,20 @@ public struct PaymentEventRecord: Sendable, Equatable {
     /// The wire bytes of `proto()`, built without decoding the stored payment: a message field
     /// is its tag, length and bytes, so the stored encoding is copied as it is.
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(payment.count + 40)
-        let cursorText = Array(PaymentEventCursor.text(cursor).utf8)
-        ProtoWire.appendBytes(field: 1, cursorText, to: &out)
-        ProtoWire.appendBytes(field: 2, payment, to: &out)
-        if let previous { ProtoWire.appendVarint(field: 3, UInt64(previous.protoNumber), to: &out) }
-        if atMs != 0 { ProtoWire.appendVarint(field: 4, UInt64(bitPattern: atMs), to: &out) }
-        return out
+        var w = WireWriter(capacity: payment.count + 40)
+        w.bytes(1, Array(PaymentEventCursor.text(cursor).utf8), always: true)
+        w.bytes(2, payment, always: true)
+        if let previous { w.varint(3, UInt64(previous.protoNumber), always: true) }
+        w.varint(4, UInt64(bitPattern: atMs))
+        return w.bytes
     }
 
     /// A heartbeat: no payment, the stream's position as its cursor.
     public static func heartbeat(cursor: Int64, atMs: Int64) -> [UInt8] {
-        var out: [UInt8] = []
-        ProtoWire.appendBytes(field: 1, Array(PaymentEventCursor.text(cursor).utf8), to: &out)
-        ProtoWire.appendVarint(field: 4, UInt64(bitPattern: atMs), to: &out)
-        return out
-    }
-}
-
-/// Minimal protobuf wire writing for `PaymentEvent` (fields are varints and length-delimited).
-enum ProtoWire {
-    static func appendVarint(_ v: UInt64, to out: inout [UInt8]) {
-        var v = v
-        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
-        out.append(UInt8(v))
-    }
-
-    static func appendVarint(field: Int, _ v: UInt64, to out: inout [UInt8]) {
-        appendVarint(UInt64(field << 3), to: &out)
-        appendVarint(v, to: &out)
-    }
-
-    static func appendBytes(field: Int, _ bytes: [UInt8], to out: inout [UInt8]) {
-        appendVarint(UInt64(field << 3 | 2), to: &out)
-        appendVarint(UInt64(bytes.count), to: &out)
-        out.append(contentsOf: bytes)
+        var w = WireWriter()
+        w.bytes(1, Array(PaymentEventCursor.text(cursor).utf8), always: true)
+        w.varint(4, UInt64(bitPattern: atMs), always: true)
+        return w.bytes
     }
 }
 

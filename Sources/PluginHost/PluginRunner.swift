@@ -64,6 +64,8 @@ final class PluginRunner: @unchecked Sendable {
         let context: PluginCall?
         /// A CALL sent while the plugin was unhealthy: the one probe allowed at a time.
         var probe = false
+        /// An HTTP request of this call is being performed.
+        var httpBusy = false
     }
 
     private struct State {
@@ -197,21 +199,27 @@ final class PluginRunner: @unchecked Sendable {
             case .result:
                 state.withLock { $0.pending[frame.call] }?.box.put(.frame(frame))
             case .http:
-                let context = state.withLock { $0.pending[frame.call]?.context }
-                // Blocking (libcurl): its own thread, so other calls' results keep flowing.
-                let started = PluginThread.start {
-                    var reply = RunnerFrame(.httpReply, call: frame.call)
-                    if let context {
-                        (reply.status, reply.payload) = HostAPI.perform(frame.payload, on: context)
-                    } else {
-                        reply.status = Int32(PT_ERR_UNAVAILABLE)
-                    }
-                    socket.send(reply)
+                // The runner is the plugin's process, so its frames are not trusted: a request
+                // is performed only for a call in flight with no other request running (the
+                // runner sends them one at a time), so threads and requests stay bounded by the
+                // calls in flight whatever it sends.
+                let context: PluginCall? = state.withLock { s in
+                    guard let p = s.pending[frame.call], let context = p.context, !p.httpBusy else { return nil }
+                    s.pending[frame.call]?.httpBusy = true
+                    return context
                 }
-                if !started {
+                // Blocking (libcurl): its own thread, so other calls' results keep flowing.
+                guard let context, PluginThread.start({ [self] in
+                    var reply = RunnerFrame(.httpReply, call: frame.call)
+                    (reply.status, reply.payload) = HostAPI.perform(frame.payload, on: context)
+                    state.withLock { $0.pending[frame.call]?.httpBusy = false }
+                    socket.send(reply)
+                }) else {
+                    if context != nil { state.withLock { $0.pending[frame.call]?.httpBusy = false } }
                     var reply = RunnerFrame(.httpReply, call: frame.call)
                     reply.status = Int32(PT_ERR_UNAVAILABLE)
                     socket.send(reply)
+                    continue
                 }
             case .log:
                 if let context = state.withLock({ $0.pending[frame.call]?.context }) {

@@ -1,4 +1,5 @@
 import Glibc
+import ProtoCodec
 import Synchronization
 
 /// One frame of the host ⇄ plugin-runner protocol (`Proto/pixtrack/v1/runner.proto`), as a
@@ -38,7 +39,7 @@ struct RunnerFrame: Sendable {
     /// the socket twice per call, and the descriptor-driven codec costs more than the call.
     /// `RunnerWireTests` checks it against `ProtoCodec` both ways.
     func encoded() -> [UInt8]? {
-        var w = WireWriter()
+        var w = WireWriter(capacity: payload.count + message.utf8.count + 48)
         w.varint(1, UInt64(kind.rawValue))
         w.varint(2, call)
         w.bytes(3, payload)
@@ -59,34 +60,34 @@ struct RunnerFrame: Sendable {
             hw.varint(5, UInt64(h.abiMinor))
             hw.varint(6, h.capabilities)
             hw.bytes(7, Array(h.error.utf8))
-            w.bytes(12, hw.out, always: true)
+            w.bytes(12, hw.bytes, always: true)
         }
-        return w.out
+        return w.bytes
     }
 
+    /// Nil for bytes that are not a frame (malformed, no known kind). Unknown fields are skipped.
     static func decode(_ bytes: [UInt8]) -> RunnerFrame? {
-        var r = WireReader(bytes[...])
+        var r = WireReader(bytes)
         var f = RunnerFrame(.hello)
         var kind: Kind?
         while !r.atEnd {
-            guard let (field, type) = r.key() else { return nil }
-            switch (field, type) {
-            case (1, 0): guard let v = r.varint() else { return nil }; kind = Kind(rawValue: Int32(truncatingIfNeeded: v))
-            case (2, 0): guard let v = r.varint() else { return nil }; f.call = v
-            case (3, 2): guard let v = r.bytes() else { return nil }; f.payload = Array(v)
-            case (4, 0): guard let v = r.varint() else { return nil }; f.hasPayload = v != 0
-            case (5, 0): guard let v = r.varint() else { return nil }; f.instance = v
-            case (6, 0): guard let v = r.varint() else { return nil }; f.status = Int32(truncatingIfNeeded: v)
-            case (7, 2): guard let v = r.bytes() else { return nil }; f.message = String(decoding: v, as: UTF8.self)
-            case (8, 2): guard let v = r.bytes() else { return nil }; f.problem = String(decoding: v, as: UTF8.self)
-            case (9, 0): guard let v = r.varint() else { return nil }; f.deadlineMs = Int64(bitPattern: v)
-            case (10, 0): guard let v = r.varint() else { return nil }; f.operation = Int32(truncatingIfNeeded: v)
-            case (11, 0): guard let v = r.varint() else { return nil }; f.logLevel = Int32(truncatingIfNeeded: v)
-            case (12, 2):
-                guard let v = r.bytes(), let h = decodeHello(v) else { return nil }
+            guard let field = r.next() else { return nil }
+            switch (field.number, field.payload) {
+            case (1, .varint(let v)): kind = Kind(rawValue: Int32(truncatingIfNeeded: v))
+            case (2, .varint(let v)): f.call = v
+            case (3, .lengthDelimited(let range)): f.payload = Array(bytes[range])
+            case (4, .varint(let v)): f.hasPayload = v != 0
+            case (5, .varint(let v)): f.instance = v
+            case (6, .varint(let v)): f.status = Int32(truncatingIfNeeded: v)
+            case (7, .lengthDelimited(let range)): f.message = String(decoding: bytes[range], as: UTF8.self)
+            case (8, .lengthDelimited(let range)): f.problem = String(decoding: bytes[range], as: UTF8.self)
+            case (9, .varint(let v)): f.deadlineMs = Int64(bitPattern: v)
+            case (10, .varint(let v)): f.operation = Int32(truncatingIfNeeded: v)
+            case (11, .varint(let v)): f.logLevel = Int32(truncatingIfNeeded: v)
+            case (12, .lengthDelimited(let range)):
+                guard let h = decodeHello(bytes, range) else { return nil }
                 f.hello = h
-            default:
-                guard r.skip(type) else { return nil }
+            default: break
             }
         }
         guard let kind else { return nil }
@@ -94,91 +95,24 @@ struct RunnerFrame: Sendable {
         return f
     }
 
-    private static func decodeHello(_ bytes: ArraySlice<UInt8>) -> Hello? {
-        var r = WireReader(bytes)
+    private static func decodeHello(_ bytes: [UInt8], _ range: Range<Int>) -> Hello? {
+        var r = WireReader(bytes, range: range)
         var h = Hello()
+        func text(_ range: Range<Int>) -> String { String(decoding: bytes[range], as: UTF8.self) }
         while !r.atEnd {
-            guard let (field, type) = r.key() else { return nil }
-            switch (field, type) {
-            case (1, 2): guard let v = r.bytes() else { return nil }; h.name = String(decoding: v, as: UTF8.self)
-            case (2, 2): guard let v = r.bytes() else { return nil }; h.version = String(decoding: v, as: UTF8.self)
-            case (3, 2): guard let v = r.bytes() else { return nil }; h.description = String(decoding: v, as: UTF8.self)
-            case (4, 0): guard let v = r.varint() else { return nil }; h.abiMajor = UInt32(truncatingIfNeeded: v)
-            case (5, 0): guard let v = r.varint() else { return nil }; h.abiMinor = UInt32(truncatingIfNeeded: v)
-            case (6, 0): guard let v = r.varint() else { return nil }; h.capabilities = v
-            case (7, 2): guard let v = r.bytes() else { return nil }; h.error = String(decoding: v, as: UTF8.self)
-            default: guard r.skip(type) else { return nil }
+            guard let field = r.next() else { return nil }
+            switch (field.number, field.payload) {
+            case (1, .lengthDelimited(let range)): h.name = text(range)
+            case (2, .lengthDelimited(let range)): h.version = text(range)
+            case (3, .lengthDelimited(let range)): h.description = text(range)
+            case (4, .varint(let v)): h.abiMajor = UInt32(truncatingIfNeeded: v)
+            case (5, .varint(let v)): h.abiMinor = UInt32(truncatingIfNeeded: v)
+            case (6, .varint(let v)): h.capabilities = v
+            case (7, .lengthDelimited(let range)): h.error = text(range)
+            default: break
             }
         }
         return h
-    }
-}
-
-/// Protobuf wire writing for the frames: proto3 rules (default values are not written).
-struct WireWriter {
-    var out: [UInt8] = []
-
-    private mutating func raw(_ v: UInt64) {
-        var v = v
-        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
-        out.append(UInt8(v))
-    }
-
-    mutating func varint(_ field: Int, _ v: UInt64) {
-        guard v != 0 else { return }
-        raw(UInt64(field << 3))
-        raw(v)
-    }
-
-    mutating func bytes(_ field: Int, _ b: [UInt8], always: Bool = false) {
-        guard always || !b.isEmpty else { return }
-        raw(UInt64(field << 3 | 2))
-        raw(UInt64(b.count))
-        out.append(contentsOf: b)
-    }
-}
-
-/// Protobuf wire reading for the frames; nil on anything malformed.
-struct WireReader {
-    private var rest: ArraySlice<UInt8>
-    init(_ bytes: ArraySlice<UInt8>) { rest = bytes }
-
-    var atEnd: Bool { rest.isEmpty }
-
-    mutating func varint() -> UInt64? {
-        var v: UInt64 = 0
-        var shift: UInt64 = 0
-        while let b = rest.first {
-            rest = rest.dropFirst()
-            guard shift < 64 else { return nil }
-            v |= UInt64(b & 0x7F) << shift
-            if b < 0x80 { return v }
-            shift += 7
-        }
-        return nil
-    }
-
-    mutating func key() -> (Int, Int)? {
-        guard let k = varint(), k >> 3 > 0, k >> 3 <= UInt64(Int32.max) else { return nil }
-        return (Int(k >> 3), Int(k & 7))
-    }
-
-    mutating func bytes() -> ArraySlice<UInt8>? {
-        guard let n = varint(), n <= UInt64(rest.count) else { return nil }
-        let b = rest.prefix(Int(n))
-        rest = rest.dropFirst(Int(n))
-        return b
-    }
-
-    /// Skips a field this end does not know (wire types 0, 1, 2 and 5).
-    mutating func skip(_ type: Int) -> Bool {
-        switch type {
-        case 0: return varint() != nil
-        case 1: guard rest.count >= 8 else { return false }; rest = rest.dropFirst(8); return true
-        case 2: return bytes() != nil
-        case 5: guard rest.count >= 4 else { return false }; rest = rest.dropFirst(4); return true
-        default: return false
-        }
     }
 }
 
