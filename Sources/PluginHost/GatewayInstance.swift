@@ -288,7 +288,7 @@ public final class GatewayInstance: Sendable {
     private func invoke(_ op: Operation, _ request: [UInt8]) async -> (PluginThreads.Completion<RawResult>, PluginCall) {
         let call = PluginCall(environment: environment, operation: op.rawValue, timeoutMs: timeoutMs)
         let backend = self.backend
-        let completion = await threads.run(timeoutMs: timeoutMs, onTimeout: {
+        let onTimeout: @Sendable () -> Void = {
             call.close()
             // A runner whose call hangs past its deadline is killed (and restarted): the hung
             // call's thread and quota slot come back, and nothing of it can act later.
@@ -296,11 +296,13 @@ public final class GatewayInstance: Sendable {
                 r.runner.killIfStillRunning(call, graceMs: max(1_000, min(self.timeoutMs, 10_000)),
                                             reason: "\(op.rawValue) still running well past its \(self.timeoutMs) ms deadline")
             }
-        }) {
-            switch backend {
-            case .local(let handle): Self.callPlugin(handle, call, op, request)
-            case .remote(let instance): instance.call(call, op, request)
-            }
+        }
+        let completion: PluginThreads.Completion<RawResult>
+        switch backend {
+        case .local(let handle):
+            completion = await threads.run(timeoutMs: timeoutMs, onTimeout: onTimeout) { Self.callPlugin(handle, call, op, request) }
+        case .remote(let instance):
+            completion = await threads.run(timeoutMs: timeoutMs, onTimeout: onTimeout) { finish in instance.start(call, op, request, finish: finish) }
         }
         if case .timedOut = completion {
             environment.logger.warning("plugin_call_timeout", ("plugin", plugin.name), ("instance", label),

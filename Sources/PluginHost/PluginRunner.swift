@@ -60,8 +60,11 @@ final class PluginRunner: @unchecked Sendable {
     }
 
     private struct Pending {
-        let box: BlockingBox<Reply>
+        /// Called once with the answer (or the loss), on the thread that learned it.
+        let deliver: @Sendable (Reply) -> Void
         let context: PluginCall?
+        /// A plugin call (not `create`): one that returns brings health back.
+        let isCall: Bool
         /// A CALL sent while the plugin was unhealthy: the one probe allowed at a time.
         var probe = false
         /// An HTTP request of this call is being performed.
@@ -197,7 +200,14 @@ final class PluginRunner: @unchecked Sendable {
         while let frame = socket.receive() {
             switch frame.kind {
             case .result:
-                state.withLock { $0.pending[frame.call] }?.box.put(.frame(frame))
+                // Health comes back with a call that returned, not with a `create` (a
+                // crash-looping plugin is created again after every restart).
+                let p: Pending? = state.withLock { s in
+                    guard let p = s.pending.removeValue(forKey: frame.call) else { return nil }
+                    if p.isCall { s.crashesInARow = 0 }
+                    return p
+                }
+                p?.deliver(.frame(frame))
             case .http:
                 // The runner is the plugin's process, so its frames are not trusted: a request
                 // is performed only for a call in flight with no other request running (the
@@ -251,7 +261,7 @@ final class PluginRunner: @unchecked Sendable {
             return (orphans, delay, s.crashesInARow, s.stopped, reason)
         }
         Glibc.close(socket.fd)
-        for p in orphans { p.box.put(.lost("plugin runner of \(name) died during the call (\(reason))", started: true)) }
+        for p in orphans { p.deliver(.lost("plugin runner of \(name) died during the call (\(reason))", started: true)) }
         guard !stopped else { return }
         logger.error("plugin_runner_died", ("plugin", name), ("path", displayPath), ("reason", reason),
                      ("calls_lost", String(orphans.count)), ("crashes_in_a_row", String(crashes)),
@@ -295,48 +305,55 @@ final class PluginRunner: @unchecked Sendable {
     /// The current process's generation; 0 while there is none.
     var generation: UInt64 { state.withLock { $0.socket == nil ? 0 : $0.generation } }
 
-    /// Sends `frame` (its call number is assigned here) and blocks until the answer, or until the
-    /// runner dies. The caller's deadline is enforced by `PluginThreads` and `kill`.
-    func exchange(_ frame: RunnerFrame, context: PluginCall?) -> Reply {
-        let box = BlockingBox<Reply>()
+    /// How `submit` went.
+    enum Submission {
+        /// On its way: `deliver` will be called exactly once.
+        case sent
+        /// No process (it is restarting): nothing was sent and `deliver` will not be called.
+        case down
+    }
+
+    /// Sends `frame` (its call number is assigned here) without blocking; `deliver` gets the
+    /// answer, or the loss when the runner dies first. A call held back (unhealthy plugin, one
+    /// probe at a time) or refused by the socket is delivered as lost at once, unsent. The
+    /// caller's deadline is enforced by `PluginThreads` and `kill`.
+    func submit(_ frame: RunnerFrame, context: PluginCall?, deliver: @escaping @Sendable (Reply) -> Void) -> Submission {
         var frame = frame
-        enum Admission { case send(FrameSocket), down, heldBack }
+        enum Admission { case send(FrameSocket), down, heldBack(Int) }
         let admission: Admission = state.withLock { s in
             guard let socket = s.socket else { return .down }
             // Unhealthy: one call at a time probes the plugin; the others fail at once, unsent.
             let unhealthy = s.crashesInARow >= unhealthyAfter && frame.kind == .call
-            if unhealthy, s.pending.values.contains(where: \.probe) { return .heldBack }
+            if unhealthy, s.pending.values.contains(where: \.probe) { return .heldBack(s.crashesInARow) }
             frame.call = s.nextCall
             s.nextCall += 1
-            s.pending[frame.call] = Pending(box: box, context: context, probe: unhealthy)
+            s.pending[frame.call] = Pending(deliver: deliver, context: context, isCall: frame.kind == .call, probe: unhealthy)
             return .send(socket)
         }
-        let socket: FrameSocket
         switch admission {
-        case .send(let s):
-            socket = s
-        case .heldBack:
-            return .lost("plugin \(name) is unhealthy (\(state.withLock { $0.crashesInARow }) crashes in a row); one call at a time probes it and this one was not sent", started: false)
         case .down:
-            // Just died once: worth waiting (within the call's deadline) for the restart. A plugin
-            // that keeps crashing fails fast instead.
+            return .down
+        case .heldBack(let crashes):
+            deliver(.lost("plugin \(name) is unhealthy (\(crashes) crashes in a row); one call at a time probes it and this one was not sent", started: false))
+        case .send(let socket):
+            if !socket.send(frame), let p = state.withLock({ $0.pending.removeValue(forKey: frame.call) }) {
+                p.deliver(.lost("plugin runner of \(name) is gone; the call was not sent", started: false))
+            }
+        }
+        return .sent
+    }
+
+    /// `submit`, blocking until the answer. A runner that is restarting after a single crash is
+    /// worth waiting for (within the call's deadline); one that keeps crashing fails fast.
+    func exchange(_ frame: RunnerFrame, context: PluginCall?) -> Reply {
+        let box = BlockingBox<Reply>()
+        switch submit(frame, context: context, deliver: { box.put($0) }) {
+        case .sent:
+            return box.wait(timeoutMs: 86_400_000) ?? .lost("no answer from the plugin runner", started: true)
+        case .down:
             if let context, waitForRestart(until: context.deadlineMs) { return exchange(frame, context: context) }
             return .lost(unavailableReason, started: false)
         }
-        guard socket.send(frame) else {
-            _ = state.withLock { $0.pending.removeValue(forKey: frame.call) }
-            return .lost("plugin runner of \(name) is gone; the call was not sent", started: false)
-        }
-        let reply = box.wait(timeoutMs: 86_400_000) ?? .lost("no answer from the plugin runner", started: true)
-        // Health comes back with a call that returned, not with a `create` (a crash-looping
-        // plugin is created again after every restart).
-        let succeeded: Bool
-        if case .frame = reply, frame.kind == .call { succeeded = true } else { succeeded = false }
-        state.withLock { s in
-            s.pending.removeValue(forKey: frame.call)
-            if succeeded { s.crashesInARow = 0 }
-        }
-        return reply
     }
 
     /// True when a new process came up before `deadlineMs` (only after fewer crashes in a row
@@ -448,6 +465,28 @@ final class RemoteInstance: Sendable {
         }
     }
 
+    /// One call, without a thread when the runner is up and the instance exists (the common
+    /// case): the frame goes out from the caller and `finish` runs on the host's reader thread
+    /// when the answer comes. Otherwise (restart to wait for, instance to create again) the
+    /// blocking `call` runs on a thread of its own.
+    func start(_ call: PluginCall, _ op: GatewayInstance.Operation, _ request: [UInt8],
+               finish: @escaping @Sendable (GatewayInstance.RawResult) -> Void) {
+        let generation = runner.generation
+        let id = current.withLock { $0.generation == generation ? $0.id : 0 }
+        if generation != 0, id != 0 {
+            let frame = Self.callFrame(call, op, instance: id, request)
+            if case .sent = runner.submit(frame, context: call, deliver: { reply in
+                call.close()
+                finish(Self.result(reply, call))
+            }) { return }
+        }
+        guard PluginThread.start({ [self] in finish(self.call(call, op, request)) }) else {
+            call.close()
+            finish(.lost("no thread could be started for the plugin call", started: false))
+            return
+        }
+    }
+
     /// One call (blocking), re-creating the instance first when the runner was restarted.
     func call(_ call: PluginCall, _ op: GatewayInstance.Operation, _ request: [UInt8]) -> GatewayInstance.RawResult {
         if runner.generation == 0 { _ = runner.waitForRestart(until: call.deadlineMs) }
@@ -465,13 +504,21 @@ final class RemoteInstance: Sendable {
                 id = fresh
             }
         }
+        let reply = runner.exchange(Self.callFrame(call, op, instance: id, request), context: call)
+        call.close()
+        return Self.result(reply, call)
+    }
+
+    private static func callFrame(_ call: PluginCall, _ op: GatewayInstance.Operation, instance: UInt64, _ request: [UInt8]) -> RunnerFrame {
         var frame = RunnerFrame(.call)
-        frame.instance = id
+        frame.instance = instance
         frame.operation = op.number
         frame.payload = request
         frame.deadlineMs = call.deadlineMs == .max ? 0 : call.deadlineMs
-        let reply = runner.exchange(frame, context: call)
-        call.close()
+        return frame
+    }
+
+    private static func result(_ reply: PluginRunner.Reply, _ call: PluginCall) -> GatewayInstance.RawResult {
         switch reply {
         case .lost(let why, let started):
             return .lost(call.environment.redactor.redact(why), started: started)

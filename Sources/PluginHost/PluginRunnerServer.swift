@@ -97,24 +97,39 @@ public enum PluginRunnerServer {
             return hello.error.isEmpty
         }
 
-        /// Reads frames until the host goes away (then the process ends: instances die with it).
+        /// Serves the host until it goes away (then the process ends: instances die with it).
+        ///
+        /// Leader and followers: one thread at a time reads the socket. When it reads a call, it
+        /// hands the socket to a kept thread and runs the call itself, so a call costs no hop
+        /// between a reader and a worker; it then goes back to the pool.
         func serve() {
+            let ended = BlockingBox<Bool>()
+            guard workers.submit({ [self] in lead { ended.put(true) } }) else { return }
+            while ended.wait(timeoutMs: 86_400_000) == nil {}
+        }
+
+        private func lead(ended: @escaping @Sendable () -> Void) {
             while let frame = socket.receive() {
                 switch frame.kind {
                 case .create, .call, .destroy:
-                    guard workers.submit({ [self] in handle(frame) }) else {
-                        var failed = RunnerFrame(.result, call: frame.call)
-                        failed.status = Int32(PT_ERR_UNAVAILABLE)
-                        failed.message = "the plugin runner cannot start a thread"
-                        socket.send(failed)
-                        continue
+                    if workers.submit({ [self] in lead(ended: ended) }) {
+                        handle(frame)
+                        return
                     }
+                    // No thread can take the socket over: this call is refused, reading goes on.
+                    guard frame.kind != .destroy else { continue }
+                    var failed = RunnerFrame(.result, call: frame.call)
+                    failed.status = Int32(PT_ERR_UNAVAILABLE)
+                    failed.message = "the plugin runner cannot start a thread"
+                    socket.send(failed)
                 case .httpReply:
                     waiting.withLock { $0[frame.call] }?.put(frame)
                 default:
-                    return  // a host never sends anything else
+                    ended()  // a host never sends anything else
+                    return
                 }
             }
+            ended()
         }
 
         private func handle(_ frame: RunnerFrame) {

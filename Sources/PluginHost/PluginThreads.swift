@@ -50,6 +50,26 @@ final class PluginThreads: Sendable {
         }
     }
 
+    /// `run` for work that needs no thread of its own here: `start` begins it and calls its
+    /// argument exactly once with the value (from any thread). Counted, bounded and timed like
+    /// `run` (a plugin call in a runner: the frame goes out from the caller and the answer comes
+    /// back on the host's reader thread, with no thread hop on either side).
+    func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
+                          starting start: @escaping @Sendable (_ finish: @escaping @Sendable (T) -> Void) -> Void) async -> Completion<T> {
+        guard reserve() else { return .busy }
+        let gate = Gate<Completion<T>>()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Completion<T>, Never>) in
+            gate.arm(continuation)
+            DeadlineTimer.shared.schedule(afterMs: timeoutMs) {
+                if gate.open(.timedOut) { onTimeout() }
+            }
+            start { [self] value in
+                release()
+                gate.open(.finished(value))
+            }
+        }
+    }
+
     /// Runs `work` on a new thread and blocks the caller until it ends or `timeoutMs` pass
     /// (for synchronous start-up code: loading a plugin).
     func runBlocking<T: Sendable>(timeoutMs: Int64, _ work: @escaping @Sendable () -> T) -> Completion<T> {

@@ -116,56 +116,155 @@ struct RunnerFrame: Sendable {
     }
 }
 
-/// One end of the socket pair: frames out (any thread, one at a time), frames in (one reader).
+/// One end of the socket pair: frames out (any thread), frames in (one reader at a time).
 /// A frame is a 4-byte big-endian length and a `RunnerFrame`; anything longer than `maxFrame`
 /// or undecodable ends the connection (the peer is broken or hostile).
-final class FrameSocket: Sendable {
+///
+/// Sending never waits for the peer on the calling thread: what the socket takes at once is
+/// written there (the common case: a frame of a call is small), and the rest, with any frame
+/// queued behind it meanwhile, is finished by a thread of its own. So the host can hand a frame
+/// over from an async task without risking a cooperative thread on a runner that stopped
+/// reading. Frames never interleave: one writer at a time, the others queue (at most
+/// `maxQueued` bytes: past that the peer is not reading and the frame is refused).
+final class FrameSocket: @unchecked Sendable {
     let fd: Int32
     /// Results are at most `PT_MAX_RESULT_BYTES` and HTTP bodies a few MiB; frames carry one.
     static let maxFrame = 32 << 20
-    private let writeLock = Mutex(())
+    static let maxQueued = 64 << 20
+
+    private struct Outbox {
+        var writing = false
+        var queue: [[UInt8]] = []
+        var queuedBytes = 0
+        var broken = false
+    }
+    private let outbox = Mutex(Outbox())
+
+    // Invariant: the read buffer is used only by the current reader (one thread at a time; the
+    // role changes hands through a lock, which orders the accesses).
+    private var inbound = [UInt8](repeating: 0, count: 64 << 10)
+    private var inStart = 0
+    private var inEnd = 0
 
     init(fd: Int32) { self.fd = fd }
 
-    /// False when the peer is gone.
+    /// False when the frame cannot be sent: the peer is gone, or it stopped reading. True means
+    /// written, or on its way (a peer that dies meanwhile fails the call in the reader).
     @discardableResult
     func send(_ frame: RunnerFrame) -> Bool {
         guard let body = frame.encoded(), body.count <= Self.maxFrame else { return false }
         let n = UInt32(body.count)
-        let bytes = [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)] + body
-        return writeLock.withLock { _ in
-            bytes.withUnsafeBytes { raw in
-                var off = 0
-                while off < raw.count {
-                    let w = Glibc.send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
-                    if w < 0, errno == EINTR { continue }
-                    if w <= 0 { return false }
-                    off += w
-                }
-                return true
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(body.count + 4)
+        bytes.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        bytes.append(contentsOf: body)
+        enum Turn { case write, queued, refused }
+        let turn: Turn = outbox.withLock { o in
+            if o.broken { return .refused }
+            guard o.writing else {
+                o.writing = true
+                return .write
             }
+            guard o.queuedBytes + bytes.count <= Self.maxQueued else { return .refused }
+            o.queue.append(bytes)
+            o.queuedBytes += bytes.count
+            return .queued
+        }
+        switch turn {
+        case .refused: return false
+        case .queued: return true
+        case .write: return drain(bytes, from: 0, mayWait: false)
+        }
+    }
+
+    /// Writes `first[from...]`, then the queue until it is empty. Without `mayWait`, a socket
+    /// that is full hands the rest to a new thread (or, when none can start, waits here).
+    private func drain(_ first: [UInt8], from: Int, mayWait: Bool) -> Bool {
+        var current = first
+        var offset = from
+        while true {
+            while offset < current.count {
+                let w = current.withUnsafeBytes { raw in
+                    Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | (mayWait ? 0 : Int32(MSG_DONTWAIT)))
+                }
+                if w > 0 {
+                    offset += w
+                    continue
+                }
+                let e = errno
+                if w < 0, e == EINTR { continue }
+                if w < 0, e == EAGAIN || e == EWOULDBLOCK, !mayWait {
+                    let (rest, at) = (current, offset)
+                    if PluginThread.start({ [self] in _ = drain(rest, from: at, mayWait: true) }) { return true }
+                    return drain(rest, from: at, mayWait: true)
+                }
+                outbox.withLock { o in
+                    o.broken = true
+                    o.writing = false
+                    o.queue = []
+                    o.queuedBytes = 0
+                }
+                return false
+            }
+            let next: [UInt8]? = outbox.withLock { o in
+                guard !o.queue.isEmpty else {
+                    o.writing = false
+                    return nil
+                }
+                let b = o.queue.removeFirst()
+                o.queuedBytes -= b.count
+                return b
+            }
+            guard let next else { return true }
+            current = next
+            offset = 0
         }
     }
 
     /// The next frame; nil at EOF, on an error or a frame that breaks the rules.
     func receive() -> RunnerFrame? {
-        var header = [UInt8](repeating: 0, count: 4)
-        guard readExactly(&header) else { return nil }
-        let n = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+        guard fill(4) else { return nil }
+        let n = inbound.withUnsafeBufferPointer { b in
+            Int(b[inStart]) << 24 | Int(b[inStart + 1]) << 16 | Int(b[inStart + 2]) << 8 | Int(b[inStart + 3])
+        }
         guard n <= Self.maxFrame else { return nil }
+        inStart += 4
+        if n <= inbound.count {
+            guard fill(n) else { return nil }
+            let body = Array(inbound[inStart..<(inStart + n)])
+            inStart += n
+            return RunnerFrame.decode(body)
+        }
+        // Larger than the buffer: what is buffered, then straight into the body.
         var body = [UInt8](repeating: 0, count: n)
-        guard readExactly(&body) else { return nil }
+        let have = inEnd - inStart
+        body.replaceSubrange(0..<have, with: inbound[inStart..<inEnd])
+        inStart = 0
+        inEnd = 0
+        var off = have
+        while off < n {
+            let r = body.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress! + off, n - off, 0) }
+            if r < 0, errno == EINTR { continue }
+            if r <= 0 { return nil }
+            off += r
+        }
         return RunnerFrame.decode(body)
     }
 
-    private func readExactly(_ buffer: inout [UInt8]) -> Bool {
-        var off = 0
-        let count = buffer.count
-        while off < count {
-            let r = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress! + off, count - off, 0) }
+    /// At least `count` (≤ the buffer's size) unread bytes buffered; false at EOF or an error.
+    private func fill(_ count: Int) -> Bool {
+        if inEnd - inStart >= count { return true }
+        if inStart > 0 {
+            let have = inEnd - inStart
+            if have > 0 { inbound.withUnsafeMutableBufferPointer { b in b.baseAddress!.update(from: b.baseAddress! + inStart, count: have) } }
+            inStart = 0
+            inEnd = have
+        }
+        while inEnd < count {
+            let r = inbound.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress! + inEnd, $0.count - inEnd, 0) }
             if r < 0, errno == EINTR { continue }
             if r <= 0 { return false }
-            off += r
+            inEnd += r
         }
         return true
     }
