@@ -48,6 +48,9 @@ public enum PluginRunnerServer {
         // handler (the Swift runtime's backtracer would catch it, and a raised signal could even
         // return into the plugin).
         for sig in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS] { signal(sig, SIG_DFL) }
+        // Last: no network of its own (HTTP goes through the host), no programs, no tracing or
+        // kernel extensions (CSystemShims/seccomp.c has the list). Refused calls fail with EPERM.
+        _ = pt_install_plugin_seccomp()
         // The runner ends with its host: at EOF on the socket (`serve` returns), or, if a plugin
         // call holds every thread, when it is re-parented. (PR_SET_PDEATHSIG would fire when
         // the host *thread* that started us exits, which host threads routinely do.)

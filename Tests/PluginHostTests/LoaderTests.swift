@@ -6,7 +6,7 @@ import Testing
 enum Fixture: Int, CaseIterable {
     case good = 0, wrongMajor, newerMinor, noEntry, nullSlot, smallStruct, entryNull, badName
     case garbage, nullResult, huge, sleep, error, httpError, httpNotSent, badCRC, createFails
-    case segv, abort, exit, leak, hang, segvCreate, probe
+    case segv, abort, exit, leak, hang, segvCreate, probe, segvAll, chargeSegv, syscalls
 }
 
 @Suite struct LoaderTests {

@@ -49,6 +49,57 @@ import Testing
         #expect(await gw.getStatus(StatusQuery(transactionID: "fixture-1")).status == .pending)
     }
 
+    /// A segfault in every function: each call gets its safe outcome (create_pix UNKNOWN, the
+    /// others an error naming the signal), the runner comes back after each, and `destroy`
+    /// crashing takes only the runner down. A plugin of another file, in the same registry,
+    /// answers throughout and its runner is never restarted.
+    @Test func aSegfaultInEachFunctionFailsThatCallOnly() async throws {
+        let dir = TestEnv.tempDir()
+        _ = try await TestEnv.compileFixture(mode: Fixture.segvAll.rawValue, dir: dir, name: "libfixture.so")
+        try FileManager.default.copyItem(atPath: try TestEnv.plugin("sandbox"), toPath: "\(dir)/libsandbox.so")
+        var o = TestEnv.options()
+        o.pluginDirectory = dir
+        let registry = try await TestEnv.scan(o)
+        defer { registry.stopRunners() }
+        #expect(Set(registry.plugins.map(\.name)) == ["fixture", "sandbox"])
+        let sandbox = try await registry.makeInstance(gateway: "sandbox", config: GatewayConfig())
+        let sandboxPID = try #require(registry.runnerPID(plugin: "sandbox"))
+        func sandboxStillWorks() async {
+            #expect(await sandbox.createPix(.sample(uniqueReference("bystander"))).outcome == .created)
+        }
+        let gw = try await Self.instance(registry)
+        func crashed(_ f: GatewayCallFailure?, _ what: String) {
+            #expect(f?.kind == .crashed && f?.message.contains("signal 11") == true, "\(what): \(String(describing: f))")
+        }
+        var restarts = registry.runnerHealth(plugin: "fixture")?.restarts ?? 0
+        let c = await gw.createPix(.sample(uniqueReference("segv-all")))
+        #expect(c.outcome == .unknown)
+        crashed(c.failure, "create_pix")
+        try await Self.waitForRestart(registry, beyond: restarts)
+        await sandboxStillWorks()
+        restarts += 1
+        let s = await gw.getStatus(StatusQuery(transactionID: "x"))
+        #expect(s.status == .unknown)
+        crashed(s.failure, "get_status")
+        try await Self.waitForRestart(registry, beyond: restarts)
+        await sandboxStillWorks()
+        restarts += 1
+        let w = await gw.parseWebhook(WebhookRequest(body: Array("{}".utf8)))
+        crashed(w.failure, "parse_webhook")
+        try await Self.waitForRestart(registry, beyond: restarts)
+        await sandboxStillWorks()
+        restarts += 1
+        // destroy: the last reference to a live instance goes; its runner dies, nobody's call.
+        let doomed = try await Self.instance(registry)
+        let pid = registry.runnerPID(plugin: "fixture")
+        _ = consume doomed
+        try await Self.waitForRestart(registry, beyond: restarts)
+        #expect(registry.runnerPID(plugin: "fixture") != pid)
+        await sandboxStillWorks()
+        #expect(registry.runnerPID(plugin: "sandbox") == sandboxPID && registry.runnerHealth(plugin: "sandbox")?.restarts == 0)
+        #expect(registry.callsInFlight(plugin: "fixture") == 0)
+    }
+
     @Test func abortAndExitFailTheirCallOnly() async throws {
         let aborting = try await Self.scan(.abort)
         defer { aborting.stopRunners() }
@@ -149,6 +200,7 @@ import Testing
         let pid = try #require(registry.runnerPID(plugin: "fixture"))
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         #expect(status.contains("NoNewPrivs:\t1"))
+        #expect(status.contains("Seccomp:\t2"), "the system-call filter is installed")
         let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
         #expect(fds.allSatisfy { $0 <= 4 || Self.isRuntimeDescriptor(pid: pid, fd: $0) }, "inherited descriptors: \(fds)")
         let environ = try String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)
@@ -159,6 +211,16 @@ import Testing
         let rss = Self.rssMiB(pid)
         print("plugin runner idle RSS (debug build): \(rss) MiB")
         #expect(rss <= 32)
+    }
+
+    /// What the runner's seccomp filter refuses, seen from inside a plugin: its own network
+    /// sockets, running programs, tracing; a Unix socket pair still works.
+    @Test func aPluginInARunnerCannotOpenTheNetworkOrRunPrograms() async throws {
+        let registry = try await Self.scan(.syscalls)
+        defer { registry.stopRunners() }
+        let o = await (try Self.instance(registry)).createPix(.sample(uniqueReference("syscalls")))
+        #expect(o.failure?.message == "inet=EPERM exec=EPERM ptrace=EPERM unix=ok", "\(String(describing: o.failure))")
+        #expect(registry.runnerHealth(plugin: "fixture")?.restarts == 0, "refused, not killed")
     }
 
     @Test func inProcessIsolationKeepsTodaysMode() async throws {

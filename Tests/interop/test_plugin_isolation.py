@@ -88,3 +88,78 @@ def test_a_segfaulting_plugin_takes_down_only_its_runner(srv, cl):
     assert metric(srv.port, 'pixtrack_plugin_healthy{plugin="fixture"}') == 0
     assert metric(srv.port, 'pixtrack_plugin_healthy{plugin="sandbox"}') == 1
     assert metric(srv.port, 'pixtrack_plugin_runner_restarts_total{plugin="fixture"}') >= 1
+
+
+class Ledger:
+    """A gateway's side of the story on loopback (real HTTP): the charges it recorded, by
+    reference. The fixture plugin (MODE_CHARGE_SEGV) records a charge here, then segfaults
+    before answering; its get_status looks the charge up by reference."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.charges: dict[str, list] = {}
+        self.lock = threading.Lock()
+        ledger = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, code: int, body: str):
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                reference, cents = self.rfile.read(int(self.headers["content-length"])).decode().split()
+                with ledger.lock:
+                    ledger.charges[reference] = [f"fx-{len(ledger.charges) + 1}", "pending", int(cents)]
+                self.answer(201, "recorded")
+
+            def do_GET(self):
+                with ledger.lock:
+                    c = ledger.charges.get(self.path.rsplit("/", 1)[-1])
+                self.answer(200, f"{c[0]} {c[1]} {c[2]}") if c else self.answer(404, "no such charge")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def pay(self, reference: str):
+        with self.lock:
+            self.charges[reference][1] = "paid"
+
+
+def test_a_charge_whose_create_pix_crashed_is_later_reconciled(meta, db_url, tmp_path):
+    """The plugin made the charge at the gateway, then segfaulted before answering: the payment
+    waits as pending_verification, the reconciler finds the charge by reference through the
+    restarted runner, binds its transaction id, and follows it to paid. Nothing is lost."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    build_fixture(25, str(plugins / "libledger.so"))  # MODE_CHARGE_SEGV
+    ledger = Ledger()
+    s = support.start_server(env=payment_env(db_url, meta, PIXTRACK_META_SENDER="0", PIXTRACK_PLUGIN_DIR=str(plugins)),
+                             name="pixtrackd (a plugin that crashes after charging)")
+    c = Client(s.port)
+    try:
+        bot = c.bot(gateway="fixture", base_url=ledger.url, credentials={"api_key": "k3y-secret"})
+        p = c.generate(bot.id, user=7100, cents=2345)
+        assert p.status == ppb.PAYMENT_STATUS_PENDING_VERIFICATION, p
+        assert ledger.charges.get(p.reference, [None])[0], f"the charge was made at the gateway: {ledger.charges}"
+        found = wait_until(lambda: (q := c.get(p.id)).status == ppb.PAYMENT_STATUS_PENDING and q, timeout=30,
+                           what="the reconciler to find the charge by reference")
+        assert found.gateway_transaction_id == ledger.charges[p.reference][0], found
+        ledger.pay(p.reference)
+        paid = wait_until(lambda: (q := c.get(p.id)).status == ppb.PAYMENT_STATUS_PAID and q, timeout=30,
+                          what="the reconciler to see it paid")
+        assert paid.amount_cents == 2345 and paid.gateway_transaction_id == found.gateway_transaction_id
+        support.figure(f"crashed create_pix: {p.reference} pending_verification -> pending ({found.gateway_transaction_id}) -> paid; "
+                       f"runner restarts {gateways(c)['fixture'].runner_restarts}")
+        assert "signal 11" in s.log() and "k3y-secret" not in s.log()
+        support.assert_serving(s)
+    finally:
+        c.close()
+        support.stop_and_check(s)

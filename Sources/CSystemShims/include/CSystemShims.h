@@ -24,6 +24,9 @@ int pt_forbid_core_dumps(void);
 /// address space (RLIMIT_AS; 0: no limit), and keeps no descriptor above `keep_fd`. 0 on success,
 /// -1 with errno set when a step failed (the later steps still ran).
 int pt_harden_plugin_runner(int keep_fd, long memory_mb);
+/// The plugin runner's seccomp filter (seccomp.c says what it refuses): 0 installed, 1 no filter
+/// for this architecture, -1 refused by the kernel. Call after `pt_harden_plugin_runner`.
+int pt_install_plugin_seccomp(void);
 
 /// The calling thread's stack size in bytes (pthread_getattr_np), 0 when unknown.
 size_t pt_current_thread_stack_size(void);

@@ -160,6 +160,11 @@
  *   - Descriptors: stdin is /dev/null; stdout and stderr are pixtrackd's (but write logs with
  *     host->log, which attributes and redacts them); every other inherited descriptor is closed.
  *     All gateway I/O goes through http_request, performed by pixtrackd.
+ *   - System calls: a seccomp filter refuses, with EPERM, sockets other than AF_UNIX (no network
+ *     of the plugin's own), execve/execveat, ptrace and other processes' memory, kernel modules,
+ *     bpf, kexec, namespaces and mounts, perf events, keyrings, userfaultfd, setting the clock,
+ *     reboot and swap. Everything else (memory, threads, files, clocks) is allowed. In-process
+ *     plugins have no filter, but the same rules hold for them.
  *   - Environment: empty but PATH=/usr/bin:/bin (no database URL, no tokens). Configuration
  *     reaches a plugin only through create()'s PluginConfig. The process sets NO_NEW_PRIVS, is
  *     not dumpable and writes no core file; it exits when pixtrackd does.
