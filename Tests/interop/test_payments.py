@@ -6,6 +6,7 @@ crash test (200 concurrent GeneratePix, SIGKILL, restart: no orphan PIX)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import signal
 import threading
@@ -352,8 +353,15 @@ def test_crash_no_orphan_pix(meta):
         futures = [c.pay.GeneratePix.future(ppb.GeneratePixRequest(bot_id=bot.id, telegram_user_id=unique_id(),
                                                                    amount_cents=2000 + i), timeout=30) for i in range(n)]
         time.sleep(0.8)
+        # The plugins run in runner processes (the default), which must end with their host.
+        assert {g.name: g.isolation for g in c.pay.ListGateways(ppb.ListGatewaysRequest(), timeout=10).gateways}["paradise"] == "runner"
+        runners = [int(pid) for t in os.listdir(f"/proc/{s.proc.pid}/task")
+                   for pid in open(f"/proc/{s.proc.pid}/task/{t}/children").read().split()]
+        assert runners, "no plugin runner processes"
         s.signal(signal.SIGKILL)
         s.wait(10)
+        wait_until(lambda: not any(os.path.exists(f"/proc/{r}") and open(f"/proc/{r}/stat").read().split()[2] != "Z"
+                                   for r in runners), timeout=10, what="the runners to end with their killed host")
         answered = sum(1 for f in futures if f.done() and f.exception() is None)
         c.close()
         time.sleep(2.5)  # the slow charges finish at the gateway; their answers are lost
