@@ -1,3 +1,5 @@
+import RPC
+
 /// Meta's browser identifiers (DESIGN §3): `_fbp` = `fb.1.{creation ms}.{random ≤ 2^31-1}`,
 /// `_fbc` = `fb.1.{creation ms}.{fbclid}`, and the fbclid itself (case-sensitive, ≤ 255 chars).
 public enum FacebookCookies {
@@ -7,7 +9,8 @@ public enum FacebookCookies {
 
     /// A fresh fbp created now.
     static func newFbp(nowMs: Int64) -> String {
-        "fb.1.\(nowMs).\(Int64.random(in: 0...Int64(Int32.max)))"
+        var rng = SecureRandom()
+        return "fb.1.\(nowMs).\(Int64.random(in: 0...Int64(Int32.max), using: &rng))"
     }
 
     /// The fbc Meta documents building from an fbclid (opt-in: DESIGN §3).
@@ -46,7 +49,27 @@ public enum CrawlerDetector {
 
     public static func isCrawler(userAgent: String) -> Bool {
         guard !userAgent.isEmpty else { return false }
-        let ua = userAgent.lowercased()
-        return markers.contains { ua.contains($0) }
+        // Bytes, ASCII case folded: on every click, so no String search (which costs more than
+        // the rest of the click's CPU put together) and no lowercased copy of the String.
+        var ua = Array(userAgent.utf8)
+        for i in ua.indices where ua[i] >= 0x41 && ua[i] <= 0x5A { ua[i] |= 0x20 }
+        return ua.withUnsafeBufferPointer { hay in markerBytes.contains { Self.find($0, in: hay) } }
+    }
+
+    private static let markerBytes = markers.map { Array($0.utf8) }
+
+    private static func find(_ needle: [UInt8], in hay: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let first = needle.first, needle.count <= hay.count else { return false }
+        var i = 0
+        let last = hay.count - needle.count
+        while i <= last {
+            if hay[i] == first {
+                var j = 1
+                while j < needle.count && hay[i + j] == needle[j] { j += 1 }
+                if j == needle.count { return true }
+            }
+            i += 1
+        }
+        return false
     }
 }

@@ -1,3 +1,4 @@
+import RPC
 import JSONKit
 
 /// The small HTML pages `/go/{slug}` answers with. Every dynamic value is either validated
@@ -68,7 +69,7 @@ enum LandingPage {
 
     /// A fresh CSP nonce: 128 random bits, hex.
     static func newNonce() -> String {
-        var g = SystemRandomNumberGenerator()
+        var g = SecureRandom()
         let hex = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(32)

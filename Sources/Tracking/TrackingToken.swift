@@ -1,3 +1,5 @@
+import RPC
+
 /// The tracking token: 32 lowercase hex digits (a UUIDv4 without dashes). Born only in
 /// `PageViewRecorder` (RecordPageView and `/go/{slug}`); everything else only reads tokens.
 public enum TrackingToken {
@@ -6,8 +8,7 @@ public enum TrackingToken {
 
     /// A new UUIDv4 as 32 lowercase hex digits.
     static func generate() -> String {
-        var g = SystemRandomNumberGenerator()
-        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        var bytes = SecureRandom.bytes(16)
         bytes[6] = (bytes[6] & 0x0F) | 0x40  // version 4
         bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
         return hex(bytes)

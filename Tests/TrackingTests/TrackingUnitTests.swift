@@ -36,13 +36,15 @@ import Testing
     }
 
     @Test(arguments: ["facebookexternalhit/1.1", "Mozilla/5.0 (compatible; Googlebot/2.1)", "FACEBOT", "WhatsApp/2.2",
-                      "Slackbot-LinkExpanding 1.0", "TelegramBot (like TwitterBot)", "meta-externalagent/1.1", "bingbot/2.0"])
+                      "Slackbot-LinkExpanding 1.0", "TelegramBot (like TwitterBot)", "meta-externalagent/1.1", "bingbot/2.0",
+                      "x".padding(toLength: 300, withPad: "y", startingAt: 0) + "FacebookExternalHit", "bingbot",
+                      "Mözilla/5.0 (kompatibel; GoOgLeBoT/2.1; ü)"])
     func crawlers(_ ua: String) { #expect(CrawlerDetector.isCrawler(userAgent: ua)) }
 
     @Test(arguments: [
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 [FBAN/FBIOS;FBAV/458.0.0.43.112;FBBV/1]",
         "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/460.0.0.48.109;]",
-        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0", "",
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0", "", "bingbo", "googlebo", "facebookexternalhi",
     ])
     func people(_ ua: String) { #expect(!CrawlerDetector.isCrawler(userAgent: ua)) }
 }
