@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CSystemShims.h"
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -44,6 +45,10 @@ int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms)
 int pt_harden_plugin_runner(int keep_fd, long memory_mb) {
     int rc = 0;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) rc = -1;
+    /* Address space is what RLIMIT_AS counts: glibc reserves 64 MiB per malloc arena (up to 8 per
+       core), which a limited runner would spend on reservations instead of the plugin's data and
+       threads. Two arenas are plenty for a process that only runs one plugin's calls. */
+    mallopt(M_ARENA_MAX, 2);
     if (pt_forbid_core_dumps() != 0) rc = -1;
     if (memory_mb > 0) {
         struct rlimit as = {(rlim_t)memory_mb << 20, (rlim_t)memory_mb << 20};

@@ -128,6 +128,23 @@ import Testing
         #expect(Self.rssMiB(getpid()) - hostBefore < 64, "the host did not take the leak")
     }
 
+    /// The memory limit is for the plugin's data: under a tight one the runner still serves many
+    /// calls at once (each on a thread with an 8 MiB stack), because malloc's per-thread arenas
+    /// (64 MiB of address space each) are capped in the runner.
+    @Test func aRunnerUnderATightMemoryLimitServesConcurrentCalls() async throws {
+        let registry = try await Self.scan(.sleep, memoryMB: 512)
+        defer { registry.stopRunners() }
+        let gw = try await Self.instance(registry)
+        let outcomes = await withTaskGroup(of: CreatePixOutcome.self) { group in
+            for i in 0..<24 { group.addTask { await gw.createPix(.sample(uniqueReference("tight\(i)"))) } }
+            var all: [CreatePixOutcome] = []
+            for await o in group { all.append(o) }
+            return all
+        }
+        #expect(outcomes.allSatisfy { $0.outcome == .created }, "\(outcomes.compactMap { $0.failure?.message })")
+        #expect(registry.runnerHealth(plugin: "fixture")?.restarts == 0)
+    }
+
     @Test func aHungCallIsAbandonedThenItsRunnerKilledAndTheSlotReturns() async throws {
         let registry = try await Self.scan(.hang, timeoutMs: 300)
         defer { registry.stopRunners() }

@@ -156,7 +156,8 @@
  *     SIGPIPE is ignored. Do not raise, block or wait for signals, nor fork or exec: the host
  *     never signals a runner except to kill it (SIGKILL).
  *   - Address space is limited (RLIMIT_AS, PIXTRACK_PLUGIN_MEMORY_LIMIT_MB, 2048 MiB by default):
- *     malloc returns NULL past it; check it (an unchecked NULL is a crash). Threads' stacks count.
+ *     malloc returns NULL past it; check it (an unchecked NULL is a crash). Threads' stacks count
+ *     (8 MiB each); malloc keeps at most 2 arenas, so the limit goes to data, not reservations.
  *   - Descriptors: stdin is /dev/null; stdout and stderr are pixtrackd's (but write logs with
  *     host->log, which attributes and redacts them); every other inherited descriptor is closed.
  *     All gateway I/O goes through http_request, performed by pixtrackd.
