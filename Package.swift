@@ -74,9 +74,12 @@ let package = Package(
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "BRCode", dependencies: ["JSONKit"]),
         .target(name: "CSHA256", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
-        .target(name: "PluginHost", dependencies: ["GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "ProtoCodec", "RPC"]),
+        // What the host and a plugin runner share: the table, its calls, the runner protocol and
+        // server. No HTTP client, so a runner does not load libcurl and its dependencies.
+        .target(name: "PluginRuntime", dependencies: ["GatewayABI", "CSystemShims", "ProtoCodec", "RPC"]),
+        .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "ProtoCodec", "RPC"]),
         // The plugin runner: the process each plugin runs in (PluginRunnerServer), started by the host.
-        .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginHost"]),
+        .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginRuntime"]),
         // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
         // JSONKit and BRCode.
         .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "ProtoCodec"]),
@@ -134,7 +137,7 @@ let package = Package(
         // BEGIN plugin test targets
         // Needs the plugin products built (`swift build`) and python3 for Tests/fakes.
         .testTarget(name: "PluginHostTests", dependencies: [
-            "PluginHost", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC",
+            "PluginHost", "PluginRuntime", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC",
         ]),
         // END plugin test targets
         // BEGIN fuzz targets

@@ -233,52 +233,9 @@ public final class GatewayInstance: Sendable {
 
     // MARK: - Plumbing
 
-    enum Operation: String, Sendable {
-        case createPix = "create_pix", getStatus = "get_status", parseWebhook = "parse_webhook"
+    typealias Operation = PluginOperation
+    typealias RawResult = PluginRawResult
 
-        /// Its number on the runner protocol (`RunnerFrame.operation`).
-        var number: Int32 {
-            switch self {
-            case .createPix: 1
-            case .getStatus: 2
-            case .parseWebhook: 3
-            }
-        }
-
-        init?(number: Int32) {
-            switch number {
-            case 1: self = .createPix
-            case 2: self = .getStatus
-            case 3: self = .parseWebhook
-            default: return nil
-            }
-        }
-    }
-
-    /// What came back from one plugin function, copied out of plugin memory.
-    struct RawResult: Sendable {
-        var status: Int32
-        var bytes: [UInt8]?
-        var message: String
-        /// Why `bytes` is nil although the status was OK (NULL or oversized result).
-        var problem: String?
-        /// Runner mode: there is no answer because the runner died (`started`: during the call)
-        /// or the plugin is held back after crashes (`started` false: the call never left).
-        var lost: (reason: String, started: Bool)?
-
-        init(status: Int32, bytes: [UInt8]? = nil, message: String, problem: String? = nil) {
-            self.status = status
-            self.bytes = bytes
-            self.message = message
-            self.problem = problem
-        }
-
-        static func lost(_ reason: String, started: Bool) -> RawResult {
-            var r = RawResult(status: Int32(PT_ERR_UNAVAILABLE), message: reason)
-            r.lost = (reason, started)
-            return r
-        }
-    }
 
     private func decodeResult(_ raw: RawResult, as type: String) -> ProtoMessage? {
         guard let bytes = raw.bytes else { return nil }
@@ -314,44 +271,11 @@ public final class GatewayInstance: Sendable {
 
     /// Runs on a plugin thread: calls the plugin, copies its result and frees it.
     static func callPlugin(_ handle: InstanceHandle, _ call: PluginCall, _ op: Operation, _ request: [UInt8]) -> RawResult {
-        var result = invokeTable(handle.plugin.table!, handle.instance, call, op, request)
+        var result = PluginTable.invoke(handle.plugin.table!, handle.instance, call, op, request)
         call.close()
         result.message = call.environment.redactor.redact(result.message)
         return result
     }
 
-    /// One plugin function, called through its table (in the host or in a runner): the result
-    /// copied out and freed, the message as the plugin wrote it (callers redact).
-    static func invokeTable(_ tablePointer: UnsafePointer<pt_gateway_plugin>, _ instance: OpaquePointer, _ call: PluginCallContext,
-                            _ op: Operation, _ request: [UInt8]) -> RawResult {
-        let table = tablePointer.pointee
-        let fn = switch op {
-        case .createPix: table.create_pix!
-        case .getStatus: table.get_status!
-        case .parseWebhook: table.parse_webhook!
-        }
-        var out: UnsafeMutablePointer<UInt8>? = nil
-        var outLength = 0
-        var error = [CChar](repeating: 0, count: 512)
-        let input = request.isEmpty ? [UInt8(0)] : request
-        let status = input.withUnsafeBufferPointer { req in
-            error.withUnsafeMutableBufferPointer { err in
-                fn(instance, HostAPI.handle(call), req.baseAddress, request.count, &out, &outLength, err.baseAddress, err.count)
-            }
-        }
-        error[error.count - 1] = 0
-        let message = error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) }
-        var result = RawResult(status: status, bytes: nil, message: message, problem: nil)
-        if let out {
-            if outLength >= 0 && outLength <= Int(PT_MAX_RESULT_BYTES) {
-                if status == PT_OK { result.bytes = Array(UnsafeBufferPointer(start: out, count: outLength)) }
-            } else {
-                result.problem = "result of \(outLength) bytes exceeds the \(PT_MAX_RESULT_BYTES)-byte limit"
-            }
-            table.free_buffer(out, outLength)
-        } else if status == PT_OK {
-            result.problem = "plugin returned OK with a NULL result"
-        }
-        return result
-    }
+
 }

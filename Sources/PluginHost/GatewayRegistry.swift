@@ -1,3 +1,4 @@
+@_exported import PluginRuntime
 import GatewayABI
 import Glibc
 import HTTPClient
@@ -265,7 +266,7 @@ public final class GatewayRegistry: Sendable {
         }
         call.close()
         error[error.count - 1] = 0
-        let message = error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) }
+        let message = error.withUnsafeBufferPointer { PluginTable.boundedString($0.baseAddress, 511) }
         guard status == PT_OK else {
             return .failure(CreateFailureMessage("create failed with status \(status)\(message.isEmpty ? "" : ": " + message)"))
         }

@@ -48,15 +48,15 @@ final class PluginCall: PluginCallContext, @unchecked Sendable {
         self.deadlineMs = timeoutMs == .max ? .max : Clock.monotonicMs() + timeoutMs
     }
 
-    override var remainingMs: Int64 {
+    override public var remainingMs: Int64 {
         deadlineMs == .max ? .max : max(0, deadlineMs - Clock.monotonicMs())
     }
 
-    override func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
+    override public func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
         HostAPI.perform(encoded, on: self)
     }
 
-    override func log(_ level: Int32, _ text: String) {
+    override public func log(_ level: Int32, _ text: String) {
         HostAPI.log(level, text, environment: environment)
     }
 
@@ -113,19 +113,5 @@ final class PluginCall: PluginCallContext, @unchecked Sendable {
                                      ("elapsed_ms", String(result.elapsedMs)))
         }
         return result
-    }
-}
-
-enum Clock {
-    static func monotonicMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
-
-    static func unixMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 }

@@ -1,6 +1,6 @@
 // The process a gateway plugin runs in, started and supervised by pixtrackd (see
-// Sources/PluginHost/PluginRunnerServer.swift). Not meant to be run by hand.
+// Sources/PluginRuntime/PluginRunnerServer.swift). Not meant to be run by hand.
 import Glibc
-import PluginHost
+import PluginRuntime
 
 exit(PluginRunnerServer.main(Array(CommandLine.arguments.dropFirst())))

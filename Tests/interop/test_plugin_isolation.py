@@ -163,3 +163,27 @@ def test_a_charge_whose_create_pix_crashed_is_later_reconciled(meta, db_url, tmp
     finally:
         c.close()
         support.stop_and_check(s)
+
+
+def test_a_plugin_in_a_runner_is_confined_and_its_stray_log_lines_reach_the_host_redacted(meta, db_url, tmp_path):
+    """Seen from pixtrackd: the runner refuses the plugin its own network, programs and
+    tracing (the create_pix error says what each attempt got), the runner is not restarted
+    for it, and a line the plugin logs outside any call is written by the host, redacted."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    build_fixture(26, str(plugins / "libconfined.so"))  # MODE_SYSCALLS
+    s = support.start_server(env=payment_env(db_url, meta, PIXTRACK_META_SENDER="0", PIXTRACK_PLUGIN_DIR=str(plugins)),
+                             name="pixtrackd (a plugin that tries what the runner refuses)")
+    c = Client(s.port)
+    try:
+        bot = c.bot(gateway="fixture", credentials={"api_key": "k3y-secret"})
+        p = c.generate(bot.id, user=7200, cents=2000)
+        assert p.status == ppb.PAYMENT_STATUS_FAILED, p  # an error before any request: NOT_SENT
+        assert "inet=EPERM exec=EPERM ptrace=EPERM unix=ok" in c.get(p.id).gateway_message, c.get(p.id)
+        wait_until(lambda: "plugin=unattributed" in s.log(), timeout=10, what="the stray log line")
+        line = next(l for l in s.log().splitlines() if "plugin=unattributed" in l)
+        assert "unattributed line" in line and "fixture-s3cret" not in line, line
+        assert gateways(c)["fixture"].runner_restarts == 0
+    finally:
+        c.close()
+        support.stop_and_check(s)

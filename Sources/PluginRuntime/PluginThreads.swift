@@ -8,16 +8,16 @@ import Synchronization
 /// A plugin call cannot be interrupted: one that overruns keeps its thread until it returns, and
 /// its late result is dropped. `maxThreads` bounds how many such threads may exist at once, so a
 /// plugin that hangs forever costs a bounded number of threads and the host stays healthy.
-final class PluginThreads: Sendable {
-    let maxThreads: Int
+package final class PluginThreads: Sendable {
+    package let maxThreads: Int
     private let running = Atomic<Int>(0)
 
-    init(maxThreads: Int) { self.maxThreads = max(1, maxThreads) }
+    package init(maxThreads: Int) { self.maxThreads = max(1, maxThreads) }
 
     /// Threads currently inside a plugin call (including abandoned, overrunning ones).
-    var active: Int { running.load(ordering: .relaxed) }
+    package var active: Int { running.load(ordering: .relaxed) }
 
-    enum Completion<T: Sendable>: Sendable {
+    package enum Completion<T: Sendable>: Sendable {
         case finished(T)
         case timedOut
         /// `maxThreads` were busy: the work never started.
@@ -26,7 +26,7 @@ final class PluginThreads: Sendable {
 
     /// Runs `work` on a new thread and waits for it until `timeoutMs` elapse; `onTimeout` runs
     /// once if the deadline wins (the work keeps running to its end, its result discarded).
-    func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
+    package func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
                           _ work: @escaping @Sendable () -> T) async -> Completion<T> {
         guard reserve() else { return .busy }
         let gate = Gate<Completion<T>>()
@@ -54,7 +54,7 @@ final class PluginThreads: Sendable {
     /// argument exactly once with the value (from any thread). Counted, bounded and timed like
     /// `run` (a plugin call in a runner: the frame goes out from the caller and the answer comes
     /// back on the host's reader thread, with no thread hop on either side).
-    func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
+    package func run<T: Sendable>(timeoutMs: Int64, onTimeout: @escaping @Sendable () -> Void = {},
                           starting start: @escaping @Sendable (_ finish: @escaping @Sendable (T) -> Void) -> Void) async -> Completion<T> {
         guard reserve() else { return .busy }
         let gate = Gate<Completion<T>>()
@@ -72,7 +72,7 @@ final class PluginThreads: Sendable {
 
     /// Runs `work` on a new thread and blocks the caller until it ends or `timeoutMs` pass
     /// (for synchronous start-up code: loading a plugin).
-    func runBlocking<T: Sendable>(timeoutMs: Int64, _ work: @escaping @Sendable () -> T) -> Completion<T> {
+    package func runBlocking<T: Sendable>(timeoutMs: Int64, _ work: @escaping @Sendable () -> T) -> Completion<T> {
         guard reserve() else { return .busy }
         let box = BlockingBox<T>()
         let started = PluginThread.start { [self] in
@@ -97,16 +97,16 @@ final class PluginThreads: Sendable {
 }
 
 /// Resumes a continuation exactly once, whoever comes first.
-final class Gate<T: Sendable>: Sendable {
+package final class Gate<T: Sendable>: Sendable {
     private let state = Mutex<(continuation: CheckedContinuation<T, Never>?, opened: Bool, early: T?)>((nil, false, nil))
 
-    func arm(_ c: CheckedContinuation<T, Never>) {
+    package func arm(_ c: CheckedContinuation<T, Never>) {
         state.withLock { s in s.continuation = c }
     }
 
     /// True when this call resumed the waiter.
     @discardableResult
-    func open(_ value: T) -> Bool {
+    package func open(_ value: T) -> Bool {
         let c: CheckedContinuation<T, Never>? = state.withLock { s in
             guard !s.opened else { return nil }
             s.opened = true
@@ -120,27 +120,27 @@ final class Gate<T: Sendable>: Sendable {
 }
 
 /// A value handed from a plugin thread to a blocked caller, with a timed wait.
-final class BlockingBox<T: Sendable>: @unchecked Sendable {
+package final class BlockingBox<T: Sendable>: @unchecked Sendable {
     // Invariant: `value` is read and written only under `mutex`; the condition signals it.
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     private var value: T?
 
-    init() { monotonicCondition(&mutex, &cond) }
+    package init() { monotonicCondition(&mutex, &cond) }
 
     deinit {
         pthread_cond_destroy(&cond)
         pthread_mutex_destroy(&mutex)
     }
 
-    func put(_ v: T) {
+    package func put(_ v: T) {
         pthread_mutex_lock(&mutex)
         value = v
         pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
     }
 
-    func wait(timeoutMs: Int64) -> T? {
+    package func wait(timeoutMs: Int64) -> T? {
         var deadline = monotonicTimespec(ns: DeadlineTimer.nowNs() + timeoutMs * 1_000_000)
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
@@ -153,7 +153,7 @@ final class BlockingBox<T: Sendable>: @unchecked Sendable {
 
 /// Initializes a mutex and a condition whose timed waits use CLOCK_MONOTONIC (wall-clock jumps
 /// must not stretch or cut a deadline).
-func monotonicCondition(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, _ cond: UnsafeMutablePointer<pthread_cond_t>) {
+package func monotonicCondition(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, _ cond: UnsafeMutablePointer<pthread_cond_t>) {
     pthread_mutex_init(mutex, nil)
     var attr = pthread_condattr_t()
     pthread_condattr_init(&attr)
@@ -163,15 +163,15 @@ func monotonicCondition(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, _ cond: 
 }
 
 /// A CLOCK_MONOTONIC instant, in nanoseconds, as `pthread_cond_timedwait` takes it.
-func monotonicTimespec(ns: Int64) -> timespec {
+package func monotonicTimespec(ns: Int64) -> timespec {
     timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
 }
 
 /// Fires deadlines on one dedicated thread, on time whatever the rest of the process is doing.
 /// Deadlines are kept sorted; one that is no longer needed (its call finished first) still fires
 /// and finds its gate already open, which is cheaper than cancelling it.
-final class DeadlineTimer: @unchecked Sendable {
-    static let shared = DeadlineTimer()
+package final class DeadlineTimer: @unchecked Sendable {
+    package static let shared = DeadlineTimer()
 
     // Invariant: `entries` is read and written only under `mutex`; `cond` signals a new earliest one.
     private var mutex = pthread_mutex_t()
@@ -184,7 +184,7 @@ final class DeadlineTimer: @unchecked Sendable {
     }
 
     /// Runs `action` on the timer thread `afterMs` from now (keep it short: it delays the next one).
-    func schedule(afterMs: Int64, _ action: @escaping @Sendable () -> Void) {
+    package func schedule(afterMs: Int64, _ action: @escaping @Sendable () -> Void) {
         let at = Self.nowNs() + max(0, min(afterMs, 86_400_000)) * 1_000_000
         pthread_mutex_lock(&mutex)
         var lo = 0, hi = entries.count
@@ -221,7 +221,7 @@ final class DeadlineTimer: @unchecked Sendable {
         }
     }
 
-    static func nowNs() -> Int64 {
+    package static func nowNs() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
@@ -229,10 +229,10 @@ final class DeadlineTimer: @unchecked Sendable {
 }
 
 /// Detached pthreads for blocking work.
-enum PluginThread {
+package enum PluginThread {
     /// Stack of every plugin thread, in the host and in runners, whatever `ulimit -s` says
     /// (pixtrack_gateway.h, THREADING).
-    static let stackBytes = 8 << 20
+    package static let stackBytes = 8 << 20
 
     private final class Job {
         let work: () -> Void
@@ -240,7 +240,7 @@ enum PluginThread {
     }
 
     /// Starts `work` on a new detached thread; false when the system refused to create one.
-    static func start(_ work: @escaping @Sendable () -> Void) -> Bool {
+    package static func start(_ work: @escaping @Sendable () -> Void) -> Bool {
         let job = Unmanaged.passRetained(Job(work)).toOpaque()
         var attr = pthread_attr_t()
         pthread_attr_init(&attr)

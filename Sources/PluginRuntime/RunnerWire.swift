@@ -4,33 +4,44 @@ import Synchronization
 
 /// One frame of the host ⇄ plugin-runner protocol (`Proto/pixtrack/v1/runner.proto`), as a
 /// Swift value. Both ends are built from the same sources, so the protocol has no versions.
-struct RunnerFrame: Sendable {
-    enum Kind: Int32, Sendable {
+package struct RunnerFrame: Sendable {
+    package enum Kind: Int32, Sendable {
         case hello = 1, create, call, result, http, httpReply, log, destroy
     }
 
     /// `RunnerHello`: the plugin table as the runner validated it, or why the file was refused.
-    struct Hello: Sendable {
-        var name = "", version = "", description = ""
-        var abiMajor: UInt32 = 0, abiMinor: UInt32 = 0
-        var capabilities: UInt64 = 0
-        var error = ""
+    package struct Hello: Sendable {
+        package var name = "", version = "", description = ""
+        package var abiMajor: UInt32 = 0, abiMinor: UInt32 = 0
+        package var capabilities: UInt64 = 0
+        package var error = ""
+
+        package init(name: String = "", version: String = "", description: String = "", abiMajor: UInt32 = 0, abiMinor: UInt32 = 0,
+                     capabilities: UInt64 = 0, error: String = "") {
+            self.name = name
+            self.version = version
+            self.description = description
+            self.abiMajor = abiMajor
+            self.abiMinor = abiMinor
+            self.capabilities = capabilities
+            self.error = error
+        }
     }
 
-    var kind: Kind
-    var call: UInt64 = 0
-    var payload: [UInt8] = []
-    var hasPayload = false
-    var instance: UInt64 = 0
-    var status: Int32 = 0
-    var message = ""
-    var problem = ""
-    var deadlineMs: Int64 = 0
-    var operation: Int32 = 0
-    var logLevel: Int32 = 0
-    var hello: Hello?
+    package var kind: Kind
+    package var call: UInt64 = 0
+    package var payload: [UInt8] = []
+    package var hasPayload = false
+    package var instance: UInt64 = 0
+    package var status: Int32 = 0
+    package var message = ""
+    package var problem = ""
+    package var deadlineMs: Int64 = 0
+    package var operation: Int32 = 0
+    package var logLevel: Int32 = 0
+    package var hello: Hello?
 
-    init(_ kind: Kind, call: UInt64 = 0) {
+    package init(_ kind: Kind, call: UInt64 = 0) {
         self.kind = kind
         self.call = call
     }
@@ -38,7 +49,7 @@ struct RunnerFrame: Sendable {
     /// The protobuf encoding of `RunnerFrame` (runner.proto), written directly: frames cross
     /// the socket twice per call, and the descriptor-driven codec costs more than the call.
     /// `RunnerWireTests` checks it against `ProtoCodec` both ways.
-    func encoded() -> [UInt8]? {
+    package func encoded() -> [UInt8]? {
         var w = WireWriter(capacity: payload.count + message.utf8.count + 48)
         w.varint(1, UInt64(kind.rawValue))
         w.varint(2, call)
@@ -66,7 +77,7 @@ struct RunnerFrame: Sendable {
     }
 
     /// Nil for bytes that are not a frame (malformed, no known kind). Unknown fields are skipped.
-    static func decode(_ bytes: [UInt8]) -> RunnerFrame? {
+    package static func decode(_ bytes: [UInt8]) -> RunnerFrame? {
         var r = WireReader(bytes)
         var f = RunnerFrame(.hello)
         var kind: Kind?
@@ -126,11 +137,11 @@ struct RunnerFrame: Sendable {
 /// over from an async task without risking a cooperative thread on a runner that stopped
 /// reading. Frames never interleave: one writer at a time, the others queue (at most
 /// `maxQueued` bytes: past that the peer is not reading and the frame is refused).
-final class FrameSocket: @unchecked Sendable {
-    let fd: Int32
+package final class FrameSocket: @unchecked Sendable {
+    package let fd: Int32
     /// Results are at most `PT_MAX_RESULT_BYTES` and HTTP bodies a few MiB; frames carry one.
-    static let maxFrame = 32 << 20
-    static let maxQueued = 64 << 20
+    package static let maxFrame = 32 << 20
+    package static let maxQueued = 64 << 20
 
     private struct Outbox {
         var writing = false
@@ -146,12 +157,12 @@ final class FrameSocket: @unchecked Sendable {
     private var inStart = 0
     private var inEnd = 0
 
-    init(fd: Int32) { self.fd = fd }
+    package init(fd: Int32) { self.fd = fd }
 
     /// False when the frame cannot be sent: the peer is gone, or it stopped reading. True means
     /// written, or on its way (a peer that dies meanwhile fails the call in the reader).
     @discardableResult
-    func send(_ frame: RunnerFrame) -> Bool {
+    package func send(_ frame: RunnerFrame) -> Bool {
         guard let body = frame.encoded(), body.count <= Self.maxFrame else { return false }
         let n = UInt32(body.count)
         var bytes = [UInt8]()
@@ -222,7 +233,7 @@ final class FrameSocket: @unchecked Sendable {
     }
 
     /// The next frame; nil at EOF, on an error or a frame that breaks the rules.
-    func receive() -> RunnerFrame? {
+    package func receive() -> RunnerFrame? {
         guard fill(4) else { return nil }
         let n = inbound.withUnsafeBufferPointer { b in
             Int(b[inStart]) << 24 | Int(b[inStart + 1]) << 16 | Int(b[inStart + 2]) << 8 | Int(b[inStart + 3])
@@ -269,5 +280,5 @@ final class FrameSocket: @unchecked Sendable {
         return true
     }
 
-    func close() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+    package func close() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 }

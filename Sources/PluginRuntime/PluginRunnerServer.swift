@@ -33,6 +33,8 @@ public enum PluginRunnerServer {
         harden(keep: max(socketFD, pluginFD), memoryMB: memoryMB)
         let socket = FrameSocket(fd: socketFD)
         let server = Server(socket: socket)
+        // A line the plugin logs outside any call goes to the host, which redacts and writes it.
+        HostAPI.unattributed.withLock { $0 = { level, text in server.log(level, text, call: 0) } }
         guard server.load(pluginFD: pluginFD) else { return 0 }
         server.serve()
         return 0
@@ -41,7 +43,7 @@ public enum PluginRunnerServer {
     /// Gives up what a plugin does not need: descriptors other than ours, new privileges, core
     /// files (the process holds credentials), and address space beyond the limit. Dies with the
     /// host.
-    static func harden(keep: Int32, memoryMB: Int) {
+    package static func harden(keep: Int32, memoryMB: Int) {
         _ = pt_harden_plugin_runner(keep, memoryMB)
         signal(SIGPIPE, SIG_IGN)
         // A plugin's crash must end this process at once, with the signal the host reports: no
@@ -62,7 +64,7 @@ public enum PluginRunnerServer {
     }
 
     /// The runner's state: the plugin, its instances, the calls waiting on the host.
-    final class Server: @unchecked Sendable {
+    package final class Server: @unchecked Sendable {
         let socket: FrameSocket
         private var table: UnsafePointer<pt_gateway_plugin>?
         /// Instance pointers by number (as bits: a pointer is not Sendable, and only the plugin uses it).
@@ -82,9 +84,9 @@ public enum PluginRunnerServer {
             var st = stat()
             var hello = RunnerFrame.Hello()
             if fstat(pluginFD, &st) != 0 {
-                hello.error = "cannot stat the plugin descriptor: \(PluginLoader.errnoText())"
+                hello.error = "cannot stat the plugin descriptor: \(PluginTable.errnoText())"
             } else {
-                switch PluginLoader.openLibrary(real: "/proc/self/fd/\(pluginFD)", sha: "", device: st.st_dev, inode: st.st_ino,
+                switch PluginTable.open(real: "/proc/self/fd/\(pluginFD)", sha: "", device: st.st_dev, inode: st.st_ino,
                                                 displayPath: "/proc/self/fd/\(pluginFD)") {
                 case .failure(let f):
                     hello.error = f.reason
@@ -158,13 +160,13 @@ public enum PluginRunnerServer {
             case .call:
                 var reply = RunnerFrame(.result, call: frame.call)
                 guard let instance = instances.withLock({ $0[frame.instance] }).flatMap({ OpaquePointer(bitPattern: $0) }),
-                      let op = GatewayInstance.Operation(number: frame.operation) else {
+                      let op = PluginOperation(number: frame.operation) else {
                     reply.status = Int32(PT_ERR_INTERNAL)
                     reply.message = "no such instance in the plugin runner"
                     socket.send(reply)
                     return
                 }
-                let raw = GatewayInstance.invokeTable(table, instance, call, op, frame.payload)
+                let raw = PluginTable.invoke(table, instance, call, op, frame.payload)
                 reply.status = raw.status
                 reply.message = raw.message
                 reply.problem = raw.problem ?? ""
@@ -206,12 +208,12 @@ public enum PluginRunnerServer {
             var error = [CChar](repeating: 0, count: 512)
             let status = error.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
             error[error.count - 1] = 0
-            return (status, error.withUnsafeBufferPointer { PluginLoader.boundedString($0.baseAddress, 511) })
+            return (status, error.withUnsafeBufferPointer { PluginTable.boundedString($0.baseAddress, 511) })
         }
     }
 
     /// The runner's `pt_call`: the deadline the host gave, the host's functions over the socket.
-    final class RunnerCall: PluginCallContext, @unchecked Sendable {
+    package final class RunnerCall: PluginCallContext, @unchecked Sendable {
         let server: Server
         let call: UInt64
         let deadlineMs: Int64
@@ -223,37 +225,37 @@ public enum PluginRunnerServer {
             self.deadlineMs = deadlineMs
         }
 
-        override var remainingMs: Int64 { deadlineMs == 0 ? .max : max(0, deadlineMs - Clock.monotonicMs()) }
+        override package var remainingMs: Int64 { deadlineMs == 0 ? .max : max(0, deadlineMs - Clock.monotonicMs()) }
 
-        override func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
+        override package func httpRequest(_ encoded: [UInt8]) -> (status: Int32, response: [UInt8]) {
             oneAtATime.withLock { _ in server.forward(encoded, call: call) }
         }
 
-        override func log(_ level: Int32, _ text: String) { server.log(level, text, call: call) }
+        override package func log(_ level: Int32, _ text: String) { server.log(level, text, call: call) }
     }
 }
 
 /// Threads kept for blocking work: a job goes to an idle thread, or to a new one (up to
 /// `maxThreads`); a thread idle for `idleMs` ends. Jobs are never queued behind a busy thread,
 /// so a hung plugin call never delays another.
-final class WorkerPool: @unchecked Sendable {
+package final class WorkerPool: @unchecked Sendable {
     // Invariant: `jobs`, `idle` and `threads` are read and written only under `mutex`.
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     private var jobs: [@Sendable () -> Void] = []
     private var idle = 0
     private var threads = 0
-    let maxThreads: Int
-    let idleMs: Int64
+    package let maxThreads: Int
+    package let idleMs: Int64
 
-    init(maxThreads: Int, idleMs: Int64 = 30_000) {
+    package init(maxThreads: Int, idleMs: Int64 = 30_000) {
         self.maxThreads = maxThreads
         self.idleMs = idleMs
         monotonicCondition(&mutex, &cond)
     }
 
     /// False when no thread could take the job (at the bound, or the system refused one).
-    func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+    package func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
         pthread_mutex_lock(&mutex)
         if idle > jobs.count {
             jobs.append(job)
