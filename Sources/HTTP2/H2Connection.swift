@@ -83,11 +83,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // Hold off reading while the peer is not draining what we wrote (bounded memory).
         if unsent > core.config.maxOutboundBuffer { return }
         let buf = loop.readBuffer
-        let n = Glibc.read(fd, buf.baseAddress, buf.count)
-        if n == 0 { close(reason: "eof"); return }
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            close(reason: "read_error"); return
+        let n: Int
+        switch try? Syscalls.read(fd, into: buf) {
+        case .processed(let k): n = k
+        case .wouldBlock: return
+        case .eof: close(reason: "eof"); return
+        case nil: close(reason: "read_error"); return
         }
         lastActivity = .now
         pingSentAt = nil
@@ -285,12 +286,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if encrypted { wire = buffer; wireOffset = offset } else { out = buffer; outOffset = offset }
         }
         while offset < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, buffer.count - offset, flags) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return errno == EAGAIN
+            let sent = buffer.withUnsafeBytes { try? Syscalls.send(fd, UnsafeRawBufferPointer(rebasing: $0[offset...]), flags: flags) }
+            switch sent {
+            case .processed(let n): offset += n
+            case .wouldBlock, .eof: return true
+            case nil: return false
             }
-            offset += n
         }
         return true
     }
@@ -320,7 +321,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         deadlinePending.removeAll()
         recent = nil
         loop.unregister(fd)
-        Glibc.close(fd)
+        Syscalls.close(fd)
         core.connectionClosed(peerAddress: peerAddress)
         core.logger.debug("connection_closed", ("peer", peer), ("reason", reason))
     }
