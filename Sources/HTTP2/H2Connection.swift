@@ -764,12 +764,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         loop.assertInLoop()
         guard let session, !s.answered else { return }
         startResponse(s, session)
-        let n = UInt32(message.count)
-        s.outbound.reserveCapacity(s.outbound.count + message.count + 5)
-        s.outbound.append(0)
-        s.outbound.append(UInt8(n >> 24)); s.outbound.append(UInt8((n >> 16) & 0xFF))
-        s.outbound.append(UInt8((n >> 8) & 0xFF)); s.outbound.append(UInt8(n & 0xFF))
-        s.outbound.append(contentsOf: message)
+        GRPCWire.appendFrame(message, to: &s.outbound)
         resume(s, session)
     }
 
