@@ -25,14 +25,14 @@ final class CallDispatcher: Sendable {
 
     /// Runs a unary call's `unaryInline` handler right here on the loop and answers it.
     func runInline(_ handler: InlineUnaryHandler, _ request: [UInt8], _ context: RPCContext, _ s: H2Stream, on c: H2Connection) {
+        let result: Result<[UInt8], RPCError>
         do {
-            c.sendMessage(s, try handler(request, context))
-            c.finish(s, code: .ok, message: "")
+            result = .success(try handler(request, context))
         } catch {
-            let e = RPCError(mapping: error)
+            result = .failure(RPCError(mapping: error))
             Self.logUnexpected(error, context: context, logger: logger)
-            c.finish(s, code: e.code, message: e.message)
         }
+        c.handlerAnswered(stream: s.id, result)
     }
 
     /// Runs a unary call's handler in a task; its answer comes back to the loop.
@@ -47,16 +47,7 @@ final class CallDispatcher: Sendable {
                 result = .failure(RPCError(mapping: error))
                 Self.logUnexpected(error, context: context, logger: logger)
             }
-            c.loop.execute {
-                guard let st = c.stream(id) else { return }
-                switch result {
-                case .success(let bytes):
-                    c.sendMessage(st, bytes)
-                    c.finish(st, code: .ok, message: "")
-                case .failure(let e):
-                    c.finish(st, code: e.code, message: e.message)
-                }
-            }
+            c.loop.execute { c.handlerAnswered(stream: id, result) }
         }
     }
 

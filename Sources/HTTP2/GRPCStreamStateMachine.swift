@@ -238,8 +238,9 @@ struct GRPCStreamStateMachine {
     /// END_HEADERS. Checks, in this order: header size (431), not gRPC → an HTTP route when the
     /// connection serves them, the public port (404), POST (405), content-type (415), the method
     /// (UNIMPLEMENTED), metadata values (INVALID_ARGUMENT), the bearer token (UNAUTHENTICATED),
-    /// `grpc-timeout` (INTERNAL when malformed). Every refusal is Trailers-Only.
-    mutating func headersEnded(_ head: RequestHead, rules: Rules, knowsService: (String) -> Bool) -> HeadersAction {
+    /// `grpc-timeout` (INTERNAL when malformed). Every refusal is Trailers-Only. `head` is only
+    /// read; it is passed `inout` so that it is read where it lies, not copied.
+    mutating func headersEnded(_ head: inout RequestHead, rules: Rules, knowsService: (String) -> Bool) -> HeadersAction {
         guard state == .idle else { return .none }
         func refuse(_ status: FinalStatus) -> HeadersAction {
             state = .answered

@@ -548,8 +548,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     func headersComplete(stream id: Int32) {
         guard let s = lookup(id) else { return }
-        let router = core.dispatcher.router
-        switch s.machine.headersEnded(s.head, rules: rules, knowsService: { router.knows(service: $0) }) {
+        switch s.machine.headersEnded(&s.head, rules: rules, knowsService: { self.core.dispatcher.router.knows(service: $0) }) {
         case .none:
             break
         case .refuse(let status):
@@ -839,6 +838,18 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
         scheduleFlush()
         return true
+    }
+
+    /// A unary handler's answer: its message and OK, or its error's status.
+    func handlerAnswered(stream id: Int32, _ result: Result<[UInt8], RPCError>) {
+        guard let s = stream(id) else { return }
+        switch result {
+        case .success(let message):
+            sendMessage(s, message)
+            finish(s, code: .ok, message: "")
+        case .failure(let e):
+            finish(s, code: e.code, message: e.message)
+        }
     }
 
     /// Ends a call with its handler's status: trailers after its messages, or Trailers-Only
