@@ -1,8 +1,9 @@
 import RPC
 
-/// gRPC call semantics on top of HTTP/2 streams: header validation, auth, deadlines, message
-/// framing limits, running handlers off the loop (all but `unaryInline` ones, answered in
-/// place) and handing their results back to it.
+/// Runs the handlers of gRPC calls for the connections: off the loop in tasks (all but
+/// `unaryInline` ones, answered in place), their results handed back with `loop.execute`;
+/// deadline timers; call logs and metrics. What a call may do next is decided by its stream's
+/// `GRPCStreamStateMachine`, driven by `H2Connection`.
 /// Every method runs on the connection's loop thread.
 final class CallDispatcher: Sendable {
     let router: RPCRouter
@@ -22,143 +23,37 @@ final class CallDispatcher: Sendable {
         unknownSeries = metrics.calls(method: "unknown", transport: "grpc")
     }
 
-    func headersComplete(_ s: H2Stream, on c: H2Connection) {
-        if s.headersTooLarge {
-            return c.respondTrailersOnly(s, httpStatus: 431, code: .resourceExhausted,
-                                         message: "request headers exceed \(config.maxHeaderListBytes) bytes")
-        }
-        // Not gRPC (another method or content-type): an HTTP route, the same handlers as
-        // HTTP/1.1 (browsers and gateways speak h2 once TLS is in front). It runs at END_STREAM.
-        if !(s.isPOST && s.contentTypeIsGRPC), c.servesHTTPRoutes {
-            if s.rawHeaders == nil { s.rawHeaders = Self.rebuiltHeaders(s) }
-            s.isHTTP = true
-            return
-        }
-        if c.isPublic {
-            return c.respondTrailersOnly(s, httpStatus: 404, code: .unimplemented,
-                                         message: "RPCs are not served on the public port; use the main port")
-        }
-        guard s.isPOST else {
-            return c.respondTrailersOnly(s, httpStatus: 405, code: .unimplemented, message: "gRPC requires POST, got \(s.method)")
-        }
-        guard s.contentTypeIsGRPC else {
-            return c.respondTrailersOnly(s, httpStatus: 415, code: .internal,
-                                         message: "content-type must be application/grpc, got \(s.contentType.isEmpty ? "none" : s.contentType)")
-        }
-        guard let method = s.route else {
-            let service = String(s.path.dropFirst().prefix { $0 != "/" })
-            return c.respondTrailersOnly(s, code: .unimplemented,
-                                         message: router.knows(service: service) ? "method \(s.path) is not implemented" : "unknown service \(service)")
-        }
-        if let key = s.invalidMetadataKey {
-            return c.respondTrailersOnly(s, code: .invalidArgument,
-                                         message: "metadata \(key) is not printable ASCII (binary values need a -bin key)")
-        }
-        if method.requiresAuth, let token = config.authToken, !BearerToken.matches(s.authorization, token: token) {
-            return c.respondTrailersOnly(s, code: .unauthenticated, message: "missing or invalid bearer token")
-        }
-        var deadline: ContinuousClock.Instant?
-        if let t = s.timeout {
-            guard let d = GRPCWire.parseTimeout(t) else {
-                return c.respondTrailersOnly(s, code: .internal, message: "malformed grpc-timeout")
-            }
-            deadline = s.started + d
-        }
-        // Anyone may call a method that needs no token: its messages get the small limit.
-        if !method.requiresAuth { s.deframer.limit = min(s.deframer.limit, config.maxUnauthenticatedMessageBytes) }
-        let requestID = s.requestID ?? BearerToken.newRequestID()
-        s.requestID = requestID
-        s.rpc = method
-        s.context = RPCContext(path: s.path, metadata: s.metadata, deadline: deadline, requestID: requestID, peer: c.peer)
-        counters.inFlight.add(1, ordering: .relaxed)
-        if deadline != nil { c.deadlineAfterThisRead(s) }
-        if case .bidiStreaming(let handler) = method.kind { startStreaming(handler, s, on: c) }
-    }
-
-    func data(_ s: H2Stream, _ bytes: UnsafeRawBufferPointer, on c: H2Connection) {
-        guard let method = s.rpc else { return }
-        let messages: [[UInt8]]
+    /// Runs a unary call's `unaryInline` handler right here on the loop and answers it.
+    func runInline(_ handler: InlineUnaryHandler, _ request: [UInt8], _ context: RPCContext, _ s: H2Stream, on c: H2Connection) {
+        let result: Result<[UInt8], RPCError>
         do {
-            messages = try s.deframer.append(bytes)
-        } catch .tooLarge(let announced, let limit) {
-            return c.respondTrailersOnly(s, code: .resourceExhausted,
-                                         message: "request message of \(announced) bytes exceeds the limit of \(limit) bytes")
-        } catch .compressed {
-            if s.encoding == "identity" || s.encoding.isEmpty {
-                return c.respondTrailersOnly(s, code: .internal, message: "compressed message without grpc-encoding")
-            }
-            return c.respondTrailersOnly(s, code: .unimplemented, message: "grpc-encoding \(s.encoding) is not supported",
-                                         extra: [("grpc-accept-encoding", "identity")])
+            result = .success(try handler(request, context))
         } catch {
-            return c.respondTrailersOnly(s, code: .internal, message: "invalid message framing")
+            result = .failure(RPCError(mapping: error))
+            Self.logUnexpected(error, context: context, logger: logger)
         }
-        switch method.kind {
-        case .unary, .unaryInline:
-            if s.requestMessages.isEmpty { s.requestMessages = messages } else { s.requestMessages += messages }
-            if s.requestMessages.count > 1 {
-                c.respondTrailersOnly(s, code: .internal, message: "unary call received more than one request message")
-            }
-        case .bidiStreaming:
-            for m in messages { s.inbound?.yield(m) }
-        }
+        c.handlerAnswered(stream: s.id, result)
     }
 
-    func requestEnded(_ s: H2Stream, on c: H2Connection) {
-        guard let method = s.rpc else { return }
-        if s.deframer.pendingBytes > 0 {
-            return c.respondTrailersOnly(s, code: .internal, message: "request ended inside a message (length prefix larger than the body)")
-        }
-        switch method.kind {
-        case .bidiStreaming:
-            s.inbound?.finish()
-        case .unaryInline(let handler):
-            guard let (request, context) = unaryRequest(s, on: c) else { return }
+    /// Runs a unary call's handler in a task; its answer comes back to the loop.
+    func runUnary(_ handler: @escaping UnaryHandler, _ request: [UInt8], _ context: RPCContext, stream s: H2Stream, on c: H2Connection) {
+        let id = s.id
+        let logger = self.logger
+        s.task = Task {
+            let result: Result<[UInt8], RPCError>
             do {
-                c.sendMessage(s, try handler(request, context))
-                c.finish(s, code: .ok, message: "")
+                result = .success(try await handler(request, context))
             } catch {
-                let e = RPCError(mapping: error)
+                result = .failure(RPCError(mapping: error))
                 Self.logUnexpected(error, context: context, logger: logger)
-                c.finish(s, code: e.code, message: e.message)
             }
-        case .unary(let handler):
-            guard let (request, context) = unaryRequest(s, on: c) else { return }
-            let id = s.id
-            let logger = self.logger
-            s.task = Task {
-                let result: Result<[UInt8], RPCError>
-                do {
-                    result = .success(try await handler(request, context))
-                } catch {
-                    result = .failure(RPCError(mapping: error))
-                    Self.logUnexpected(error, context: context, logger: logger)
-                }
-                c.loop.execute {
-                    guard let st = c.stream(id) else { return }
-                    switch result {
-                    case .success(let bytes):
-                        c.sendMessage(st, bytes)
-                        c.finish(st, code: .ok, message: "")
-                    case .failure(let e):
-                        c.finish(st, code: e.code, message: e.message)
-                    }
-                }
-            }
+            c.loop.execute { c.handlerAnswered(stream: id, result) }
         }
     }
 
-    /// The one request message of a unary call, taken from the stream; else answers INTERNAL.
-    private func unaryRequest(_ s: H2Stream, on c: H2Connection) -> ([UInt8], RPCContext)? {
-        guard s.requestMessages.count == 1, let context = s.context else {
-            c.respondTrailersOnly(s, code: .internal,
-                                  message: "unary call needs exactly one request message, got \(s.requestMessages.count)")
-            return nil
-        }
-        defer { s.requestMessages = [] }
-        return (s.requestMessages[0], context)
-    }
-
-    private func startStreaming(_ handler: @escaping BidiStreamingHandler, _ s: H2Stream, on c: H2Connection) {
+    /// Starts a streaming call's handler (at END_HEADERS): it reads request messages from an
+    /// `AsyncStream` the connection feeds and answers through a writer.
+    func startStreaming(_ handler: @escaping BidiStreamingHandler, _ s: H2Stream, on c: H2Connection) {
         guard let context = s.context else { return }
         let (raw, continuation) = AsyncStream.makeStream(of: [UInt8].self)
         s.inbound = continuation
@@ -179,8 +74,7 @@ final class CallDispatcher: Sendable {
             try Task.checkCancellation()
             try await withCheckedThrowingContinuation { (k: CheckedContinuation<Void, any Error>) in
                 c.loop.execute {
-                    guard let st = c.stream(id), !st.answered else { return k.resume(throwing: CancellationError()) }
-                    c.sendMessage(st, bytes)
+                    guard let st = c.stream(id), c.sendMessage(st, bytes) else { return k.resume(throwing: CancellationError()) }
                     if st.pendingOutbound <= highWater { k.resume() } else { st.writeWaiter = k }
                 }
             }
@@ -198,21 +92,17 @@ final class CallDispatcher: Sendable {
         }
     }
 
-    /// Starts the timer that ends the call with DEADLINE_EXCEEDED unless it was answered before.
-    func armDeadline(_ deadline: ContinuousClock.Instant, stream id: Int32, on c: H2Connection) {
-        let task = Task {
+    /// The timer that ends the call with DEADLINE_EXCEEDED unless it was answered before.
+    func armDeadline(_ deadline: ContinuousClock.Instant, stream id: Int32, on c: H2Connection) -> Task<Void, Never> {
+        Task {
             do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
-            c.loop.execute {
-                guard let st = c.stream(id), !st.answered else { return }
-                c.finish(st, code: .deadlineExceeded, message: "deadline exceeded")
-            }
+            c.loop.execute { c.deadlineExpired(stream: id) }
         }
-        c.stream(id)?.deadlineTask = task
     }
 
     /// The headers of a POST on an RPC path that turned out not to be gRPC (a Connect call), from
     /// what the gRPC parser kept: they were not copied as they arrived, to spare every gRPC call.
-    static func rebuiltHeaders(_ s: H2Stream) -> [(name: String, value: String)] {
+    static func rebuiltHeaders(_ s: RequestHead) -> [(name: String, value: String)] {
         var h: [(name: String, value: String)] = []
         if !s.contentType.isEmpty { h.append(("content-type", s.contentType)) }
         if let a = s.authorization { h.append(("authorization", String(decoding: a, as: UTF8.self))) }
@@ -226,7 +116,7 @@ final class CallDispatcher: Sendable {
         let elapsed = ContinuousClock.now - s.started
         let level: Logger.Level = status < 500 && elapsed < .seconds(1) ? .debug : .info
         guard logger.minimum <= level else { return }
-        logger.log(level, "http2_request", [("method", s.isPOST ? "POST" : s.method), ("path", s.path), ("status", String(status)),
+        logger.log(level, "http2_request", [("method", s.head.isPOST ? "POST" : s.head.method), ("path", s.head.path), ("status", String(status)),
                                             ("duration_ms", String(Double(elapsed / .microseconds(1)) / 1000)), ("peer", c.peer)])
     }
 
@@ -249,8 +139,8 @@ final class CallDispatcher: Sendable {
         guard logger.minimum <= level else { return }
         let ms = Double(elapsed / .microseconds(1)) / 1000
         var fields: [(String, String)] = [
-            ("method", s.path.isEmpty ? "-" : s.path), ("code", code.name),
-            ("duration_ms", String(ms)), ("request_id", s.requestID ?? "-"), ("peer", c.peer),
+            ("method", s.head.path.isEmpty ? "-" : s.head.path), ("code", code.name),
+            ("duration_ms", String(ms)), ("request_id", s.head.requestID ?? "-"), ("peer", c.peer),
         ]
         if let note { fields.append(("note", note)) }
         logger.log(level, "rpc", fields)

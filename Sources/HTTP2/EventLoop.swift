@@ -41,16 +41,14 @@ final class EventLoop: @unchecked Sendable {
 
     init(index: Int) throws {
         self.index = index
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epfd >= 0 else { throw SystemError.errno("epoll_create1") }
-        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        guard wakeFD >= 0 else { throw SystemError.errno("eventfd") }
-        guard pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0 else { throw SystemError.errno("epoll_ctl") }
+        epfd = try Syscalls.epollCreate()
+        wakeFD = try Syscalls.eventFD()
+        try Syscalls.epollAdd(epfd, wakeFD, events: EPOLLIN.rawValue)
     }
 
     deinit {
-        close(epfd)
-        close(wakeFD)
+        Syscalls.close(epfd)
+        Syscalls.close(wakeFD)
         readBuffer.deallocate()
     }
 
@@ -77,24 +75,23 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func wake() {
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
+        Syscalls.signalEventFD(wakeFD)
     }
 
     // MARK: loop-thread API
 
     func register(_ fd: Int32, _ handler: EventLoopHandler, events: UInt32) throws {
         assertInLoop()
-        guard pt_epoll_add(epfd, fd, events) == 0 else { throw SystemError.errno("epoll_ctl(ADD)") }
+        try Syscalls.epollAdd(epfd, fd, events: events)
         handlers[fd] = handler
     }
 
     func modify(_ fd: Int32, events: UInt32) {
-        _ = pt_epoll_mod(epfd, fd, events)
+        Syscalls.epollModify(epfd, fd, events: events)
     }
 
     func unregister(_ fd: Int32) {
-        _ = pt_epoll_del(epfd, fd)
+        Syscalls.epollRemove(epfd, fd)
         handlers[fd] = nil
     }
 
@@ -125,16 +122,11 @@ final class EventLoop: @unchecked Sendable {
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         while !stopped.load(ordering: .acquiring) {
-            let n = pt_epoll_wait(epfd, &fds, &events, 256, 1000)
-            if n < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            for i in 0..<Int(n) {
+            guard let n = try? Syscalls.epollWait(epfd, fds: &fds, events: &events, timeoutMs: 1000) else { break }
+            for i in 0..<n {
                 let fd = fds[i]
                 if fd == wakeFD {
-                    var buf: UInt64 = 0
-                    _ = withUnsafeMutableBytes(of: &buf) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+                    Syscalls.drainEventFD(wakeFD)
                     continue
                 }
                 handlers[fd]?.handleEvents(events[i])
@@ -157,12 +149,4 @@ final class EventLoop: @unchecked Sendable {
             }
         }
     }
-}
-
-/// An errno captured at the failing call, with the call's name.
-struct SystemError: Error, CustomStringConvertible {
-    let call: String
-    let code: Int32
-    static func errno(_ call: String) -> SystemError { SystemError(call: call, code: Glibc.errno) }
-    var description: String { "\(call): \(String(cString: strerror(code)))" }
 }

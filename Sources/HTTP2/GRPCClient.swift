@@ -47,34 +47,34 @@ public final class GRPCClient {
             throw ClientError(code: .unavailable, description: "cannot resolve \(host)")
         }
         defer { freeaddrinfo(res) }
-        fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ClientError(code: .unavailable, description: "socket failed") }
-        authority = "\(host):\(port)"
-        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
-        if tv.tv_sec == 0 && tv.tv_usec == 0 { tv.tv_usec = 1000 }
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw ClientError(code: .unavailable, description: "cannot connect to \(host):\(port): \(String(cString: strerror(e)))")
+        guard let fd = try? Syscalls.socket(family: ai.pointee.ai_family, type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)) else {
+            throw ClientError(code: .unavailable, description: "socket failed")
         }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        self.fd = fd
+        authority = "\(host):\(port)"
+        try? Syscalls.setSendTimeout(fd, timeout)
+        do {
+            try Syscalls.connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen)
+        } catch {
+            Syscalls.close(fd)
+            throw ClientError(code: .unavailable, description: "cannot connect to \(host):\(port): \(error.reason)")
+        }
+        try? Syscalls.setOption(fd, level: Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         if let tls {
             guard let session = TLSSession(tls, serverName: serverName ?? host) else {
-                Glibc.close(fd)
+                Syscalls.close(fd)
                 throw ClientError(code: .internal, description: "cannot start TLS to \(host)")
             }
             self.tls = session
             do {
                 early = try session.handshake(fd: fd, deadline: .now + timeout)
             } catch {
-                Glibc.close(fd)
+                Syscalls.close(fd)
                 throw ClientError(code: error.timedOut ? .deadlineExceeded : .unavailable,
                                   description: "TLS handshake with \(host):\(port) failed: \(error.description)")
             }
             guard session.alpn == "h2" else {
-                Glibc.close(fd)
+                Syscalls.close(fd)
                 throw ClientError(code: .unavailable, description: "TLS handshake with \(host):\(port) failed: the server did not agree to HTTP/2 (ALPN h2)")
             }
         } else {
@@ -91,7 +91,7 @@ public final class GRPCClient {
 
     deinit {
         if let session { nghttp2_session_del(session) }
-        Glibc.close(fd)
+        Syscalls.close(fd)
     }
 
     /// One call: sends `requests` (each framed), half-closes, waits for the status.
@@ -136,8 +136,8 @@ public final class GRPCClient {
                 closed = true
                 // The server may have said why before closing (a GOAWAY with text): read it.
                 var buf = [UInt8](repeating: 0, count: 4096)
-                let got = recv(fd, &buf, buf.count, Int32(MSG_DONTWAIT))
-                if got > 0, tls == nil { _ = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, got) } }
+                let got = buf.withUnsafeMutableBytes { try? Syscalls.recv(fd, into: $0, flags: Int32(MSG_DONTWAIT)) }
+                if case .processed(let n) = got, tls == nil { _ = buf.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, n) } }
                 if let reason = goawayReason { throw ClientError(code: .unavailable, description: "the server closed the connection: \(reason)") }
                 throw error
             }
@@ -151,12 +151,14 @@ public final class GRPCClient {
         }
         let left = deadline - ContinuousClock.now
         guard left > .zero else { throw ClientError(code: .deadlineExceeded, description: "no answer before the deadline") }
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let ms = Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))
-        guard poll(&pfd, 1, ms) > 0 else { return }
+        guard let ready = try? Syscalls.poll(fd, events: Int16(POLLIN), timeoutMs: ms), ready != 0 else { return }
         var buf = [UInt8](repeating: 0, count: 65536)
-        let n = recv(fd, &buf, buf.count, 0)
-        if n <= 0 {
+        let n: Int
+        switch buf.withUnsafeMutableBytes({ try? Syscalls.recv(fd, into: $0) }) {
+        case .processed(let k): n = k
+        case .wouldBlock: return
+        case .eof, nil:
             closed = true
             if currentStream > 0 { throw ClientError(code: .unavailable, description: "connection closed by the server") }
             return

@@ -46,8 +46,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     let peerAddress: String
     /// Accepted on the public listener: the public HTTP routes only, no RPCs.
     let isPublic: Bool
-    /// HTTP routes are answered on this connection (over HTTP/1.1 and HTTP/2 alike).
-    var servesHTTPRoutes: Bool { (isPublic ? core.publicHTTPHandler : core.httpHandler) != nil }
+    /// What the streams' state machines need to know of this connection.
+    private let rules: GRPCStreamStateMachine.Rules
 
     // HTTP/1.1 side door: parsed requests are answered one at a time, in order.
     private var h1: H1Session?
@@ -64,6 +64,11 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         self.peer = peer
         self.peerAddress = peerAddress
         self.isPublic = isPublic
+        let cfg = core.config
+        rules = GRPCStreamStateMachine.Rules(
+            isPublic: isPublic, servesHTTPRoutes: (isPublic ? core.publicHTTPHandler : core.httpHandler) != nil,
+            authToken: cfg.authToken, maxHeaderListBytes: cfg.maxHeaderListBytes,
+            maxUnauthenticatedMessageBytes: cfg.maxUnauthenticatedMessageBytes)
     }
 
     deinit {
@@ -83,11 +88,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // Hold off reading while the peer is not draining what we wrote (bounded memory).
         if unsent > core.config.maxOutboundBuffer { return }
         let buf = loop.readBuffer
-        let n = Glibc.read(fd, buf.baseAddress, buf.count)
-        if n == 0 { close(reason: "eof"); return }
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            close(reason: "read_error"); return
+        let n: Int
+        switch try? Syscalls.read(fd, into: buf) {
+        case .processed(let k): n = k
+        case .wouldBlock: return
+        case .eof: close(reason: "eof"); return
+        case nil: close(reason: "read_error"); return
         }
         lastActivity = .now
         pingSentAt = nil
@@ -285,12 +291,12 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if encrypted { wire = buffer; wireOffset = offset } else { out = buffer; outOffset = offset }
         }
         while offset < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, buffer.count - offset, flags) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return errno == EAGAIN
+            let sent = buffer.withUnsafeBytes { try? Syscalls.send(fd, UnsafeRawBufferPointer(rebasing: $0[offset...]), flags: flags) }
+            switch sent {
+            case .processed(let n): offset += n
+            case .wouldBlock, .eof: return true
+            case nil: return false
             }
-            offset += n
         }
         return true
     }
@@ -310,7 +316,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         }
         mode = .closed
         for (_, s) in streams {
-            if !s.answered, s.rpc != nil { core.counters.inFlight.subtract(1, ordering: .relaxed) }
+            if s.machine.connectionClosed() { core.counters.inFlight.subtract(1, ordering: .relaxed) }
             s.deadlineTask?.cancel()
             s.task?.cancel()
             s.inbound?.finish()
@@ -320,7 +326,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         deadlinePending.removeAll()
         recent = nil
         loop.unregister(fd)
-        Glibc.close(fd)
+        Syscalls.close(fd)
         core.connectionClosed(peerAddress: peerAddress)
         core.logger.debug("connection_closed", ("peer", peer), ("reason", reason))
     }
@@ -407,7 +413,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         case .http2:
             // Slow headers: a stream begun but without END_HEADERS after the header timeout
             // (a client dribbling header bytes) ends the connection.
-            if streams.values.contains(where: { !$0.headersDone && now - $0.started > limits.headerRead }) {
+            if streams.values.contains(where: { $0.machine.isAwaitingHeaders && now - $0.started > limits.headerRead }) {
                 core.counters.closedHeaderTimeout.add(1, ordering: .relaxed)
                 goAwayAndClose(reason: "header_timeout", error: NGHTTP2_ENHANCE_YOUR_CALM)
             } else if let since = idleSince, now - since > limits.idle {
@@ -476,6 +482,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     }
 
     // MARK: stream events (from the nghttp2 callbacks)
+    //
+    // Each one tells the stream's state machine what happened and performs what it answers.
 
     func beginStream(_ id: Int32) {
         let s = H2Stream(id: id, messageLimit: core.config.maxMessageBytes)
@@ -486,62 +494,82 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     func header(stream id: Int32, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
         guard let s = lookup(id) else { return }
-        s.headerBytes += name.count + value.count + 32
-        if s.headerBytes > core.config.maxHeaderListBytes { s.headersTooLarge = true; return }
+        s.head.headerBytes += name.count + value.count + 32
+        if s.head.headerBytes > core.config.maxHeaderListBytes { s.head.tooLarge = true; return }
         // Matched as bytes: this runs for every header of every call. nghttp2 has already
         // checked that names are lowercase tokens and values carry no NUL/CR/LF.
         func text(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
         // Pseudo-headers come first: by the first regular header we know whether this may be an
         // HTTP route (not POST, or a path no RPC has), and only then is every header kept.
-        if name.first != UInt8(ascii: ":"), s.rawHeaders != nil || !s.isPOST || s.route == nil {
-            if s.rawHeaders == nil { s.rawHeaders = [] }
-            s.rawHeaders!.append((text(name), text(value)))
+        if name.first != UInt8(ascii: ":"), s.head.rawHeaders != nil || !s.head.isPOST || s.head.route == nil {
+            if s.head.rawHeaders == nil { s.head.rawHeaders = [] }
+            s.head.rawHeaders!.append((text(name), text(value)))
         }
         if name.first == UInt8(ascii: ":") {
             if name.equals(":authority") {
                 // Only an HTTP route reads it: a POST already known to be an RPC skips the copy.
-                if !s.isPOST || s.route == nil { s.authority = text(value) }
+                if !s.head.isPOST || s.head.route == nil { s.head.authority = text(value) }
                 return
             }
             if name.equals(":method") {
-                s.isPOST = value.equals("POST")
-                if !s.isPOST { s.method = text(value) }
+                s.head.isPOST = value.equals("POST")
+                if !s.head.isPOST { s.head.method = text(value) }
             } else if name.equals(":path") {
                 // A known method is found on the bytes and its path string shared, not rebuilt.
-                s.route = core.dispatcher.router.method(path: value)
-                s.path = s.route?.path ?? text(value)
-                if s.route == nil { s.target = s.path }
+                s.head.route = core.dispatcher.router.method(path: value)
+                s.head.path = s.head.route?.path ?? text(value)
+                if s.head.route == nil { s.head.target = s.head.path }
             }
             return
         }
         if name.equals("content-type") {
             // The common case is decided on the bytes; the text is kept only for error messages.
-            s.contentTypeIsGRPC = CallDispatcher.isGRPCContentType(value)
-            if !s.contentTypeIsGRPC { s.contentType = text(value) }
+            s.head.contentTypeIsGRPC = CallDispatcher.isGRPCContentType(value)
+            if !s.head.contentTypeIsGRPC { s.head.contentType = text(value) }
             return
         }
         if name.equals("te") || name.equals("grpc-accept-encoding") || name.equals("user-agent") { return }
-        if name.equals("grpc-timeout") { s.timeout = text(value); return }
-        if name.equals("grpc-encoding") { s.encoding = text(value); return }
+        if name.equals("grpc-timeout") { s.head.timeout = text(value); return }
+        if name.equals("grpc-encoding") { s.head.encoding = text(value); return }
         if name.equals("authorization") {
             // Kept apart from metadata so handlers (and their logs) never see the token.
-            s.authorization = Array(value)
+            s.head.authorization = Array(value)
             return
         }
         let key = text(name)
         if !key.hasSuffix("-bin"), !value.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) {
-            s.invalidMetadataKey = s.invalidMetadataKey ?? key
+            s.head.invalidMetadataKey = s.head.invalidMetadataKey ?? key
             return
         }
         let v = text(value)
-        if key == "x-request-id" { s.requestID = String(v.prefix(64)) }
-        s.metadata.add(lowercasedKey: key, v)
+        if key == "x-request-id" { s.head.requestID = String(v.prefix(64)) }
+        s.head.metadata.add(lowercasedKey: key, v)
     }
 
     func headersComplete(stream id: Int32) {
         guard let s = lookup(id) else { return }
-        s.headersDone = true
-        core.dispatcher.headersComplete(s, on: self)
+        switch s.machine.headersEnded(&s.head, rules: rules, knowsService: { self.core.dispatcher.router.knows(service: $0) }) {
+        case .none:
+            break
+        case .refuse(let status):
+            answer(s, .trailersOnly(status))
+        case .routeHTTP:
+            if s.head.rawHeaders == nil { s.head.rawHeaders = CallDispatcher.rebuiltHeaders(s.head) }
+        case .accept(let call):
+            guard let method = s.head.route else { return }
+            if let limit = call.messageLimit { s.deframer.limit = min(s.deframer.limit, limit) }
+            let requestID = s.head.requestID ?? BearerToken.newRequestID()
+            s.head.requestID = requestID
+            s.rpc = method
+            s.context = RPCContext(path: s.head.path, metadata: s.head.metadata, deadline: call.timeout.map { s.started + $0 },
+                                   requestID: requestID, peer: peer)
+            core.counters.inFlight.add(1, ordering: .relaxed)
+            // The timer starts after this read, and only if the call is still open then: calls
+            // answered in the same read (health checks from clients that always send
+            // `grpc-timeout`) never pay for one.
+            if call.timeout != nil { deadlinePending.append(s) }
+            if case .bidiStreaming(let handler) = method.kind { core.dispatcher.startStreaming(handler, s, on: self) }
+        }
     }
 
     /// DATA for a stream. Bytes are held against the connection's and the process's budgets
@@ -550,21 +578,38 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// streaming calls. Data that would pass a budget fails its stream with RESOURCE_EXHAUSTED.
     func data(stream id: Int32, _ bytes: UnsafeRawBufferPointer) {
         let n = bytes.count
-        guard let s = lookup(id), !s.answered else {
-            consume(id, n)  // not ours to keep (answered, refused, or unknown): dropped
+        guard let s = lookup(id) else {
+            consume(id, n)  // not ours to keep (unknown): dropped
             return
         }
-        if s.isHTTP { return httpData(s, bytes) }
-        guard let method = s.rpc else { consume(id, n); return }
+        let streaming: Bool
+        switch s.machine.dataArrived() {
+        case .drop:
+            // Answered or refused: what the client still sends is consumed and dropped; a
+            // well-behaved client stops at the trailers.
+            return consume(id, n)
+        case .httpBody:
+            return httpData(s, bytes)
+        case .unaryMessage: streaming = false
+        case .streamingMessage: streaming = true
+        }
         if let over = hold(s, n) {
             consume(id, n)
-            // What the client still sends on this stream is consumed and dropped (the `answered`
-            // guard above); a well-behaved client stops at the trailers.
-            respondTrailersOnly(s, code: .resourceExhausted, message: "request data would exceed \(over); retry later")
-            return
+            return answer(s, s.machine.end(.init(.resourceExhausted, "request data would exceed \(over); retry later")))
         }
-        if case .bidiStreaming = method.kind { s.unconsumed += n } else { consume(id, n) }
-        core.dispatcher.data(s, bytes, on: self)
+        if streaming { s.unconsumed += n } else { consume(id, n) }
+        let messages: [[UInt8]]
+        do {
+            messages = try s.deframer.append(bytes)
+        } catch {
+            return answer(s, s.machine.framingFailed(error, encoding: s.head.encoding))
+        }
+        if streaming {
+            for m in messages { s.inbound?.yield(m) }
+        } else if !messages.isEmpty {
+            if s.requestMessages.isEmpty { s.requestMessages = messages } else { s.requestMessages += messages }
+            answer(s, s.machine.unaryMessages(messages.count))
+        }
     }
 
     /// Counts `n` more bytes held by `s` against the connection's and the process's budgets;
@@ -610,16 +655,16 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         guard let handler = isPublic ? core.publicHTTPHandler : core.httpHandler else {
             return respondHTTP(s, .jsonError(404, code: "not_found", message: "no HTTP routes"))
         }
-        var headers = s.rawHeaders ?? []
-        if !s.authority.isEmpty, !headers.contains(where: { $0.name == "host" }) { headers.insert(("host", s.authority), at: 0) }
-        let request = HTTPRequest(method: s.isPOST ? "POST" : s.method, target: s.target.isEmpty ? s.path : s.target,
+        var headers = s.head.rawHeaders ?? []
+        if !s.head.authority.isEmpty, !headers.contains(where: { $0.name == "host" }) { headers.insert(("host", s.head.authority), at: 0) }
+        let request = HTTPRequest(method: s.head.isPOST ? "POST" : s.head.method, target: s.head.target.isEmpty ? s.head.path : s.head.target,
                                   headers: headers, body: s.httpBody, peer: peer)
         s.httpBody = []
         let id = s.id
         s.task = Task { [self] in
             let response = await handler(request)
             loop.execute { [self] in
-                guard let st = stream(id), !st.answered else { return }
+                guard let st = stream(id) else { return }
                 respondHTTP(st, response)
             }
         }
@@ -629,21 +674,19 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// dropped, names lowercased), the body as DATA ending the stream.
     func respondHTTP(_ s: H2Stream, _ r: HTTPResponse) {
         loop.assertInLoop()
-        guard let session, !s.answered else { return }
-        s.answered = true
+        guard let session else { return }
+        let head = s.head.method == "HEAD"
+        guard s.machine.httpResponded(hasBody: !(head || r.body.isEmpty)) else { return }
         s.task?.cancel()
         releaseBuffers(s)
         var h: [(String, String)] = [(":status", String(r.status))]
         for (n, v) in r.headers where !Self.notForwardedOverHTTP2.contains(n.lowercased()) { h.append((n.lowercased(), v)) }
-        let head = s.method == "HEAD"
         h.append(("content-length", String(r.body.count)))
         if head || r.body.isEmpty {
             _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
         } else {
             s.outbound = r.body
             s.outboundOffset = 0
-            s.endsWithData = true
-            s.responseStarted = true
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
             _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, &provider) }
         }
@@ -688,9 +731,25 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     func requestEnded(stream id: Int32) {
         guard let s = lookup(id) else { return }
-        s.requestEnded = true
-        if s.isHTTP { if !s.answered { runHTTP(s) }; return }
-        if !s.answered { core.dispatcher.requestEnded(s, on: self) }
+        switch s.machine.requestEnded(pendingBytes: s.deframer.pendingBytes) {
+        case .none:
+            break
+        case .runHTTP:
+            runHTTP(s)
+        case .finishRequests:
+            s.inbound?.finish()
+        case .runUnary(let inline):
+            guard let method = s.rpc, let context = s.context, s.requestMessages.count == 1 else { return }
+            let request = s.requestMessages[0]
+            s.requestMessages = []
+            if inline, case .unaryInline(let handler) = method.kind {
+                core.dispatcher.runInline(handler, request, context, s, on: self)
+            } else if let handler = method.kind.unaryHandler {
+                core.dispatcher.runUnary(handler, request, context, stream: s, on: self)
+            }
+        case .answer(let a):
+            answer(s, a)
+        }
     }
 
     func streamClosed(_ id: Int32, errorCode: UInt32) {
@@ -698,12 +757,11 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         guard let s = streams.removeValue(forKey: id) else { return }
         if streams.isEmpty { idleSince = .now }
         defer { releaseBuffers(s) }
-        if !s.answered {
+        if case .cancelled(let inFlight) = s.machine.streamClosed() {
             // The client reset the stream (cancelled) before we answered.
-            s.answered = true
             s.task?.cancel()
             s.deadlineTask?.cancel()
-            if s.rpc != nil { core.counters.inFlight.subtract(1, ordering: .relaxed) }
+            if inFlight { core.counters.inFlight.subtract(1, ordering: .relaxed) }
             core.dispatcher.logCall(s, code: .cancelled, note: "stream reset by peer (h2 error \(errorCode))", on: self)
         }
         s.inbound?.finish()
@@ -714,17 +772,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         return lookup(id)
     }
 
-    /// A call with a deadline: its timer (a task) is started after this read, and only if the
-    /// call is still open then. Calls answered in the same read, like health checks from
-    /// clients that always send `grpc-timeout`, never pay for one.
-    func deadlineAfterThisRead(_ s: H2Stream) {
-        deadlinePending.append(s)
-    }
-
     private func armPendingDeadlines() {
         guard !deadlinePending.isEmpty else { return }
-        for s in deadlinePending where !s.answered && s.deadlineTask == nil && mode != .closed {
-            if let deadline = s.context?.deadline { core.dispatcher.armDeadline(deadline, stream: s.id, on: self) }
+        for s in deadlinePending where !s.machine.isAnswered && s.deadlineTask == nil && mode != .closed {
+            if let deadline = s.context?.deadline { s.deadlineTask = core.dispatcher.armDeadline(deadline, stream: s.id, on: self) }
         }
         deadlinePending.removeAll(keepingCapacity: true)
     }
@@ -741,72 +792,81 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
 
     // MARK: responses
 
-    /// Trailers-Only (or a plain HTTP error status) for a call answered before any message.
-    func respondTrailersOnly(_ s: H2Stream, httpStatus: Int = 200, code: RPCCode, message: String, extra: [(String, String)] = []) {
-        loop.assertInLoop()
-        guard let session, !s.answered else { return }
-        s.answered = true
-        s.finalCode = code
-        var h: [(String, String)] = [(":status", String(httpStatus)), ("content-type", "application/grpc"), ("grpc-status", String(code.rawValue))]
-        if !message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(message))) }
-        h += extra
-        _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
-        core.dispatcher.callEnded(s, code: code, on: self)
-        s.task?.cancel()
-        s.inbound?.finish()
-        releaseBuffers(s)
+    /// Performs a final status the stream's machine decided: Trailers-Only, or trailers after
+    /// the queued messages. Either way the call is over: metrics, its task, its buffers.
+    private func answer(_ s: H2Stream, _ a: GRPCStreamStateMachine.Answer) {
+        guard let session else { return }
+        switch a {
+        case .none:
+            return
+        case .trailersOnly(let status):
+            var h: [(String, String)] = [(":status", String(status.httpStatus)), ("content-type", "application/grpc"),
+                                         ("grpc-status", String(status.code.rawValue))]
+            if !status.message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(status.message))) }
+            if status.advertiseIdentity { h.append(("grpc-accept-encoding", "identity")) }
+            _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
+            core.dispatcher.callEnded(s, code: status.code, on: self)
+            s.task?.cancel()
+            s.inbound?.finish()
+            releaseBuffers(s)
+        case .trailers(let code, let resume):
+            core.dispatcher.callEnded(s, code: code, on: self)
+            s.task?.cancel()
+            s.inbound?.finish()
+            releaseBuffers(s)
+            if resume { _ = nghttp2_session_resume_data(session, s.id) }
+        }
         scheduleFlush()
     }
 
-    /// Queues one response message, sending the response headers first if needed.
-    func sendMessage(_ s: H2Stream, _ message: [UInt8]) {
+    /// Queues one response message (the response headers first if it is the first); false when
+    /// the call is already answered and the message was dropped.
+    @discardableResult
+    func sendMessage(_ s: H2Stream, _ message: [UInt8]) -> Bool {
         loop.assertInLoop()
-        guard let session, !s.answered else { return }
-        startResponse(s, session)
-        let n = UInt32(message.count)
-        s.outbound.reserveCapacity(s.outbound.count + message.count + 5)
-        s.outbound.append(0)
-        s.outbound.append(UInt8(n >> 24)); s.outbound.append(UInt8((n >> 16) & 0xFF))
-        s.outbound.append(UInt8((n >> 8) & 0xFF)); s.outbound.append(UInt8(n & 0xFF))
-        s.outbound.append(contentsOf: message)
-        resume(s, session)
+        guard let session else { return false }
+        switch s.machine.handlerSent() {
+        case .drop:
+            return false
+        case .startResponse:
+            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
+            _ = nghttp2_submit_response(session, s.id, StaticHeaders.responseStart.pointer, StaticHeaders.responseStart.count, &provider)
+            GRPCWire.appendFrame(message, to: &s.outbound)
+        case .queue(let resume):
+            GRPCWire.appendFrame(message, to: &s.outbound)
+            if resume { _ = nghttp2_session_resume_data(session, s.id) }
+        }
+        scheduleFlush()
+        return true
     }
 
-    /// Ends a call: trailers after its messages, or Trailers-Only when none was sent.
+    /// A unary handler's answer: its message and OK, or its error's status.
+    func handlerAnswered(stream id: Int32, _ result: Result<[UInt8], RPCError>) {
+        guard let s = stream(id) else { return }
+        switch result {
+        case .success(let message):
+            sendMessage(s, message)
+            finish(s, code: .ok, message: "")
+        case .failure(let e):
+            finish(s, code: e.code, message: e.message)
+        }
+    }
+
+    /// Ends a call with its handler's status: trailers after its messages, or Trailers-Only
+    /// when none was sent.
     func finish(_ s: H2Stream, code: RPCCode, message: String) {
         loop.assertInLoop()
-        guard let session, !s.answered else { return }
-        if !s.responseStarted {
-            respondTrailersOnly(s, code: code, message: message)
-            return
-        }
-        s.answered = true
-        s.finalCode = code
-        s.trailers = (code, message)
-        core.dispatcher.callEnded(s, code: code, on: self)
-        s.task?.cancel()
-        s.inbound?.finish()
-        releaseBuffers(s)
-        resume(s, session)
+        answer(s, s.machine.handlerFinished(code, message))
     }
 
-    private func startResponse(_ s: H2Stream, _ session: OpaquePointer) {
-        guard !s.responseStarted else { return }
-        s.responseStarted = true
-        var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
-        _ = nghttp2_submit_response(session, s.id, StaticHeaders.responseStart.pointer, StaticHeaders.responseStart.count, &provider)
-        scheduleFlush()
+    /// The deadline timer of stream `id` fired.
+    func deadlineExpired(stream id: Int32) {
+        loop.assertInLoop()
+        guard let s = lookup(id) else { return }
+        answer(s, s.machine.deadlineExpired())
     }
 
-    private func resume(_ s: H2Stream, _ session: OpaquePointer) {
-        if s.deferred {
-            s.deferred = false
-            _ = nghttp2_session_resume_data(session, s.id)
-        }
-        scheduleFlush()
-    }
-
-    /// The data source of every response: queued message bytes, then trailers.
+    /// The data source of every response: queued bytes, then (gRPC) trailers.
     func readResponse(stream id: Int32, into buf: UnsafeMutableRawBufferPointer, flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let s = lookup(id), let session else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
@@ -826,26 +886,27 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                 k.resume()
             }
         }
-        if s.pendingOutbound == 0, s.endsWithData {
+        switch s.machine.pulled(copied: n, pending: s.pendingOutbound) {
+        case .data:
+            return n
+        case .deferred:
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        case .endStream:
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             return n
-        }
-        if s.pendingOutbound == 0, let t = s.trailers {
+        case .trailers(let code, let message):
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-            if t.code == .ok && t.message.isEmpty {
+            if code == .ok && message.isEmpty {
                 _ = nghttp2_submit_trailer(session, id, StaticHeaders.trailersOK.pointer, StaticHeaders.trailersOK.count)
             } else {
-                var h: [(String, String)] = [("grpc-status", String(t.code.rawValue))]
-                if !t.message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(t.message))) }
+                var h: [(String, String)] = [("grpc-status", String(code.rawValue))]
+                if !message.isEmpty { h.append(("grpc-message", GRPCWire.percentEncode(message))) }
                 _ = withHeaderList(h) { nghttp2_submit_trailer(session, id, $0, $1) }
             }
             return n
+        case .fail:
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
-        if n == 0 {
-            s.deferred = true
-            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
-        }
-        return n
     }
 }
 

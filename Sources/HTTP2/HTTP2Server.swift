@@ -242,7 +242,7 @@ public final class HTTP2Server: Sendable {
                 bound.append((pfd, true))
                 publicPortBound.store(pport, ordering: .relaxed)
             } catch {
-                Glibc.close(fd)
+                Syscalls.close(fd)
                 throw error
             }
         }
@@ -301,23 +301,27 @@ public final class HTTP2Server: Sendable {
             throw ServerError("cannot resolve listen address \(host): \(String(cString: gai_strerror(rc)))")
         }
         defer { freeaddrinfo(res) }
-        let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw ServerError("socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard Glibc.bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw ServerError("cannot listen on \(host):\(port): \(String(cString: strerror(e)))")
+        let fd: Int32
+        do {
+            fd = try Syscalls.socket(family: ai.pointee.ai_family,
+                                     type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        } catch {
+            throw ServerError(error.description)
         }
-        guard listen(fd, 1024) == 0 else {
-            Glibc.close(fd)
-            throw ServerError("listen: \(String(cString: strerror(errno)))")
+        try? Syscalls.setOption(fd, level: SOL_SOCKET, SO_REUSEADDR, 1)
+        do {
+            try Syscalls.bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen)
+        } catch {
+            Syscalls.close(fd)
+            throw ServerError("cannot listen on \(host):\(port): \(error.reason)")
         }
-        var ss = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return (fd, SocketAddress.port(of: ss))
+        do {
+            try Syscalls.listen(fd, backlog: 1024)
+        } catch {
+            Syscalls.close(fd)
+            throw ServerError(error.description)
+        }
+        return (fd, SocketAddress.port(of: Syscalls.localAddress(fd)))
     }
 }
 
@@ -349,38 +353,34 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
     func handleEvents(_ events: UInt32) {
         while !closed, pausedUntil == nil {
             var ss = sockaddr_storage()
-            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let cfd = withUnsafeMutablePointer(to: &ss) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pt_accept_nonblocking(fd, $0, &len) }
-            }
-            if cfd < 0 {
-                let e = errno
-                if e == EINTR || e == ECONNABORTED { continue }
-                if e == EAGAIN { return }
+            let cfd: Int32
+            do {
+                guard case .processed(let n) = try Syscalls.accept(fd, peer: &ss) else { return }
+                cfd = Int32(n)
+            } catch {
                 // Out of descriptors (or memory): the pending connection stays in the backlog and
                 // epoll would report it again at once. Stop listening for a moment instead of
                 // spinning, and say so at most once a second.
-                logAcceptFailure(e)
-                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM { pauseAccepting() }
+                logAcceptFailure(error)
+                if error.isOutOfResources { pauseAccepting() }
                 return
             }
             let (peer, address) = SocketAddress.describe(ss)
             guard core.admit(address: address) else {
                 // Over a connection limit: closed at once (counted in /metrics).
-                Glibc.close(cfd)
+                Syscalls.close(cfd)
                 continue
             }
             var tls: TLSSession?
             if let store = core.config.tls {
                 tls = TLSSession(store.current)
                 guard tls != nil else {  // out of memory
-                    Glibc.close(cfd)
+                    Syscalls.close(cfd)
                     core.connectionClosed(peerAddress: address)
                     continue
                 }
             }
-            var one: Int32 = 1
-            setsockopt(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            try? Syscalls.setOption(cfd, level: Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             let loop = loops[next % loops.count]
             next &+= 1
             let conn = H2Connection(fd: cfd, loop: loop, core: core, peer: peer, peerAddress: address, isPublic: isPublic, tls: tls)
@@ -388,18 +388,18 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
                 do {
                     try loop.register(cfd, conn, events: EPOLLIN.rawValue)
                 } catch {
-                    Glibc.close(cfd)
+                    Syscalls.close(cfd)
                     self.core.connectionClosed(peerAddress: address)
                 }
             }
         }
     }
 
-    private func logAcceptFailure(_ e: Int32) {
+    private func logAcceptFailure(_ e: SystemError) {
         let now = ContinuousClock.now
         if let last = lastAcceptLog, now - last < .seconds(1) { return }
         lastAcceptLog = now
-        core.logger.warning("accept_failed", ("error", String(cString: strerror(e))),
+        core.logger.warning("accept_failed", ("error", e.reason),
                             ("open_connections", String(core.counters.connections.load(ordering: .relaxed))))
     }
 
@@ -424,7 +424,7 @@ final class Listener: EventLoopHandler, @unchecked Sendable {
         guard !closed else { return }
         closed = true
         loops[0].unregister(fd)
-        Glibc.close(fd)
+        Syscalls.close(fd)
     }
 }
 

@@ -85,13 +85,20 @@ public enum GRPCWire {
     /// Frames one message: compressed flag 0, 4-byte big-endian length, the bytes.
     public static func frame(_ message: [UInt8]) -> [UInt8] {
         var out = [UInt8]()
-        out.reserveCapacity(message.count + 5)
+        appendFrame(message, to: &out)
+        return out
+    }
+
+    /// Appends one framed message to `out` (a stream's queue of response bytes): the only place
+    /// the 5-byte message prefix is written.
+    @inlinable
+    public static func appendFrame(_ message: [UInt8], to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + message.count + 5)
         let n = UInt32(message.count)
         out.append(0)
         out.append(UInt8(n >> 24)); out.append(UInt8((n >> 16) & 0xFF))
         out.append(UInt8((n >> 8) & 0xFF)); out.append(UInt8(n & 0xFF))
         out.append(contentsOf: message)
-        return out
     }
 }
 
