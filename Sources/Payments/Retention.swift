@@ -22,6 +22,22 @@ public struct RetentionConfiguration: Sendable {
     public init() {}
 }
 
+/// A table the payments half does not own, pruned by the same job (e.g. `bot_users`' names):
+/// `run` handles up to `limit` rows with SKIP LOCKED and returns how many it changed.
+public struct RetentionStep: Sendable {
+    public let table: String
+    public let action: String
+    public let days: Int
+    public let run: @Sendable (PGConnection, Int) throws -> Int
+
+    public init(table: String, action: String, days: Int, run: @escaping @Sendable (PGConnection, Int) throws -> Int) {
+        self.table = table
+        self.action = action
+        self.days = days
+        self.run = run
+    }
+}
+
 /// The background job that applies `RetentionConfiguration`. Every step is a batch of rows
 /// taken with `FOR UPDATE SKIP LOCKED` in its own transaction, so instances share the work and a
 /// row a worker holds is never touched. Rows still in flight (webhooks not finished, Meta events
@@ -32,14 +48,16 @@ public final class RetentionJob: Sendable {
     let configuration: RetentionConfiguration
     let metrics: Metrics
     let logger: Logger
+    let extraSteps: [RetentionStep]
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    public init(pool: PGPool, configuration: RetentionConfiguration, metrics: Metrics, logger: Logger) {
+    public init(pool: PGPool, configuration: RetentionConfiguration, metrics: Metrics, logger: Logger, extraSteps: [RetentionStep] = []) {
         self.pool = pool
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
-        for (table, action) in Self.steps { count(table, action, 0) }
+        self.extraSteps = extraSteps
+        for (table, action) in Self.steps + extraSteps.map({ ($0.table, $0.action) }) { count(table, action, 0) }
     }
 
     static let steps = [("webhook_inbox", "pruned"), ("meta_events", "deleted"), ("payment_notifications", "deleted"),
@@ -108,6 +126,9 @@ public final class RetentionJob: Sendable {
             }
             done["payments/pii_removed"] = payments
             done["payment_events/pii_removed"] = events
+        }
+        for step in extraSteps where step.days > 0 {
+            done["\(step.table)/\(step.action)"] = try await drain(step.table, step.action, step.run)
         }
         let touched = done.filter { $0.value > 0 }
         if !touched.isEmpty {

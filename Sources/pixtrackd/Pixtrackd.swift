@@ -104,7 +104,11 @@ enum Pixtrackd {
                                                metrics: metrics, logger: logger, secrets: secrets)
             let retain = try RetentionWiring.configuration(env)
             retention = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil
-                : RetentionJob(pool: storage.pool, configuration: retain, metrics: metrics, logger: logger)
+                : RetentionJob(pool: storage.pool, configuration: retain, metrics: metrics, logger: logger, extraSteps: [
+                    RetentionStep(table: "bot_users", action: "names_removed", days: retain.piiDays) { c, limit in
+                        try BotUserRetention.removeNames(olderThanDays: retain.piiDays, limit: limit, on: c)
+                    },
+                ])
         } catch let error as ServerOptions.UsageError {
             FileHandle.standardError.write(Data("pixtrackd: \(error.message)\n".utf8))
             exit(2)

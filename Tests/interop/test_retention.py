@@ -62,6 +62,15 @@ def webhook(db, status: str, at: str) -> int:
         RETURNING id""", db))
 
 
+def bot_user(db, at: str) -> int:
+    user = int(one("SELECT (random() * 1e12)::bigint + 1", db))
+    one(f"""INSERT INTO bots (id, telegram_username) VALUES (777, 'ret_bot') ON CONFLICT DO NOTHING;
+            INSERT INTO bot_users (bot_id, telegram_user_id, tracking_session_id, fbclid, chat_id, telegram_username, first_name,
+                                   last_name, first_seen, last_seen)
+            VALUES (777, {user}, 'aaaabbbbccccddddeeeeffff00001111', 'fbclid-1', {user}, 'maria_tg', 'Maria', 'Buyer', {at}, {at})""", db)
+    return user
+
+
 def meta_event(db, status: str, at: str, n: int) -> int:
     return int(one(f"""
         INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, status, next_attempt_at, created_at, updated_at)
@@ -98,6 +107,8 @@ def rows(db_url):
     r["w_old_retry"] = webhook(db_url, "retry", OLD)
     r["w_old_parked"] = webhook(db_url, "parked", OLD)
     r["w_new_processed"] = webhook(db_url, "processed", NEW)
+    r["u_old"] = bot_user(db_url, OLD)
+    r["u_mid"] = bot_user(db_url, MID)
     for i, (status, at) in enumerate([("sent", OLD), ("dropped", MID), ("parked", OLD), ("sent", NEW), ("queued", OLD)]):
         r[f"m_{i}_{status}"] = meta_event(db_url, status, at, i)
     return r
@@ -114,7 +125,7 @@ def test_retention_removes_what_it_should_and_nothing_else(db_url, meta, rows):
     b = support.start_server(env=env, name="pixtrackd (retention b)")
     try:
         expected = {("webhook_inbox", "pruned"): 2, ("meta_events", "deleted"): 2, ("payment_notifications", "deleted"): 2,
-                    ("payments", "pii_removed"): 2, ("payment_events", "pii_removed"): 1}
+                    ("payments", "pii_removed"): 2, ("payment_events", "pii_removed"): 1, ("bot_users", "names_removed"): 1}
 
         def counted(table, action):
             prefix = f'pixtrack_retention_rows_total{{table="{table}",action="{action}"}}'
@@ -139,6 +150,13 @@ def test_retention_removes_what_it_should_and_nothing_else(db_url, meta, rows):
         assert pii[k].startswith("Maria Buyermaria@example.com") and pii[k].endswith("|false"), (k, pii[k])
     assert one("SELECT string_agg(id || ':' || status || ':' || amount_cents || ':' || coalesce(gateway_transaction_id, ''), ',' "
                "ORDER BY id) FROM payments", db_url) == money_before
+
+    # Telegram names of users unseen for the PII age are cleared; the binding stays.
+    users = {k: one(f"SELECT coalesce(first_name, '') || coalesce(last_name, '') || coalesce(telegram_username, '') || '|' || "
+                    f"tracking_session_id || '|' || fbclid FROM bot_users WHERE telegram_user_id = {rows[k]}", db_url)
+             for k in ("u_old", "u_mid")}
+    assert users["u_old"] == "|aaaabbbbccccddddeeeeffff00001111|fbclid-1", users
+    assert users["u_mid"] == "MariaBuyermaria_tg|aaaabbbbccccddddeeeeffff00001111|fbclid-1", users
 
     # Its event lost the customer and kept the rest; a pending payment's event kept everything.
     def event_payment(eid):
