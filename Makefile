@@ -61,7 +61,8 @@ run: deps
 	export PIXTRACK_PUBLIC_PORT="$${PIXTRACK_PUBLIC_PORT:-50052}"; \
 	echo "==> pixtrackd on 127.0.0.1:$$port  (Ctrl-C stops it; PostgreSQL/Redis keep running: make services-stop)"; \
 	echo "    public port 127.0.0.1:$$PIXTRACK_PUBLIC_PORT: /go, /t, /webhooks, /healthz only (what a reverse proxy exposes)"; \
-	echo "    DATABASE_URL=$$DATABASE_URL"; \
+	echo "    DATABASE_URL=$$(echo "$$DATABASE_URL" | sed -E 's#//([^:/@]+):[^@/]*@#//\1:***@#')  (password: .run/pg-app-password)"; \
+	echo "    PIXTRACK_SECRETS_KEY_FILE=$$PIXTRACK_SECRETS_KEY_FILE"; \
 	echo "    REDIS_URL=$$REDIS_URL"; \
 	echo "    PIXTRACK_PLUGIN_DIR=$$PIXTRACK_PLUGIN_DIR"; \
 	echo "    call it:  $(abspath $(BUILD_DIR))/debug/pixtrack health --addr 127.0.0.1:$$port"; \

@@ -49,6 +49,8 @@ let package = Package(
 
         // TLS over memory buffers (OpenSSL): the server's listeners, the CLI, rediss://.
         .target(name: "TLS", dependencies: ["COpenSSL"]),
+        // Envelope encryption of the secret columns (AES-256-GCM, OpenSSL's libcrypto): docs/secrets.md.
+        .target(name: "Secrets", dependencies: ["COpenSSL"]),
 
         // HTTP/2 (nghttp2) server: sockets, event loops, gRPC framing over streams.
         .target(name: "CSystemShims", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
@@ -108,7 +110,7 @@ let package = Package(
         // Meta Conversions API: the durable outbox and its background sender (libcurl via HTTPClient).
         .target(name: "MetaCAPI", dependencies: ["JSONKit", "Postgres", "HTTPClient", "CSHA256", "RPC"]),
         // The tracking domain: bots, slugs, tokens, PageView, /start binding, token recovery, /go.
-        .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes"]),
+        .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes", "Secrets"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
         .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
@@ -116,10 +118,11 @@ let package = Package(
 
         .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
                                                             "Postgres", "Redis", "MetaCAPI", "Tracking",
-                                                            "Payments", "PluginHost"]),
+                                                            "Payments", "PluginHost", "Secrets"]),
 
         .testTarget(name: "RPCTests", dependencies: ["RPC"]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", "SystemTestSupport"]),
+        .testTarget(name: "SecretsTests", dependencies: ["Secrets"]),
         // Process/socket helpers for the storage suites (test-only; nothing in Sources uses it).
         .target(name: "SystemTestSupport", path: "Tests/SystemTestSupport"),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),
@@ -130,7 +133,7 @@ let package = Package(
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
         .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),
-        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes"]),
+        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes", "Secrets"]),
         // BEGIN payments test targets
         .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
         // END payments test targets

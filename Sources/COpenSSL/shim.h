@@ -6,6 +6,8 @@
  * Sources/HTTP2/TLS.swift. */
 #include <openssl/ssl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>   /* AES-256-GCM, SHA-256 (Sources/Secrets) */
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>

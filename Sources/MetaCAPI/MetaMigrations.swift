@@ -33,5 +33,9 @@ public enum MetaMigrations {
                 CHECK (status IN ('queued', 'sending', 'sent', 'parked', 'dropped'));
             CREATE INDEX meta_events_sending ON meta_events (updated_at) WHERE status = 'sending';
             """),
+        PGMigration(version: 52, name: "meta_events_retention", sql: """
+            -- What retention deletes: events Meta took (sent) or that could never go (dropped).
+            CREATE INDEX meta_events_finished ON meta_events (updated_at) WHERE status IN ('sent', 'dropped');
+            """),
     ]
 }

@@ -102,3 +102,18 @@ public enum MetaOutbox {
         }
     }
 }
+
+extension MetaOutbox {
+    /// Retention: deletes up to `limit` events that were sent or dropped more than `days` ago
+    /// (queued, sending and parked ones stay), skipping rows another transaction holds.
+    /// Returns how many went.
+    public static func deleteFinished(olderThanDays days: Int, limit: Int, on c: PGConnection) throws -> Int {
+        try c.execute("""
+            WITH due AS (
+                SELECT id FROM meta_events
+                WHERE status IN ('sent', 'dropped') AND updated_at < now() - make_interval(days => $1::int)
+                ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+            DELETE FROM meta_events m USING due WHERE m.id = due.id
+            """, [.int(Int64(days)), .int(Int64(limit))])
+    }
+}

@@ -68,7 +68,14 @@ struct MetaPass {
         }
         for group in groups {
             let pixel = group.rows[0].pixelID
-            guard let token = try tokens.accessToken(pixelID: pixel, connection: connection), !token.isEmpty else {
+            let stored: String?
+            do { stored = try tokens.accessToken(pixelID: pixel, connection: connection) } catch let e as MetaAccessTokenUnusable {
+                // Fail closed: a token that does not decrypt is never sent; an operator requeues
+                // the events once the key is fixed.
+                try park(group.rows, reason: e.message)
+                continue
+            }
+            guard let token = stored, !token.isEmpty else {
                 try park(group.rows, reason: "no Conversions API access token configured for pixel \(pixel)")
                 continue
             }

@@ -1,3 +1,4 @@
+import MetaCAPI
 import PluginHost
 import Synchronization
 
@@ -30,11 +31,25 @@ public final class RegistryGateways: GatewayProvider {
 
     public func plugin(named name: String) -> PluginInfo? { registry.plugin(named: name) }
 
-    /// Identifies a configuration without keeping its secrets readable in the key's shape.
+    /// Identifies a configuration by the SHA-256 of a canonical encoding (every field length-
+    /// prefixed, maps sorted by key), so the cache holds no credential in its keys and no two
+    /// configurations share an encoding.
     static func key(_ a: BotGatewayAccount) -> String {
-        var parts = [a.gateway, a.config.baseURL]
-        parts += a.config.credentials.sorted { $0.key < $1.key }.map { "c:\($0.key)=\($0.value)" }
-        parts += a.config.options.sorted { $0.key < $1.key }.map { "o:\($0.key)=\($0.value)" }
-        return parts.joined(separator: "\u{1}")
+        var bytes: [UInt8] = []
+        func field(_ s: String) {
+            let u = Array(s.utf8)
+            bytes += Array(String(u.count).utf8) + [UInt8(ascii: ":")] + u
+        }
+        func map(_ tag: String, _ m: [String: String]) {
+            field(tag)
+            field(String(m.count))
+            for (k, v) in m.sorted(by: { $0.key < $1.key }) { field(k); field(v) }
+        }
+        field("gateway-account-v1")
+        field(a.gateway)
+        field(a.config.baseURL)
+        map("credentials", a.config.credentials)
+        map("options", a.config.options)
+        return SHA256Hex.of(bytes)
     }
 }

@@ -145,5 +145,18 @@ public enum PaymentMigrations {
                 WHERE status IN ('queued', 'sending');
             CREATE INDEX payment_notifications_parked ON payment_notifications (bot_id, event_id) WHERE status = 'parked';
             """),
+        PGMigration(version: 103, name: "retention", sql: """
+            -- Retention (docs/secrets.md): a finished webhook keeps its metadata but loses its body
+            -- and headers; a settled payment keeps its money facts but loses the buyer's contact
+            -- data. The timestamps say when, and keep the background job from redoing a row.
+            ALTER TABLE webhook_inbox ADD COLUMN pruned_at timestamptz;
+            CREATE INDEX webhook_inbox_prunable ON webhook_inbox (received_at)
+                WHERE pruned_at IS NULL AND status IN ('processed', 'rejected');
+            ALTER TABLE payments ADD COLUMN pii_removed_at timestamptz;
+            CREATE INDEX payments_pii_kept ON payments (updated_at)
+                WHERE pii_removed_at IS NULL AND status IN ('paid', 'failed', 'expired', 'refunded', 'chargeback');
+            CREATE INDEX payment_notifications_finished ON payment_notifications (done_at)
+                WHERE status IN ('delivered', 'skipped');
+            """),
     ]
 }

@@ -118,6 +118,8 @@ public final class WebhookInbox: Sendable {
         let account: BotGatewayAccount?
         do {
             account = try await service.bots.anyAccount(gateway: gateway)
+        } catch let e as RPCError {
+            return .deferred(e.message)
         } catch {
             return .deferred("database unavailable")
         }

@@ -2,13 +2,31 @@ import JSONKit
 import MetaCAPI
 import Postgres
 import RPC
+import Secrets
 
-/// Bots and slugs in PostgreSQL (parameterized SQL only). Secrets are written here and read
-/// back only as "is set" flags (and the Conversions API token by `BotAccessTokens`).
+/// Bots and slugs in PostgreSQL (parameterized SQL only). Secrets are written here, sealed
+/// (`SecretKeyring`, docs/secrets.md), and read back only as "is set" flags (and the Conversions
+/// API token by `BotAccessTokens`).
 public struct BotDirectory: Sendable {
     let pool: PGPool
+    /// nil: no key is configured, and secrets are refused (never stored in plaintext).
+    let secrets: SecretKeyring?
 
-    public init(pool: PGPool) { self.pool = pool }
+    public init(pool: PGPool, secrets: SecretKeyring?) {
+        self.pool = pool
+        self.secrets = secrets
+    }
+
+    /// The envelope for a new secret value, nil for none (an empty value clears the column).
+    func seal(_ value: String?, _ column: SecretColumn, botID: Int64) throws -> String? {
+        guard let value, !value.isEmpty else { return nil }
+        guard let secrets else {
+            throw RPCError(.failedPrecondition, "this server has no secrets key (PIXTRACK_SECRETS_KEY_FILE): it stores no \(column.rawValue)")
+        }
+        do { return try secrets.seal(value, context: column.context(botID: botID)) } catch {
+            throw RPCError(.internal, "internal error", cause: error)
+        }
+    }
 
     static let botColumns = """
         id, telegram_username, meta_pixel_id, capi_token IS NOT NULL AS has_token, meta_test_event_code,
@@ -23,27 +41,30 @@ public struct BotDirectory: Sendable {
     ///   has the username; database failures mapped by `PGError.rpcError`.
     public func upsertBot(_ input: BotInput) async throws -> Bot {
         try TrackingValidation.bot(input)
-        let credentials: String? = input.gatewayCredentials.map { JSON.object($0.mapValues { JSON.string($0) }).serialized }
+        let credentials = try seal(input.gatewayCredentials.map { JSON.object($0.mapValues { JSON.string($0) }).serialized },
+                                   .gatewayCredentials, botID: input.id)
+        let capiToken = try seal(input.conversionsAPIToken, .capiToken, botID: input.id)
+        let notifySecret = try seal(input.notifySecret, .notifySecret, botID: input.id)
         do {
             let rows = try await pool.transaction { c in
                 let rows = try c.query("""
                     INSERT INTO bots AS b (id, telegram_username, meta_pixel_id, capi_token, meta_test_event_code,
                                            gateway_plugin, gateway_base_url, gateway_credentials, enabled, notify_url, notify_secret)
-                    VALUES ($1, $2, $3, NULLIF($5, ''), $6, $7, $8, $10::jsonb, $11, $12, NULLIF($14, ''))
+                    VALUES ($1, $2, $3, NULLIF($5, ''), $6, $7, $8, $10, $11, $12, NULLIF($14, ''))
                     ON CONFLICT (id) DO UPDATE SET
                         telegram_username = EXCLUDED.telegram_username, meta_pixel_id = EXCLUDED.meta_pixel_id,
                         capi_token = CASE WHEN $4 THEN NULLIF($5, '') ELSE b.capi_token END,
                         meta_test_event_code = EXCLUDED.meta_test_event_code, gateway_plugin = EXCLUDED.gateway_plugin,
                         gateway_base_url = EXCLUDED.gateway_base_url,
-                        gateway_credentials = CASE WHEN $9 THEN $10::jsonb ELSE b.gateway_credentials END,
+                        gateway_credentials = CASE WHEN $9 THEN $10 ELSE b.gateway_credentials END,
                         enabled = EXCLUDED.enabled, notify_url = EXCLUDED.notify_url,
                         notify_secret = CASE WHEN $13 THEN NULLIF($14, '') ELSE b.notify_secret END, updated_at = now()
                     RETURNING \(Self.botColumns)
                     """, [.int(input.id), .text(input.telegramUsername), .text(input.metaPixelID),
-                          .bool(input.conversionsAPIToken != nil), .text(input.conversionsAPIToken ?? ""),
+                          .bool(input.conversionsAPIToken != nil), .text(capiToken ?? ""),
                           .text(input.metaTestEventCode), .text(input.gatewayPlugin), .text(input.gatewayBaseURL),
                           .bool(input.gatewayCredentials != nil), credentials.map { .text($0) }, .bool(input.enabled),
-                          .text(input.notifyURL), .bool(input.notifySecret != nil), .text(input.notifySecret ?? "")])
+                          .text(input.notifyURL), .bool(input.notifySecret != nil), .text(notifySecret ?? "")])
                 // A URL without a key would send unsigned notifications: refuse (rolls back).
                 if let r = rows.first, try !(r.string("notify_url") ?? "").isEmpty, try !(r.bool("has_notify_secret") ?? false) {
                     throw RPCError(.invalidArgument, "notify_url needs a notify_secret (none is stored for this bot)")
@@ -174,12 +195,36 @@ public struct BotDirectory: Sendable {
 }
 
 /// The sender's token lookup: any enabled bot with this pixel and a token (bots may share a pixel).
+/// The token is opened here; one that does not open is `MetaAccessTokenUnusable` (never sent).
 public struct BotAccessTokens: MetaAccessTokenSource {
-    public init() {}
+    let secrets: SecretKeyring?
+    let logger: Logger
+
+    public init(secrets: SecretKeyring?, logger: Logger) {
+        self.secrets = secrets
+        self.logger = logger
+    }
+
     public func accessToken(pixelID: String, connection: PGConnection) throws -> String? {
-        try connection.query("""
-            SELECT capi_token FROM bots WHERE meta_pixel_id = $1 AND capi_token IS NOT NULL
+        guard let row = try connection.query("""
+            SELECT id, capi_token FROM bots WHERE meta_pixel_id = $1 AND capi_token IS NOT NULL
             ORDER BY enabled DESC, updated_at DESC LIMIT 1
-            """, [.text(pixelID)]).first?.string("capi_token")
+            """, [.text(pixelID)]).first, let stored = try row.string("capi_token") else { return nil }
+        let botID = try row.int64("id") ?? 0
+        do {
+            return try SecretOpening.open(stored, .capiToken, botID: botID, secrets: secrets)
+        } catch {
+            logger.error("secret_unusable", ("bot", String(botID)), ("column", "capi_token"), ("error", error.description))
+            throw MetaAccessTokenUnusable("the Conversions API token of bot \(botID) cannot be used: \(error.description); nothing was sent")
+        }
+    }
+}
+
+/// Reading a secret column back: an envelope opens under the ring; anything else is refused
+/// (values left in plaintext are sealed at startup, so a plaintext one here is never trusted).
+public enum SecretOpening {
+    public static func open(_ stored: String, _ column: SecretColumn, botID: Int64, secrets: SecretKeyring?) throws(SecretsError) -> String {
+        guard let secrets else { throw .noKey }
+        return try secrets.openString(stored, context: column.context(botID: botID))
     }
 }

@@ -68,5 +68,15 @@ public enum TrackingMigrations {
             ALTER TABLE bots ADD COLUMN notify_url text NOT NULL DEFAULT '';
             ALTER TABLE bots ADD COLUMN notify_secret text;
             """),
+        PGMigration(version: 4, name: "sealed gateway credentials", sql: """
+            -- Secret columns hold pxs1 envelopes (text, docs/secrets.md); the credentials were
+            -- jsonb. Values still in plaintext are sealed at the first start with a key.
+            ALTER TABLE bots ALTER COLUMN gateway_credentials TYPE text USING gateway_credentials::text;
+            """),
+        PGMigration(version: 5, name: "bot users retention", sql: """
+            -- Retention: Telegram names of users not seen for PIXTRACK_RETAIN_PII_DAYS are cleared.
+            CREATE INDEX bot_users_named ON bot_users (last_seen)
+                WHERE first_name IS NOT NULL OR last_name IS NOT NULL OR telegram_username IS NOT NULL;
+            """),
     ]
 }

@@ -3,6 +3,7 @@ import Postgres
 import ProtoCodec
 import Redis
 import RPC
+import Secrets
 
 /// `pixtrack.v1.TrackingService` and the `/go` routes: the tracking half, wired to one
 /// PostgreSQL pool and one Redis client.
@@ -23,13 +24,13 @@ public final class TrackingService: Sendable {
 
     /// - Parameter onQueued: called after a Meta event was queued (wake the sender).
     public init(pool: PGPool, redis: RedisClient, configuration: TrackingConfiguration = TrackingConfiguration(),
-                metrics: Metrics, logger: Logger, onQueued: @escaping @Sendable () -> Void = {}) {
+                metrics: Metrics, logger: Logger, secrets: SecretKeyring?, onQueued: @escaping @Sendable () -> Void = {}) {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
         self.pool = pool
         self.onQueued = onQueued
-        directory = BotDirectory(pool: pool)
+        directory = BotDirectory(pool: pool, secrets: secrets)
         store = TrackingStore(redis: redis, ttlSeconds: configuration.ttlSeconds)
         cache = SlugCache(ttl: configuration.slugCacheTTL)
         recorder = PageViewRecorder(directory: directory, store: store, cache: cache, distributor: SlugDistributor(),

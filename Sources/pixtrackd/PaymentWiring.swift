@@ -5,6 +5,7 @@ import Payments
 import PluginHost
 import Postgres
 import RPC
+import Secrets
 import Tracking
 import WebRoutes
 
@@ -107,7 +108,7 @@ struct PaymentWiring {
     }
 
     init(storage: Storage, tracking: TrackingService, environment env: [String: String], metrics: Metrics,
-         logger: Logger) async throws {
+         logger: Logger, secrets: SecretKeyring?) async throws {
         let configuration = try Self.configuration(env)
         let pluginDir = env["PIXTRACK_PLUGIN_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
@@ -131,7 +132,7 @@ struct PaymentWiring {
         metrics.gauge("pixtrack_plugin_runner_restarts_total", help: "Times a plugin's runner process died or was killed and was started again.") {
             registry.plugins.compactMap { p in registry.runnerHealth(plugin: p.name).map { ([("plugin", p.name)], Double($0.restarts)) } }
         }
-        service = PaymentService(pool: storage.pool, configuration: configuration, bots: SQLBotGateways(pool: storage.pool),
+        service = PaymentService(pool: storage.pool, configuration: configuration, bots: SQLBotGateways(pool: storage.pool, secrets: secrets, logger: logger),
                                  tokens: ResolverTokens(resolver: tracking.resolver), tracking: StoreTracking(store: tracking.store),
                                  gateways: RegistryGateways(registry: registry), logger: logger, metrics: metrics)
         let inbox = WebhookInbox(service: service)
@@ -140,7 +141,7 @@ struct PaymentWiring {
         let hub = PaymentEventHub(pool: storage.pool, logger: logger)
         let watchers = PaymentWatchers(hub: hub, pool: storage.pool, configuration: try Self.watchConfiguration(env))
         let notifications = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil
-            : NotificationSender(pool: storage.pool, bots: SQLBotGateways(pool: storage.pool),
+            : NotificationSender(pool: storage.pool, bots: SQLBotGateways(pool: storage.pool, secrets: secrets, logger: logger),
                                  configuration: try Self.notificationConfiguration(env), metrics: metrics, logger: logger)
         let listener = PGListener(url: storage.databaseURL, channel: PaymentEventLog.channel, logger: logger) { _ in
             hub.wakeUp()
@@ -195,9 +196,13 @@ struct PaymentWiring {
 // MARK: - Adapters to the tracking half
 
 /// Bot → gateway account. `BotDirectory` returns credentials only as "is set" (write-only
-/// secrets), so this reads the same `bots` columns itself.
+/// secrets), so this reads the same `bots` columns itself and opens the sealed ones. A value that
+/// does not open fails the lookup (FAILED_PRECONDITION, logged without the value): the caller
+/// sends nothing.
 struct SQLBotGateways: BotGatewayDirectory {
     let pool: PGPool
+    let secrets: SecretKeyring?
+    let logger: Logger
 
     func account(botID: Int64) async throws -> BotGatewayAccount? {
         try await one("WHERE id = $1", [.int(botID)])
@@ -210,17 +215,26 @@ struct SQLBotGateways: BotGatewayDirectory {
     private func one(_ condition: String, _ params: [PGValue?]) async throws -> BotGatewayAccount? {
         let row = try await pool.withConnection { c in
             try c.query("""
-                SELECT id, enabled, gateway_plugin, gateway_base_url, coalesce(gateway_credentials::text, '{}') AS creds,
+                SELECT id, enabled, gateway_plugin, gateway_base_url, coalesce(gateway_credentials, '') AS creds,
                        meta_pixel_id, meta_test_event_code, notify_url, coalesce(notify_secret, '') AS notify_secret
                 FROM bots \(condition)
                 """, params).first
         }
         guard let row else { return nil }
+        let botID = try row.int64("id") ?? 0
+        func open(_ name: String, _ column: SecretColumn) throws -> String {
+            guard let stored = try row.string(name), !stored.isEmpty else { return "" }
+            do { return try SecretOpening.open(stored, column, botID: botID, secrets: secrets) } catch {
+                logger.error("secret_unusable", ("bot", String(botID)), ("column", column.rawValue), ("error", error.description))
+                throw RPCError(.failedPrecondition, "bot \(botID): the stored \(column.rawValue) cannot be used (\(error.description)); nothing was sent")
+            }
+        }
+        let creds = try open("creds", .gatewayCredentials)
         var credentials: [String: String] = [:]
-        for (k, v) in (try? JSON.parse(Array((try row.string("creds") ?? "{}").utf8)))?.object ?? [:] {
+        for (k, v) in (try? JSON.parse(Array((creds.isEmpty ? "{}" : creds).utf8)))?.object ?? [:] {
             credentials[k] = v.string ?? v.int64.map(String.init) ?? ""
         }
-        var account = BotGatewayAccount(botID: try row.int64("id") ?? 0, enabled: try row.bool("enabled") ?? false,
+        var account = BotGatewayAccount(botID: botID, enabled: try row.bool("enabled") ?? false,
                                  gateway: try row.string("gateway_plugin") ?? "",
                                  // Bots have no plugin-options column yet: non-secret settings such as
                                  // Paradise's `product_hash` ride in the credentials map and reach
@@ -230,7 +244,7 @@ struct SQLBotGateways: BotGatewayDirectory {
                                  metaPixelID: try row.string("meta_pixel_id") ?? "",
                                  metaTestEventCode: try row.string("meta_test_event_code") ?? "")
         account.notifyURL = try row.string("notify_url") ?? ""
-        account.notifySecret = try row.string("notify_secret") ?? ""
+        account.notifySecret = try open("notify_secret", .notifySecret)
         return account
     }
 }

@@ -6,6 +6,7 @@ import HTTP2
 import Payments
 import ProtoCodec
 import RPC
+import Secrets
 import TLS
 import StandardServices
 import Tracking
@@ -27,6 +28,14 @@ enum Pixtrackd {
             storageOptions = try StorageOptions.from(env)
         } catch {
             FileHandle.standardError.write(Data("pixtrackd: \(error.message)\n".utf8))
+            exit(2)
+        }
+        // The secrets key before anything reads the database: a bad file is a usage error.
+        let secrets: SecretKeyring?
+        do {
+            secrets = try SecretKeyFiles.keyring(environment: env)
+        } catch {
+            FileHandle.standardError.write(Data("pixtrackd: \(error)\n".utf8))
             exit(2)
         }
         let level: Logger.Level = switch options.logLevel {
@@ -68,14 +77,38 @@ enum Pixtrackd {
         let storage: Storage
         let tracking: TrackingWiring
         let payments: PaymentWiring
+        let retention: RetentionJob?
         do {
             storage = try Storage(options: storageOptions, logger: logger)
             let applied = try await storage.migrate(extra: PaymentMigrations.all)
             logger.info("migrations_done", ("applied", applied.map(String.init).joined(separator: ",")))
             if options.migrateOnly { exit(0) }
-            tracking = try TrackingWiring(storage: storage, environment: env, metrics: metrics, logger: logger)
+            let columns = SecretColumns(pool: storage.pool, logger: logger)
+            if let refusal = try await columns.prepare(ring: secrets) {
+                logger.error("secrets_key_refused", ("error", refusal))
+                FileHandle.standardError.write(Data("pixtrackd: \(refusal)\n".utf8))
+                exit(2)
+            }
+            if options.rotateSecrets {
+                guard let secrets else {
+                    FileHandle.standardError.write(Data("pixtrackd: rotate-secrets needs PIXTRACK_SECRETS_KEY_FILE (the new key)\n".utf8))
+                    exit(2)
+                }
+                exit(try await columns.rotate(ring: secrets))
+            }
+            if let file = env[SecretKeyFiles.keyFileVariable], SecretKeyFiles.isReadableByOthers(file) {
+                logger.warning("secrets_key_file_readable", ("file", file), ("fix", "chmod 600: the key opens every stored secret"))
+            }
+            tracking = try TrackingWiring(storage: storage, environment: env, metrics: metrics, logger: logger, secrets: secrets)
             payments = try await PaymentWiring(storage: storage, tracking: tracking.service, environment: env,
-                                               metrics: metrics, logger: logger)
+                                               metrics: metrics, logger: logger, secrets: secrets)
+            let retain = try RetentionWiring.configuration(env)
+            retention = env["PIXTRACK_PAYMENT_WORKERS"] == "0" ? nil
+                : RetentionJob(pool: storage.pool, configuration: retain, metrics: metrics, logger: logger, extraSteps: [
+                    RetentionStep(table: "bot_users", action: "names_removed", days: retain.piiDays) { c, limit in
+                        try BotUserRetention.removeNames(olderThanDays: retain.piiDays, limit: limit, on: c)
+                    },
+                ])
         } catch let error as ServerOptions.UsageError {
             FileHandle.standardError.write(Data("pixtrackd: \(error.message)\n".utf8))
             exit(2)
@@ -144,6 +177,7 @@ enum Pixtrackd {
         tracking.sender?.start()
         payments.workers?.start()
         payments.startEvents()
+        retention?.start()
 
         if let tls { logger.info("tls_certificate", ("certificate", tls.current.summary)) }
         reloads.start()
@@ -160,6 +194,7 @@ enum Pixtrackd {
         await tracking.sender?.shutdown(grace: max(.zero, grace - (ContinuousClock.now - started)))
         await payments.workers?.shutdown()
         await payments.stopEvents()
+        await retention?.shutdown()
         await storage.close()
         logger.info("shutdown_complete", ("drained", String(drained)))
         exit(0)

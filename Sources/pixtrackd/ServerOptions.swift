@@ -30,12 +30,16 @@ struct ServerOptions {
     var rpcToken: String?
     /// `pixtrackd migrate`: apply the database migrations and exit.
     var migrateOnly = false
+    /// `pixtrackd rotate-secrets`: re-seal every secret under the current key and exit.
+    var rotateSecrets = false
 
     static let usage = """
     pixtrackd: the PixTrack server (gRPC over HTTP/2 on one port).
 
     usage: pixtrackd [options]
            pixtrackd migrate        apply the database migrations, then exit
+           pixtrackd rotate-secrets re-seal every stored secret under PIXTRACK_SECRETS_KEY_FILE's key (old keys in
+                                    PIXTRACK_SECRETS_OLD_KEY_FILES), in committed batches, then exit (docs/secrets.md)
 
     options:
       --host ADDR               listen address (default 127.0.0.1; env PIXTRACK_HOST)
@@ -75,6 +79,8 @@ struct ServerOptions {
       PIXTRACK_ALLOW_CORE_DUMPS=1  keep core dumps possible (off by default: the process is made
                                 non-dumpable and RLIMIT_CORE is 0, since its memory holds secrets)
     \(StorageOptions.environmentHelp)
+    \(SecretColumns.environmentHelp)
+    \(RetentionWiring.environmentHelp)
     \(TrackingWiring.environmentHelp)
     \(PaymentWiring.environmentHelp)
       PIXTRACK_PLUGIN_TIMEOUT_MS      plugin call timeout when it must differ from the gateway timeout
@@ -126,6 +132,9 @@ struct ServerOptions {
         var i = 0
         if arguments.first == "migrate" {
             o.migrateOnly = true
+            i = 1
+        } else if arguments.first == "rotate-secrets" {
+            o.rotateSecrets = true
             i = 1
         }
         func value(_ flag: String) throws(UsageError) -> String {

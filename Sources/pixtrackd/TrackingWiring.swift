@@ -1,5 +1,6 @@
 import MetaCAPI
 import RPC
+import Secrets
 import Tracking
 import WebRoutes
 
@@ -69,14 +70,14 @@ struct TrackingWiring {
         return v
     }
 
-    init(storage: Storage, environment: [String: String], metrics: Metrics, logger: Logger) throws(ServerOptions.UsageError) {
+    init(storage: Storage, environment: [String: String], metrics: Metrics, logger: Logger, secrets: SecretKeyring?) throws(ServerOptions.UsageError) {
         let (tracking, meta, runSender) = try Self.configuration(environment)
         let sender = runSender
-            ? MetaSender(pool: storage.pool, configuration: meta, tokens: BotAccessTokens(), metrics: metrics, logger: logger)
+            ? MetaSender(pool: storage.pool, configuration: meta, tokens: BotAccessTokens(secrets: secrets, logger: logger), metrics: metrics, logger: logger)
             : nil
         self.sender = sender
         service = TrackingService(pool: storage.pool, redis: storage.redis, configuration: tracking, metrics: metrics,
-                                  logger: logger, onQueued: { sender?.wakeUp() })
+                                  logger: logger, secrets: secrets, onQueued: { sender?.wakeUp() })
     }
 
     func installRoutes(into routes: inout HTTPRoutes) { service.installRoutes(into: &routes) }

@@ -6,6 +6,7 @@ import MetaCAPI
 import Postgres
 import Redis
 import RPC
+import Secrets
 
 struct MissingEnvironment: Error, CustomStringConvertible {
     let name: String
@@ -40,7 +41,8 @@ struct Harness {
         configure(&config)
         let metrics = Metrics()
         return Harness(pool: pool, redis: redis,
-                       service: TrackingService(pool: pool, redis: redis, configuration: config, metrics: metrics, logger: Logger(minimum: .error)))
+                       service: TrackingService(pool: pool, redis: redis, configuration: config, metrics: metrics, logger: Logger(minimum: .error),
+                                                secrets: SecretKeyring(current: try SecretKey.generate())))
     }
 
     func bot(pixel: String = "", token: String? = nil) async throws -> Bot {
@@ -127,7 +129,7 @@ struct Harness {
         // Same database, Redis on a port nothing listens on.
         let down = TrackingService(pool: up.pool, redis: RedisClient(try RedisConfiguration(url: "redis://127.0.0.1:1/0"), logger: Logger(minimum: .error)),
                                    configuration: { var c = TrackingConfiguration(); c.slugCacheTTL = .zero; return c }(),
-                                   metrics: up.metrics, logger: Logger(minimum: .error))
+                                   metrics: up.metrics, logger: Logger(minimum: .error), secrets: nil)
         let resolved = try await down.resolver.resolve(botID: bot.id, telegramUserID: user)
         #expect(resolved.source == .botUser && resolved.token == token && resolved.data == nil)
         var input = PageViewInput()

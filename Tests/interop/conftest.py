@@ -45,6 +45,24 @@ def _generate_stubs() -> Path:
 sys.path.insert(0, str(_generate_stubs()))
 
 
+def _secrets_key() -> None:
+    """Servers seal bot secrets with PIXTRACK_SECRETS_KEY_FILE (`make test` gives one per run);
+    run by hand, the suite makes a throwaway key."""
+    import base64
+    import os
+    if os.environ.get("PIXTRACK_SECRETS_KEY_FILE"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="pixtrack-interop-key-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "secrets.key"
+    path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    path.chmod(0o600)
+    os.environ["PIXTRACK_SECRETS_KEY_FILE"] = str(path)
+
+
+_secrets_key()
+
+
 # --- servers ----------------------------------------------------------------------------------------
 
 

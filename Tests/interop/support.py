@@ -45,7 +45,7 @@ def pixtrackd_path() -> Path:
     return p if p.is_absolute() else REPO / p
 
 
-_PASSED_THROUGH = {"PIXTRACK_PLUGIN_DIR", "PIXTRACK_TEST_PG_BIN"}
+_PASSED_THROUGH = {"PIXTRACK_PLUGIN_DIR", "PIXTRACK_TEST_PG_BIN", "PIXTRACK_SECRETS_KEY_FILE"}
 _LISTENING = re.compile(r"event=listening\b.*?\bport=(\d+)")
 
 
