@@ -119,6 +119,8 @@ let package = Package(
         .testTarget(name: "TLSTests", dependencies: ["TLS", "SystemTestSupport"]),
         // Process/socket helpers for the storage suites (test-only; nothing in Sources uses it).
         .target(name: "SystemTestSupport", path: "Tests/SystemTestSupport"),
+        // The lease machinery alone (no connection behind the slots, nothing external).
+        .testTarget(name: "LeasingTests", dependencies: ["Leasing"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC", "SystemTestSupport"]),
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
