@@ -36,21 +36,21 @@ import Testing
         }
     }
 
-    @Test func slotsAreCreatedUpToCapacityThenReused() async throws {
-        let pool = Self.pool(capacity: 2)
+    @Test func anIdleSlotIsReusedBeforeANewOneIsMadeUpToCapacity() async throws {
+        let pool = Self.pool(capacity: 3)
         let a = try await pool.acquire()
-        let b = try await pool.acquire()
-        #expect(a !== b)
-        #expect(pool.counts == (created: 2, idle: 0, waiting: 0))
         #expect(pool.release(a))
-        #expect(pool.counts == (created: 2, idle: 1, waiting: 0))
-        // An idle slot is handed out again before any new one could be made.
+        #expect(pool.counts == (created: 1, idle: 1, waiting: 0))
+        // The idle slot is handed out again: no second one is made while one is free.
         let again = try await pool.acquire()
         #expect(again === a)
-        #expect(pool.counts.created == 2)
-        pool.release(again)
-        pool.release(b)
-        #expect(pool.counts == (created: 2, idle: 2, waiting: 0))
+        #expect(pool.counts == (created: 1, idle: 0, waiting: 0))
+        let b = try await pool.acquire()
+        let c = try await pool.acquire()
+        #expect(a !== b && b !== c && a !== c)
+        #expect(pool.counts == (created: 3, idle: 0, waiting: 0))
+        for s in [again, b, c] { pool.release(s) }
+        #expect(pool.counts == (created: 3, idle: 3, waiting: 0))
     }
 
     @Test func aCapacityBelowOneStillLeasesOneSlot() async throws {

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import PluginHost
 import Postgres
 import RPC
@@ -120,6 +121,8 @@ import Testing
         #expect(h.gateway.calls.statusQueries == [StatusQuery(transactionID: "tx-paid", reference: p.reference)])
         #expect(try await h.reload(p.id).status == .paid)
         #expect(try await h.history(p.id).last == "pending->paid (reconciler)")
+        // Paid: never claimed again, however old and due.
+        try await Self.age(h, p.id, seconds: 10)
         try await h.makeDue("next_check_at", of: "payments", id: p.id)
         #expect(try await reconciler.runPass().claimed == 0)
         await h.close()
@@ -148,22 +151,72 @@ import Testing
         await h.close()
     }
 
-    @Test func twoInstancesCheckEachDuePaymentOnce() async throws {
+    @Test func aPaymentAnotherInstanceIsCheckingIsSkippedNotWaitedFor() async throws {
         let h = try await H(configure: Self.schedule)
         var ids: [Int64] = []
-        for _ in 0..<12 {
+        for _ in 0..<8 {
             let p = try await h.payment(.createAnswered(.unknown))
             try await Self.age(h, p.id, seconds: 10)
             ids.append(p.id)
         }
         h.gateway.answerStatus(.unreachable)
-        let (a, b) = (Reconciler(service: h.service), Reconciler(service: h.service))
-        async let first = a.runPass()
-        async let second = b.runPass()
-        let (ra, rb) = try await (first, second)
-        #expect(ra.claimed + rb.claimed == 12, "\(ra) \(rb)")
-        let asked = h.gateway.calls.statusQueries.map(\.reference).sorted()
-        #expect(asked == ids.map(Payment.reference).sorted())
+        let held = Array(ids.prefix(3))
+        // Another instance's claim transaction: these rows stay locked until it is told to end.
+        let holder = RowLockHolder()
+        let holding = Task {
+            try await h.pool.transaction { c in
+                _ = try c.query("SELECT id FROM payments WHERE id = ANY($1::bigint[]) FOR UPDATE",
+                                [.text("{" + held.map(String.init).joined(separator: ",") + "}")])
+                holder.hold()
+            }
+        }
+        #expect(await holder.eventually { $0 == .holding }, "the rows were never locked")
+        let pass = Task {
+            let r = try await Reconciler(service: h.service).runPass()
+            holder.passFinished()
+            return r
+        }
+        // The pass takes the free rows and returns while the others are still locked.
+        let finishedWhileHeld = await holder.eventually { _ in holder.passDone }
+        holder.letGo()
+        let first = try await pass.value
+        try await holding.value
+        #expect(finishedWhileHeld, "the pass waited for the locked rows")
+        #expect(first.claimed == 5)
+        #expect(Set(h.gateway.calls.statusQueries.map(\.reference)) == Set(ids.dropFirst(3).map(Payment.reference)))
+        // Unlocked, the three are claimed; the five checked ones are leased until their next check.
+        let second = try await Reconciler(service: h.service).runPass()
+        #expect(second.claimed == 3)
+        #expect(Set(h.gateway.calls.statusQueries.suffix(3).map(\.reference)) == Set(held.map(Payment.reference)))
         await h.close()
+    }
+}
+
+/// Coordinates a transaction that holds row locks (blocking its connection's queue, never the
+/// cooperative pool) with the test that runs a pass meanwhile.
+final class RowLockHolder: Sendable {
+    enum Phase: Int { case waiting, holding, released }
+    private let phase = Atomic<Int>(Phase.waiting.rawValue)
+    private let done = Atomic<Bool>(false)
+
+    /// Inside the transaction: holds until `letGo`, at most 30 s.
+    func hold() {
+        phase.store(Phase.holding.rawValue, ordering: .releasing)
+        let end = ContinuousClock.now + .seconds(30)
+        while phase.load(ordering: .acquiring) == Phase.holding.rawValue, ContinuousClock.now < end { usleep(1_000) }
+    }
+
+    func letGo() { phase.store(Phase.released.rawValue, ordering: .releasing) }
+    func passFinished() { done.store(true, ordering: .releasing) }
+    var passDone: Bool { done.load(ordering: .acquiring) }
+
+    /// Whether `condition` holds within 10 s.
+    func eventually(_ condition: (Phase) -> Bool) async -> Bool {
+        let end = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < end {
+            if condition(Phase(rawValue: phase.load(ordering: .acquiring)) ?? .waiting) { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return false
     }
 }
