@@ -10,7 +10,7 @@ public final class RegistryGateways: GatewayProvider {
 
     public init(registry: GatewayRegistry) { self.registry = registry }
 
-    public func instance(for account: BotGatewayAccount) async throws -> GatewayInstance {
+    public func instance(for account: BotGatewayAccount) async throws -> any PaymentGateway {
         let key = Self.key(account)
         if let hit = cache.withLock({ $0[key] }) { return hit }
         let made: GatewayInstance

@@ -55,9 +55,21 @@ public protocol TrackingLookup: Sendable {
     func snapshot(token: String) async -> TrackingSnapshot?
 }
 
+/// One gateway account as the payment half calls it: a plugin instance (`GatewayInstance`, which
+/// decides CREATED / DECLINED / NOT_SENT / UNKNOWN with the plugin) in the server, a scripted
+/// double in the unit tests. None of the calls throws: every failure is an outcome.
+public protocol PaymentGateway: Sendable {
+    var plugin: PluginInfo { get }
+    func createPix(_ request: CreatePixRequest) async -> CreatePixOutcome
+    func getStatus(_ query: StatusQuery) async -> StatusOutcome
+    func parseWebhook(_ webhook: WebhookRequest) async -> WebhookOutcome
+}
+
+extension GatewayInstance: PaymentGateway {}
+
 /// Creates and caches one gateway instance per bot account.
 public protocol GatewayProvider: Sendable {
-    func instance(for account: BotGatewayAccount) async throws -> GatewayInstance
+    func instance(for account: BotGatewayAccount) async throws -> any PaymentGateway
     /// `PaymentService/ListGateways`.
     var listings: [GatewayListing] { get }
     func plugin(named name: String) -> PluginInfo?

@@ -25,7 +25,7 @@ extension PaymentService {
             logger.warning("payment_check_no_account", ("payment", payment.reference), ("bot", String(payment.botID)))
             return nil
         }
-        let instance: GatewayInstance
+        let instance: any PaymentGateway
         do {
             instance = try await gateways.instance(for: account)
         } catch {

@@ -124,7 +124,7 @@ public final class WebhookInbox: Sendable {
             return .deferred("database unavailable")
         }
         guard let account else { return .deferred("no bot account uses gateway '\(gateway)'") }
-        let instance: GatewayInstance
+        let instance: any PaymentGateway
         do {
             instance = try await service.gateways.instance(for: account)
         } catch {

@@ -1,3 +1,4 @@
+import PixTrackMessages
 import ProtoCodec
 import RPC
 
@@ -25,12 +26,14 @@ public enum StandardServices {
     public static func health(knownServices: [String], isServing: @escaping HealthStatusProvider) -> [RPCMethod] {
         let known = Set(knownServices)
         // Load balancers poll this all day: the two possible answers are encoded once, here.
-        let answers = [Int32(1), 2].map { status in  // SERVING, NOT_SERVING
-            Result { try encodeResponse(ProtoMessage("grpc.health.v1.HealthCheckResponse", ["status": .enumValue(status)])) }
+        let answers = [Grpc_Health_V1_HealthCheckResponse.ServingStatus.serving, .notServing].map { status in
+            var response = Grpc_Health_V1_HealthCheckResponse()
+            response.status = status
+            return Result { try encodeResponse(response) }
         }
         let check: InlineUnaryHandler = { request, _ in
             let service = request.isEmpty ? ""
-                : try decodeRequest(request, as: "grpc.health.v1.HealthCheckRequest").string("service")
+                : try decodeRequest(request, as: Grpc_Health_V1_HealthCheckRequest.self).service
             guard service.isEmpty || known.contains(service) else {
                 throw RPCError(.notFound, "unknown service '\(service)'")
             }
@@ -106,6 +109,23 @@ func encodeResponse(_ message: ProtoMessage) throws -> [UInt8] {
     do {
         return try ProtoCodec.encode(message)
     } catch let error as ProtoCodecError {
+        throw RPCError(.internal, "internal error", cause: error)
+    }
+}
+
+/// The same two helpers for generated message types (same answers to bad input).
+func decodeRequest<M: GeneratedMessage>(_ bytes: [UInt8], as type: M.Type) throws -> M {
+    do {
+        return try M(serializedBytes: bytes)
+    } catch let error as MessageCodingError {
+        throw RPCError(.invalidArgument, "request is not a valid \(M.protoMessageName)", cause: error)
+    }
+}
+
+func encodeResponse<M: GeneratedMessage>(_ message: M) throws -> [UInt8] {
+    do {
+        return try message.serializedBytes()
+    } catch let error as MessageCodingError {
         throw RPCError(.internal, "internal error", cause: error)
     }
 }
