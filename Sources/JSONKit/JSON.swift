@@ -108,7 +108,9 @@ public enum JSON: Sendable, Hashable {
             out.append(UInt8(ascii: "]"))
         case .object(let o):
             out.append(UInt8(ascii: "{"))
-            for (i, k) in o.keys.sorted().enumerated() {
+            // By UTF-8 bytes: Swift's String order compares canonically ("e\u{301}" and "é@" are
+            // neither < nor > each other), which is not a total order on the bytes we write.
+            for (i, k) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 Self.writeString(k, to: &out, scriptSafe: scriptSafe)
                 out.append(UInt8(ascii: ":"))

@@ -25,6 +25,16 @@ import Testing
         #expect(try JSON.parse(j.bytes) == j)
     }
 
+    /// Keys sort by their UTF-8 bytes: Swift's String order is canonical ("e\u{301}" is neither
+    /// before nor after "é@"), so sorting by it could write the same object two ways (found by
+    /// the json fuzz target).
+    @Test func keysSortByTheirBytesSoSerializationIsStable() throws {
+        let v = try JSON.parse(Array(#"{"a": 1, "a": 2, "+u0061": 3, "é@": 1, "e\u0301": 2}"#.utf8))
+        let once = v.bytes
+        #expect(try JSON.parse(once).bytes == once)
+        #expect(String(decoding: once, as: UTF8.self) == "{\"+u0061\":3,\"a\":2,\"e\u{301}\":2,\"é@\":1}")
+    }
+
     @Test func roundTripsAndEscapesForScriptBlocks() throws {
         let v: JSON = .object(["a": .array([.int(-12), .number("1.5"), .bool(true), .null]), "s": .string("</script>&\u{2028}\"\\\n😀")])
         let text = v.scriptSafeSerialized
