@@ -94,4 +94,16 @@ static inline int pixtrack_redis_idle_readable(const redisContext *c) {
     struct pollfd p = { c->fd, POLLIN, 0 };
     return poll(&p, 1, 0) != 0;
 }
+
+/* Takes the descriptor out of a connected context, so that redisFree leaves it open: the
+ * non-blocking client connects (and runs AUTH/SELECT) with the blocking context, then drives
+ * the descriptor from its own epoll loop. */
+static inline int pixtrack_redis_take_fd(redisContext *c) {
+    int fd = c->fd;
+    c->fd = -1;
+    return fd;
+}
+
+/* The reader's error text (errstr is a fixed array Swift imports as a tuple). */
+static inline const char *pixtrack_reader_errstr(const redisReader *r) { return r->errstr; }
 #endif

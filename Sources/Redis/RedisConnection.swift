@@ -1,9 +1,10 @@
 import Glibc
 import TLS
 
-/// One Redis connection (owns a `redisContext *`). Blocking, bounded by the connect and command
-/// timeouts: use it from the thread that runs a `RedisClient` job, never from Swift's
-/// cooperative pool, and never from two threads at once (hence not `Sendable`).
+/// One blocking Redis connection (owns a `redisContext *`), bounded by the connect and command
+/// timeouts: use it from a thread of its own, never from Swift's cooperative pool, and never from
+/// two threads at once (hence not `Sendable`). `RedisClient` uses it only to connect (TCP or the
+/// TLS tunnel, `AUTH`, `SELECT`) on a connect thread, then takes the descriptor.
 ///
 /// Any I/O failure closes the connection: a reply that arrives after a timeout would otherwise
 /// be read as the answer to the next command.
@@ -62,6 +63,16 @@ public final class RedisConnection {
     public func close() {
         if let context { Hiredis.free(context) }
         context = nil
+    }
+
+    /// Hands the connected descriptor to the caller (who must close it) and closes the rest of
+    /// the connection; nil when already closed. Used by the non-blocking client, which connects
+    /// with this class and then drives the socket itself.
+    func takeDescriptor() -> Int32? {
+        guard let context else { return nil }
+        let fd = Hiredis.takeDescriptor(context)
+        close()
+        return fd >= 0 ? fd : nil
     }
 
     /// False once closed or broken.
