@@ -34,10 +34,6 @@ enum Hiredis {
         return code == 0 ? nil : (code, String(cString: pixtrack_redis_errstr(ctx(context))))
     }
 
-    /// `poll(2)` with a zero timeout: true when an idle connection has something to read (EOF or
-    /// unsolicited data) and must not be reused.
-    static func idleReadable(_ context: OpaquePointer) -> Bool { pixtrack_redis_idle_readable(ctx(context)) != 0 }
-
     /// The corresponding C function is `redisCommandArgv`; nil means the context failed.
     static func command(_ context: OpaquePointer, _ args: [[UInt8]], errno: inout Int32) -> RedisReply? {
         let reply = withArgv(args) { argc, argv, lengths in

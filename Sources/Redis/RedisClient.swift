@@ -153,7 +153,9 @@ enum RedisCommandKind: Equatable {
     case refused
 
     init(_ args: [[UInt8]]) {
-        guard let name = args.first, name.count >= 4, name.count <= 12 else {
+        // Every name below starts with one of these letters: most commands stop here.
+        guard let name = args.first, name.count >= 4, name.count <= 12,
+              "BWXSPMbwxspm".utf8.contains(name[0]) else {
             self = .plain
             return
         }

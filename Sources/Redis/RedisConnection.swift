@@ -110,17 +110,6 @@ public final class RedisConnection {
         return replies
     }
 
-    /// False when a connection that sat idle must be replaced: closed, or the server closed it
-    /// or sent something unasked (checked with a zero-timeout `poll`, never blocks).
-    func refreshIfIdle() -> Bool {
-        guard let context else { return false }
-        if Hiredis.idleReadable(context) {
-            close()
-            return false
-        }
-        return true
-    }
-
     private func expectOK(_ args: [String], what: String) throws {
         let reply = try command(args.map { Array($0.utf8) })
         guard case .status = reply else {

@@ -66,8 +66,9 @@ final class RedisEventLoop: @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     private let published = Mutex(Counts())
     private let ids = Atomic<UInt64>(0)
-    private var epfd: Int32 = -1
-    private var wakeFD: Int32 = -1
+    /// Made with the loop (so callers may signal without a race) and closed with it.
+    private let epfd: Int32
+    private let wakeFD: Int32
 
     // Everything below is confined to the loop thread.
     private var owner = pthread_t()
@@ -111,6 +112,13 @@ final class RedisEventLoop: @unchecked Sendable {
     init(configuration: RedisConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+    }
+
+    deinit {
+        if epfd >= 0 { Glibc.close(epfd) }
+        if wakeFD >= 0 { Glibc.close(wakeFD) }
     }
 
     var counters: Counts { published.withLock { $0 } }
@@ -195,10 +203,8 @@ final class RedisEventLoop: @unchecked Sendable {
         _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
     }
 
-    /// Creates the epoll set and the eventfd and starts the thread (first call only).
+    /// Starts the thread (first call only).
     private func start() {
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         var thread = pthread_t()
         let box = Unmanaged.passRetained(self).toOpaque()
         guard epfd >= 0, wakeFD >= 0, pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0,
@@ -215,18 +221,10 @@ final class RedisEventLoop: @unchecked Sendable {
             }
             let error = RedisError.unavailable("cannot start the Redis I/O thread")
             for case .submit(let call) in jobs { call.continuation.resume(throwing: error) }
-            closeDescriptors()
             return
         }
         pthread_detach(thread)
         signal()  // the first job is already in the inbox
-    }
-
-    private func closeDescriptors() {
-        if epfd >= 0 { Glibc.close(epfd) }
-        if wakeFD >= 0 { Glibc.close(wakeFD) }
-        epfd = -1
-        wakeFD = -1
     }
 
     // MARK: - The loop (its own thread)
@@ -268,7 +266,6 @@ final class RedisEventLoop: @unchecked Sendable {
             return box.jobs
         }
         for case .close(let continuation?) in late { closeWaiters.append(continuation) }
-        closeDescriptors()
         publish()
         for continuation in closeWaiters { continuation.resume() }
     }
@@ -504,6 +501,7 @@ final class RedisEventLoop: @unchecked Sendable {
     }
 
     private func read(_ link: Link) {
+        assertOnLoop()
         while link.fd >= 0, let reader = link.reader {
             let n = readBuffer.withUnsafeMutableBytes { recv(link.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if n == 0 {
@@ -563,6 +561,7 @@ final class RedisEventLoop: @unchecked Sendable {
 
     /// Writes what the connection's output holds; watches for writability when the socket is full.
     private func flush(_ link: Link) {
+        assertOnLoop()
         guard link.fd >= 0 else { return }
         while link.sent < link.output.count {
             let n = link.output.withUnsafeBytes { raw in
