@@ -16,20 +16,8 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
 /// The non-blocking client under concurrency: automatic pipelining, late replies, cancellation
 /// and the bounds. Tests that pause or count a server use a private one.
 @Suite struct RedisPipeliningTests {
-    /// Runs `body` with a fresh private server, destroyed afterwards.
-    static func withRedis(_ body: (PrivateRedis) async throws -> Void) async throws {
-        let server = try await PrivateRedis.launch()
-        do {
-            try await body(server)
-        } catch {
-            await server.destroy()
-            throw error
-        }
-        await server.destroy()
-    }
-
     @Test func aThousandConcurrentCommandsGetTheirOwnRepliesInOrderOverFewConnections() async throws {
-        try await Self.withRedis { server in
+        try await PrivateRedis.with { server in
             var configuration = try RedisConfiguration(url: server.url)
             configuration.poolSize = 2
             configuration.commandTimeout = .seconds(10)
@@ -78,7 +66,7 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
     }
 
     @Test func aLateReplyClosesItsConnectionAndFailsOnlyTheCommandsWaitingOnIt() async throws {
-        try await Self.withRedis { server in
+        try await PrivateRedis.with { server in
             var configuration = try RedisConfiguration(url: server.url)
             configuration.poolSize = 1
             configuration.commandTimeout = .milliseconds(300)
