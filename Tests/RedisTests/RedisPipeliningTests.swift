@@ -166,6 +166,26 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
         await redis.close()
     }
 
+    @Test func aConnectionKilledMidCommandFailsItsCommandsAndTheNextCallReconnects() async throws {
+        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.commandTimeout = .seconds(10) }
+        let killer = try RedisTestEnv.client()
+        let p = RedisTestEnv.uniquePrefix("killed")
+        let id = try await redis.command(["CLIENT", "ID"]).integer ?? -1
+        let blocked = Task { try await redis.command(["BLPOP", "\(p)never", "8"]) }
+        while redis.counters.outstanding == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        let (error, elapsed) = await measure { () -> RedisError? in
+            _ = try? await killer.command(["CLIENT", "KILL", "ID", String(id)])
+            return await redisError { try await blocked.value }
+        }
+        #expect(error == .unavailable("Redis closed the connection"))
+        #expect(elapsed < .seconds(4), "at once, not when the 8 s BLPOP or the 10 s timeout would end (\(elapsed))")
+        let again = try await redis.command(["CLIENT", "ID"]).integer ?? -1
+        #expect(again != id && again > 0, "a new connection")
+        #expect(redis.statistics.created == 1)
+        await redis.close()
+        await killer.close()
+    }
+
     @Test func subscriberCommandsAreRefusedBeforeAnyIO() async throws {
         let redis = RedisClient(RedisConfiguration(host: "127.0.0.1", port: spareTCPPort()), logger: .init(minimum: .error))
         let error = await redisError { try await redis.command(["SUBSCRIBE", "news"]) }
