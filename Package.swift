@@ -67,7 +67,7 @@ let package = Package(
         // cooperative pool).
         .target(name: "Leasing"),
         .target(name: "Postgres", dependencies: ["CLibpq", "Leasing", "RPC"]),
-        .target(name: "Redis", dependencies: ["CHiredis", "Leasing", "RPC", "TLS"]),
+        .target(name: "Redis", dependencies: ["CHiredis", "CSystemShims", "RPC", "TLS"]),
 
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec", "PixTrackMessages"]),

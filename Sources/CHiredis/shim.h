@@ -2,7 +2,6 @@
 #define PIXTRACK_CHIREDIS_SHIM_H
 #include <hiredis/hiredis.h>
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -88,10 +87,15 @@ static inline int pixtrack_redis_set_timeout(redisContext *c, long timeout_ms) {
 static inline int pixtrack_redis_err(const redisContext *c) { return c->err; }
 static inline const char *pixtrack_redis_errstr(const redisContext *c) { return c->errstr; }
 
-/* True when an idle connection has something to read: the server closed it (EOF) or sent data
- * nobody asked for. Either way the connection must not be reused. Never blocks. */
-static inline int pixtrack_redis_idle_readable(const redisContext *c) {
-    struct pollfd p = { c->fd, POLLIN, 0 };
-    return poll(&p, 1, 0) != 0;
+/* Takes the descriptor out of a connected context, so that redisFree leaves it open: the
+ * non-blocking client connects (and runs AUTH/SELECT) with the blocking context, then drives
+ * the descriptor from its own epoll loop. */
+static inline int pixtrack_redis_take_fd(redisContext *c) {
+    int fd = c->fd;
+    c->fd = -1;
+    return fd;
 }
+
+/* The reader's error text (errstr is a fixed array Swift imports as a tuple). */
+static inline const char *pixtrack_reader_errstr(const redisReader *r) { return r->errstr; }
 #endif

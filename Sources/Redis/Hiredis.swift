@@ -34,10 +34,6 @@ enum Hiredis {
         return code == 0 ? nil : (code, String(cString: pixtrack_redis_errstr(ctx(context))))
     }
 
-    /// `poll(2)` with a zero timeout: true when an idle connection has something to read (EOF or
-    /// unsolicited data) and must not be reused.
-    static func idleReadable(_ context: OpaquePointer) -> Bool { pixtrack_redis_idle_readable(ctx(context)) != 0 }
-
     /// The corresponding C function is `redisCommandArgv`; nil means the context failed.
     static func command(_ context: OpaquePointer, _ args: [[UInt8]], errno: inout Int32) -> RedisReply? {
         let reply = withArgv(args) { argc, argv, lengths in
@@ -56,6 +52,44 @@ enum Hiredis {
         var reply: UnsafeMutablePointer<redisReply>?
         guard pixtrack_redis_get_reply(ctx(context), &reply, &errno) == REDIS_OK, let reply else { return nil }
         return takeReply(reply)
+    }
+
+    /// Takes the descriptor out of a connected context (`pixtrack_redis_take_fd`): freeing the
+    /// context afterwards leaves it open, owned by the caller.
+    static func takeDescriptor(_ context: OpaquePointer) -> Int32 { pixtrack_redis_take_fd(ctx(context)) }
+
+    // MARK: - The protocol reader (no I/O: bytes in, replies out)
+
+    /// The corresponding C function is `redisReaderCreate` (default reply objects); nil when out
+    /// of memory. Free it with `freeReader`.
+    static func makeReader() -> UnsafeMutablePointer<redisReader>? { redisReaderCreate() }
+
+    /// The corresponding C function is `redisReaderFree`.
+    static func freeReader(_ reader: UnsafeMutablePointer<redisReader>) { redisReaderFree(reader) }
+
+    /// The corresponding C function is `redisReaderFeed` (copies the bytes); false when out of memory.
+    static func feed(_ reader: UnsafeMutablePointer<redisReader>, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return true }
+        return redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) == REDIS_OK
+    }
+
+    /// What the reader holds next.
+    enum ReaderOutput {
+        case reply(RedisReply)
+        /// No complete reply buffered yet.
+        case needMore
+        /// The byte stream is not RESP (the reader's error text).
+        case failed(String)
+    }
+
+    /// The corresponding C function is `redisReaderGetReply`; the reply is copied and freed.
+    static func nextReply(_ reader: UnsafeMutablePointer<redisReader>) -> ReaderOutput {
+        var raw: UnsafeMutableRawPointer?
+        guard redisReaderGetReply(reader, &raw) == REDIS_OK else {
+            return .failed(String(cString: pixtrack_reader_errstr(reader)))
+        }
+        guard let raw else { return .needMore }
+        return .reply(takeReply(raw.assumingMemoryBound(to: redisReply.self)))
     }
 
     /// The hiredis error flags (`REDIS_ERR_*` in `read.h`).

@@ -1,32 +1,38 @@
-import Leasing
 import RPC
-import Synchronization
 
-/// A pool of Redis connections with an async API.
+/// A Redis client with an async API, non-blocking underneath.
 ///
-/// Every hiredis call runs on the pooled connection's own serial DispatchQueue, never on Swift's
-/// cooperative pool. Calls never hang: connecting is bounded by `connectTimeout`, each socket
-/// read/write by `commandTimeout`, waiting for a connection by `acquireTimeout`. A broken
-/// connection is dropped and the next call reconnects by itself; after a failed connect, calls
-/// fail at once for `reconnectBackoff`.
+/// One I/O thread per client runs an epoll loop that owns its connections (at most `poolSize`)
+/// and the hiredis protocol reader of each (`RedisEventLoop`). A call hands its command to that
+/// thread through a mutex-protected inbox and an eventfd, and the thread resumes the caller
+/// when the reply arrives: commands that queue while the thread is busy go out in one write and
+/// share the round trip (automatic pipelining), so a few connections serve many concurrent
+/// callers. Each connection's bookkeeping is a value state machine
+/// (`RedisConnectionStateMachine`).
+///
+/// Calls never hang: connecting is bounded by `connectTimeout`, a connection with commands
+/// outstanding must answer within `commandTimeout` of its last reply (else it closes and they
+/// fail with `.timeout`), and waiting for room on a connection by `acquireTimeout`. A broken
+/// connection fails its outstanding commands with `.unavailable` and the next call opens a new
+/// one; after a failed connect, calls that need a new connection fail at once for
+/// `reconnectBackoff`. A cancelled caller returns at once with `CancellationError` (a command
+/// already written still gets its reply read, and dropped).
+///
+/// Blocking commands (`BLPOP`, `BRPOP`, `BLMOVE`, `WAIT`, `XREAD … BLOCK`…) get a connection to
+/// themselves while they block; `SUBSCRIBE`, `MONITOR` and the like would break the
+/// one-reply-per-command rule and are refused.
 public final class RedisClient: Sendable {
-    private let configuration: RedisConfiguration
-    private let slots: LeasePool<RedisConnection>
-    private let logger: Logger
-    /// Until when connect attempts are skipped after one failed.
-    private let downUntil = Mutex<ContinuousClock.Instant?>(nil)
+    private let loop: RedisEventLoop
 
-    /// Creates the client; connections open lazily on first use.
+    /// Creates the client; the I/O thread starts and connections open on first use.
     public init(_ configuration: RedisConfiguration, logger: Logger = Logger()) {
-        self.configuration = configuration
-        self.slots = LeasePool(
-            capacity: configuration.poolSize, acquireTimeout: configuration.acquireTimeout, label: "pixtrack.redis",
-            errors: .init(closed: { RedisError.unavailable("the Redis client is closed") },
-                          timeout: { waited, capacity in
-                              RedisError.timeout("no Redis connection free within \(waited) (pool of \(capacity))")
-                          }))
-        self.logger = logger
+        var configuration = configuration
+        configuration.poolSize = max(1, configuration.poolSize)
+        configuration.maxCommandsPerConnection = max(1, configuration.maxCommandsPerConnection)
+        loop = RedisEventLoop(configuration: configuration, logger: logger)
     }
+
+    deinit { loop.requestClose() }
 
     /// Parses `url` (`redis://host:port/db`) and creates the client with the other settings default.
     public convenience init(url: String, logger: Logger = Logger()) throws {
@@ -34,10 +40,15 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs one command (binary-safe arguments).
-    /// - Throws: `RedisError.server` for an error reply; `.unavailable`, `.timeout`, `.protocol`.
+    /// - Throws: `RedisError.server` for an error reply; `.unavailable`, `.timeout`, `.protocol`,
+    ///   `.invalidArgument`; `CancellationError`.
     @discardableResult
     public func command(_ args: [[UInt8]]) async throws -> RedisReply {
-        let reply = try await withConnection { try $0.command(args) }
+        guard !args.isEmpty else { throw RedisError.invalidArgument("empty command") }
+        let kind = RedisCommandKind(args)
+        if kind == .refused { throw RedisError.invalidArgument("subscriber and replication commands are not supported") }
+        let replies = try await loop.run([args], exclusive: kind == .blocking)
+        guard let reply = replies.first else { throw RedisError.protocol("no reply from Redis") }
         if let message = reply.errorMessage { throw RedisError.server(reply: message) }
         return reply
     }
@@ -52,7 +63,18 @@ public final class RedisClient: Sendable {
     /// replies stay in place as `.error`; only connection-level failures throw.
     public func pipeline(_ commands: [[[UInt8]]]) async throws -> [RedisReply] {
         guard !commands.isEmpty else { return [] }
-        return try await withConnection { try $0.pipeline(commands) }
+        guard !commands.contains(where: \.isEmpty) else { throw RedisError.invalidArgument("empty command in pipeline") }
+        var exclusive = false
+        for args in commands {
+            switch RedisCommandKind(args) {
+            case .refused: throw RedisError.invalidArgument("subscriber and replication commands are not supported")
+            case .blocking: exclusive = true
+            case .plain: break
+            }
+        }
+        let replies = try await loop.run(commands, exclusive: exclusive)
+        guard replies.count == commands.count else { throw RedisError.protocol("Redis answered a pipeline short") }
+        return replies
     }
 
     /// `pipeline` with text arguments (UTF-8).
@@ -108,60 +130,47 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Pool positions created so far, idle ones, and callers waiting for one.
-    public var statistics: (created: Int, idle: Int, waiting: Int) { slots.counts }
-
-    /// Refuses new calls and closes idle connections; busy ones close when their call ends.
-    public func close() async {
-        for slot in slots.close() {
-            _ = try? await slot.run { slot.connection?.close(); slot.connection = nil }
-        }
+    /// Connections open or opening, idle ones (nothing outstanding), and calls waiting for room.
+    public var statistics: (created: Int, idle: Int, waiting: Int) {
+        let counts = loop.counters
+        return (counts.created, counts.idle, counts.waiting)
     }
 
-    // MARK: - Leases
+    /// What the I/O thread counted (tests): commands written, `send` calls, the largest batch.
+    var counters: RedisEventLoop.Counts { loop.counters }
 
-    /// Runs `body` with a pooled connection on that connection's own thread.
-    private func withConnection<T: Sendable>(_ body: @escaping @Sendable (RedisConnection) throws -> T) async throws -> T {
-        let slot = try await slots.acquire()
-        defer {
-            if !slots.release(slot) { slot.queue.async { slot.connection?.close(); slot.connection = nil } }
-        }
-        return try await slot.run { [self] in
-            let connection = try liveConnection(slot)
-            do {
-                return try body(connection)
-            } catch let error as RedisError {
-                if error.breaksConnection || !connection.isUsable {
-                    connection.close()
-                    slot.connection = nil
-                    logger.info("redis_connection_dropped", ("error", error.description))
-                }
-                throw error
-            }
-        }
-    }
+    /// Refuses new calls; connections close once their outstanding replies arrived (bounded by
+    /// the command timeout). Returns when the I/O thread has ended.
+    public func close() async { await loop.close() }
+}
 
-    /// The slot's connection if still fit for use, else a new one (on the slot's queue).
-    private func liveConnection(_ slot: LeaseSlot<RedisConnection>) throws -> RedisConnection {
-        if let existing = slot.connection {
-            if existing.refreshIfIdle() { return existing }
-            slot.connection = nil
-            logger.info("redis_connection_dropped", ("reason", "closed while idle"))
+/// How the client treats a command, by its name (checked without allocating for short names).
+enum RedisCommandKind: Equatable {
+    case plain
+    /// Blocks server-side until data or its timeout: needs a connection to itself.
+    case blocking
+    /// Changes the connection's protocol (pub/sub, MONITOR, replication): not supported.
+    case refused
+
+    init(_ args: [[UInt8]]) {
+        // Every name below starts with one of these letters: most commands stop here.
+        guard let name = args.first, name.count >= 4, name.count <= 12,
+              "BWXSPMbwxspm".utf8.contains(name[0]) else {
+            self = .plain
+            return
         }
-        if let until = downUntil.withLock({ $0 }), ContinuousClock.now < until {
-            throw RedisError.unavailable("Redis is down (a recent connect failed); not retrying yet")
-        }
-        do {
-            let connection = try RedisConnection.connect(configuration)
-            slot.connection = connection
-            downUntil.withLock { $0 = nil }
-            return connection
-        } catch let error as RedisError {
-            if case .unavailable = error, configuration.reconnectBackoff > .zero {
-                downUntil.withLock { $0 = .now + configuration.reconnectBackoff }
-            }
-            logger.warning("redis_connect_failed", ("error", error.description))
-            throw error
+        let upper = String(decoding: name.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
+        switch upper {
+        case "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF":
+            self = .blocking
+        case "XREAD", "XREADGROUP":
+            let block = Array("BLOCK".utf8)
+            self = args.dropFirst().contains { $0.count == 5 && $0.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 } == block }
+                ? .blocking : .plain
+        case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC":
+            self = .refused
+        default:
+            self = .plain
         }
     }
 }

@@ -9,14 +9,19 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var password: String?
     /// Redis 6 ACL user (`AUTH user password`); nil: the default user.
     public var username: String?
-    /// Connections kept (also the most blocking threads in use).
+    /// Connections at most. Commands are pipelined on them, so a few carry many concurrent
+    /// callers; a new one opens only when every open one has many commands outstanding.
     public var poolSize: Int = 8
+    /// Commands (a pipeline counts once) outstanding on one connection at most; calls beyond
+    /// `poolSize` times this wait up to `acquireTimeout` for room, in a line of the same bound.
+    public var maxCommandsPerConnection: Int = 1024
     /// Bound on establishing a TCP connection.
     public var connectTimeout: Duration = .milliseconds(500)
-    /// Bound on each socket read/write of a command (`redisSetTimeout`); a pipeline may take
-    /// this long per read.
+    /// How long a connection with commands outstanding may go without a reply; then it closes
+    /// and they fail with `.timeout` (a late reply would be read as the next command's).
     public var commandTimeout: Duration = .milliseconds(500)
-    /// How long a caller waits for a free pooled connection.
+    /// How long a call waits for room on a connection (all `poolSize` open and full, or a
+    /// blocking command such as `BLPOP` holding them).
     public var acquireTimeout: Duration = .seconds(1)
     /// After a failed connect, calls fail at once with `.unavailable` for this long instead of
     /// each waiting for a connect attempt (Redis is an accelerator: fail fast). `.zero`: always try.

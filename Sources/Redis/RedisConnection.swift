@@ -1,9 +1,10 @@
 import Glibc
 import TLS
 
-/// One Redis connection (owns a `redisContext *`). Blocking, bounded by the connect and command
-/// timeouts: use it from the thread that runs a `RedisClient` job, never from Swift's
-/// cooperative pool, and never from two threads at once (hence not `Sendable`).
+/// One blocking Redis connection (owns a `redisContext *`), bounded by the connect and command
+/// timeouts: use it from a thread of its own, never from Swift's cooperative pool, and never from
+/// two threads at once (hence not `Sendable`). `RedisClient` uses it only to connect (TCP or the
+/// TLS tunnel, `AUTH`, `SELECT`) on a connect thread, then takes the descriptor.
 ///
 /// Any I/O failure closes the connection: a reply that arrives after a timeout would otherwise
 /// be read as the answer to the next command.
@@ -64,6 +65,16 @@ public final class RedisConnection {
         context = nil
     }
 
+    /// Hands the connected descriptor to the caller (who must close it) and closes the rest of
+    /// the connection; nil when already closed. Used by the non-blocking client, which connects
+    /// with this class and then drives the socket itself.
+    func takeDescriptor() -> Int32? {
+        guard let context else { return nil }
+        let fd = Hiredis.takeDescriptor(context)
+        close()
+        return fd >= 0 ? fd : nil
+    }
+
     /// False once closed or broken.
     public var isUsable: Bool { context != nil }
 
@@ -97,17 +108,6 @@ public final class RedisConnection {
             replies.append(reply)
         }
         return replies
-    }
-
-    /// False when a connection that sat idle must be replaced: closed, or the server closed it
-    /// or sent something unasked (checked with a zero-timeout `poll`, never blocks).
-    func refreshIfIdle() -> Bool {
-        guard let context else { return false }
-        if Hiredis.idleReadable(context) {
-            close()
-            return false
-        }
-        return true
     }
 
     private func expectOK(_ args: [String], what: String) throws {

@@ -44,6 +44,18 @@ final class PrivateRedis {
         return redis
     }
 
+    /// Runs `body` with a fresh server (TLS-only with `tls`), destroyed afterwards whatever happens.
+    static func with(tls: TLSFiles? = nil, _ body: (PrivateRedis) async throws -> Void) async throws {
+        let server = try await launch(tls: tls)
+        do {
+            try await body(server)
+        } catch {
+            await server.destroy()
+            throw error
+        }
+        await server.destroy()
+    }
+
     /// Starts (again) on the same port and waits until it answers PING.
     func start() async throws {
         var listen = ["--port", String(port)]

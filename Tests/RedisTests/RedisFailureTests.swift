@@ -6,14 +6,7 @@ import SystemTestSupport
 /// recovery without help.
 @Suite struct RedisFailureTests {
     @Test func downRedisFailsFastAndTheClientReconnectsByItself() async throws {
-        let server = try await PrivateRedis.launch()
-        do {
-            try await downAndUp(server)
-        } catch {
-            await server.destroy()
-            throw error
-        }
-        await server.destroy()
+        try await PrivateRedis.with { try await downAndUp($0) }
     }
 
     private func downAndUp(_ server: PrivateRedis) async throws {

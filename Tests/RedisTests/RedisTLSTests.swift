@@ -18,14 +18,7 @@ import SystemTestSupport
 
     /// Runs `body` with a fresh server (TLS-only with `certs`), destroyed afterwards.
     static func withRedis(_ certs: TestCertificates?, _ body: (PrivateRedis) async throws -> Void) async throws {
-        let server = try await PrivateRedis.launch(tls: certs.map { .init(certificate: $0.certificate, key: $0.key, ca: $0.ca) })
-        do {
-            try await body(server)
-        } catch {
-            await server.destroy()
-            throw error
-        }
-        await server.destroy()
+        try await PrivateRedis.with(tls: certs.map { .init(certificate: $0.certificate, key: $0.key, ca: $0.ca) }, body)
     }
 
     @Test func commandsAndLargePipelinesGoThroughTheTunnel() async throws {
