@@ -114,7 +114,7 @@ let package = Package(
         // Meta Conversions API: the durable outbox and its background sender (libcurl via HTTPClient).
         .target(name: "MetaCAPI", dependencies: ["JSONKit", "Postgres", "HTTPClient", "CSHA256", "RPC"]),
         // The tracking domain: bots, slugs, tokens, PageView, /start binding, token recovery, /go.
-        .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes", "Secrets"]),
+        .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "PixTrackMessages", "Postgres", "Redis", "MetaCAPI", "WebRoutes", "Secrets"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
         .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
@@ -140,7 +140,7 @@ let package = Package(
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
         .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),
-        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes", "Secrets"]),
+        .testTarget(name: "TrackingTests", dependencies: ["Tracking", "PixTrackMessages", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes", "Secrets"]),
         // BEGIN payments test targets
         .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
         // END payments test targets

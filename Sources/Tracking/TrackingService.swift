@@ -1,6 +1,6 @@
 import MetaCAPI
+import PixTrackMessages
 import Postgres
-import ProtoCodec
 import Redis
 import RPC
 import Secrets
@@ -42,55 +42,60 @@ public final class TrackingService: Sendable {
 
     /// Every method of the service, for the server's router.
     public var methods: [RPCMethod] {
-        let table: [(String, String, @Sendable (ProtoMessage) async throws -> ProtoMessage)] = [
-            ("RecordPageView", "pixtrack.v1.RecordPageViewRequest", { [self] in try await recordPageView($0) }),
-            ("MergeBrowserCookies", "pixtrack.v1.MergeBrowserCookiesRequest", { [self] in try await mergeBrowserCookies($0) }),
-            ("BindStart", "pixtrack.v1.BindStartRequest", { [self] in try await bindStart($0) }),
-            ("ResolveToken", "pixtrack.v1.ResolveTokenRequest", { [self] in try await resolveToken($0) }),
-            ("GetTrackingData", "pixtrack.v1.GetTrackingDataRequest", { [self] in try await getTrackingData($0) }),
-            ("UpsertBot", "pixtrack.v1.UpsertBotRequest", { [self] in try await upsertBot($0) }),
-            ("GetBot", "pixtrack.v1.GetBotRequest", { [self] in try await getBot($0) }),
-            ("ListBots", "pixtrack.v1.ListBotsRequest", { [self] in try await listBots($0) }),
-            ("UpsertSlug", "pixtrack.v1.UpsertSlugRequest", { [self] in try await upsertSlug($0) }),
-            ("GetSlug", "pixtrack.v1.GetSlugRequest", { [self] in try await getSlug($0) }),
-            ("RequeueMetaEvents", "pixtrack.v1.RequeueMetaEventsRequest", { [self] in try await requeueMetaEvents($0) }),
+        [
+            Self.unary("RecordPageView") { [self] in try await recordPageView($0) },
+            Self.unary("MergeBrowserCookies") { [self] in try await mergeBrowserCookies($0) },
+            Self.unary("BindStart") { [self] in try await bindStart($0) },
+            Self.unary("ResolveToken") { [self] in try await resolveToken($0) },
+            Self.unary("GetTrackingData") { [self] in try await getTrackingData($0) },
+            Self.unary("UpsertBot") { [self] in try await upsertBot($0) },
+            Self.unary("GetBot") { [self] in try await getBot($0) },
+            Self.unary("ListBots") { [self] in try await listBots($0) },
+            Self.unary("UpsertSlug") { [self] in try await upsertSlug($0) },
+            Self.unary("GetSlug") { [self] in try await getSlug($0) },
+            Self.unary("RequeueMetaEvents") { [self] in try await requeueMetaEvents($0) },
         ]
-        return table.map { name, input, body in
-            RPCMethod(service: Self.serviceName, method: name, kind: .unary { bytes, _ in
-                let request: ProtoMessage
-                do {
-                    request = try ProtoCodec.decode(bytes, as: input)
-                } catch {
-                    throw RPCError(.invalidArgument, "request is not a valid \(input)")
-                }
-                let response = try await body(request)
-                do {
-                    return try ProtoCodec.encode(response)
-                } catch {
-                    throw RPCError(.internal, "internal error", cause: error)
-                }
-            })
-        }
+    }
+
+    /// One unary method on generated messages: bytes that are not a `Request` fail with
+    /// INVALID_ARGUMENT, a response that does not encode (our bug) with INTERNAL.
+    static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
+        _ name: String, _ body: @escaping @Sendable (Request) async throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(service: serviceName, method: name, kind: .unary { bytes, _ in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: bytes)
+            } catch {
+                throw RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName)")
+            }
+            let response = try await body(request)
+            do {
+                return try response.serializedBytes()
+            } catch {
+                throw RPCError(.internal, "internal error", cause: error)
+            }
+        })
     }
 
     // MARK: - Tracking methods
 
-    func recordPageView(_ r: ProtoMessage) async throws -> ProtoMessage {
+    func recordPageView(_ r: Pixtrack_V1_RecordPageViewRequest) async throws -> Pixtrack_V1_RecordPageViewResponse {
         var input = PageViewInput()
-        input.slug = r.string("slug"); input.clientIP = r.string("client_ip"); input.userAgent = r.string("user_agent")
-        input.eventSourceURL = r.string("event_source_url"); input.fbclid = r.string("fbclid")
-        input.utmSource = r.string("utm_source"); input.utmMedium = r.string("utm_medium")
-        input.utmCampaign = r.string("utm_campaign"); input.utmContent = r.string("utm_content")
-        input.utmTerm = r.string("utm_term"); input.grim = r.string("grim")
-        input.fbpCookie = r.string("fbp_cookie"); input.fbcCookie = r.string("fbc_cookie")
+        input.slug = r.slug; input.clientIP = r.clientIp; input.userAgent = r.userAgent
+        input.eventSourceURL = r.eventSourceUrl; input.fbclid = r.fbclid
+        input.utmSource = r.utmSource; input.utmMedium = r.utmMedium
+        input.utmCampaign = r.utmCampaign; input.utmContent = r.utmContent
+        input.utmTerm = r.utmTerm; input.grim = r.grim
+        input.fbpCookie = r.fbpCookie; input.fbcCookie = r.fbcCookie
         return TrackingProto.recordResponse(try await recorder.record(input))
     }
 
-    func mergeBrowserCookies(_ r: ProtoMessage) async throws -> ProtoMessage {
-        let token = try Self.token(r.string("token"))
+    func mergeBrowserCookies(_ r: Pixtrack_V1_MergeBrowserCookiesRequest) async throws -> Pixtrack_V1_TrackingData {
+        let token = try Self.token(r.token)
         let merged: TrackingData?
         do {
-            merged = try await store.mergeBrowserCookies(token: token, fbp: r.string("fbp"), fbc: r.string("fbc"))
+            merged = try await store.mergeBrowserCookies(token: token, fbp: r.fbp, fbc: r.fbc)
         } catch let e as RedisError {
             throw e.rpcError
         }
@@ -98,28 +103,29 @@ public final class TrackingService: Sendable {
         return TrackingProto.trackingData(merged)
     }
 
-    func bindStart(_ r: ProtoMessage) async throws -> ProtoMessage {
-        var input = StartInput(botID: r.int64("bot_id"), telegramUserID: r.int64("telegram_user_id"), startParam: r.string("start_param"))
-        input.chatID = r.int64("chat_id"); input.chatType = r.string("chat_type")
-        input.telegramUsername = r.string("telegram_username"); input.firstName = r.string("first_name")
-        input.lastName = r.string("last_name"); input.languageCode = r.string("language_code")
+    func bindStart(_ r: Pixtrack_V1_BindStartRequest) async throws -> Pixtrack_V1_BindStartResponse {
+        var input = StartInput(botID: r.botId, telegramUserID: r.telegramUserId, startParam: r.startParam)
+        input.chatID = r.chatId; input.chatType = r.chatType
+        input.telegramUsername = r.telegramUsername; input.firstName = r.firstName
+        input.lastName = r.lastName; input.languageCode = r.languageCode
         let result = try await binder.bind(input)
-        return ProtoMessage("pixtrack.v1.BindStartResponse", TrackingProto.nonEmpty([
-            "outcome": .enumValue(result.outcome.rawValue), "token": .string(result.token),
-            "pixel_id": .string(result.pixelID), "previous_token": .string(result.previousToken),
-        ]))
-    }
-
-    func resolveToken(_ r: ProtoMessage) async throws -> ProtoMessage {
-        let resolved = try await resolver.resolve(botID: r.int64("bot_id"), telegramUserID: r.int64("telegram_user_id"))
-        var m = ProtoMessage("pixtrack.v1.ResolveTokenResponse", ["source": .enumValue(resolved.source.rawValue)])
-        if !resolved.token.isEmpty { m["token"] = .string(resolved.token) }
-        if let data = resolved.data { m["tracking"] = .message(TrackingProto.trackingData(data)) }
+        var m = Pixtrack_V1_BindStartResponse()
+        m.outcome = Pixtrack_V1_BindOutcome(rawValue: result.outcome.rawValue); m.token = result.token
+        m.pixelId = result.pixelID; m.previousToken = result.previousToken
         return m
     }
 
-    func getTrackingData(_ r: ProtoMessage) async throws -> ProtoMessage {
-        let token = try Self.token(r.string("token"))
+    func resolveToken(_ r: Pixtrack_V1_ResolveTokenRequest) async throws -> Pixtrack_V1_ResolveTokenResponse {
+        let resolved = try await resolver.resolve(botID: r.botId, telegramUserID: r.telegramUserId)
+        var m = Pixtrack_V1_ResolveTokenResponse()
+        m.source = Pixtrack_V1_TokenSource(rawValue: resolved.source.rawValue)
+        m.token = resolved.token
+        m.tracking = resolved.data.map(TrackingProto.trackingData)
+        return m
+    }
+
+    func getTrackingData(_ r: Pixtrack_V1_GetTrackingDataRequest) async throws -> Pixtrack_V1_TrackingData {
+        let token = try Self.token(r.token)
         let data: TrackingData?
         do {
             data = try await store.data(for: token)
