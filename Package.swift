@@ -106,7 +106,7 @@ let package = Package(
         .target(name: "PluginConformance", dependencies: ["PluginHost", "PluginKit", "RPC"]),
         // The `pixtrack` CLI: one file per subcommand.
         .executableTarget(name: "pixtrack", dependencies: [
-            "PluginConformance", "PluginHost", "RPC", "HTTP2", "TLS", "ProtoCodec",
+            "PluginConformance", "PluginHost", "RPC", "HTTP2", "TLS", "ProtoCodec", "PixTrackMessages",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // END plugin targets

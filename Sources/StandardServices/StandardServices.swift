@@ -70,23 +70,27 @@ public enum StandardServices {
     ///   become UNKNOWN), else echoes `text` and `payload` plus every request metadata entry.
     public static func testing() -> [RPCMethod] {
         let sleep: UnaryHandler = { request, _ in
-            let millis = try decodeRequest(request, as: "pixtrack.testing.v1.SleepRequest").uint32("millis")
+            let millis = try decodeRequest(request, as: Pixtrack_Testing_V1_SleepRequest.self).millis
             try await Task.sleep(for: .milliseconds(Int(millis)))
-            return try encodeResponse(ProtoMessage("pixtrack.testing.v1.SleepResponse", ["slept_millis": .uint32(millis)]))
+            var response = Pixtrack_Testing_V1_SleepResponse()
+            response.sleptMillis = millis
+            return try encodeResponse(response)
         }
         let echo: UnaryHandler = { request, context in
-            let req = try decodeRequest(request, as: "pixtrack.testing.v1.EchoRequest")
-            let failCode = req.int32("fail_code")
-            if failCode != 0 {
-                throw RPCError(RPCCode(rawValue: Int(failCode)) ?? .unknown, req.string("fail_message"))
+            let req = try decodeRequest(request, as: Pixtrack_Testing_V1_EchoRequest.self)
+            if req.failCode != 0 {
+                throw RPCError(RPCCode(rawValue: Int(req.failCode)) ?? .unknown, req.failMessage)
             }
-            let metadata = context.metadata.map { entry in
-                ProtoValue.message(ProtoMessage("pixtrack.testing.v1.MetadataEntry",
-                                                ["key": .string(entry.key), "value": .string(entry.value)]))
+            var response = Pixtrack_Testing_V1_EchoResponse()
+            response.text = req.text
+            response.payload = req.payload
+            response.metadata = context.metadata.map { entry in
+                var m = Pixtrack_Testing_V1_MetadataEntry()
+                m.key = entry.key
+                m.value = entry.value
+                return m
             }
-            return try encodeResponse(ProtoMessage("pixtrack.testing.v1.EchoResponse", [
-                "text": .string(req.string("text")), "payload": .bytes(req.bytes("payload")), "metadata": .list(metadata),
-            ]))
+            return try encodeResponse(response)
         }
         return [
             RPCMethod(service: testServiceName, method: "Sleep", requiresAuth: true, kind: .unary(sleep)),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ProtoCodec
+import PixTrackMessages
 
 struct HealthCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,10 +20,10 @@ struct HealthCommand: ParsableCommand {
 
     func run() throws {
         try runReportingFailures {
-            let req = ProtoMessage("grpc.health.v1.HealthCheckRequest", service.isEmpty ? [:] : ["service": .string(service)])
-            let bytes = try connection.call("/grpc.health.v1.Health/Check", try ProtoCodec.encode(req))
-            let reply = try ProtoCodec.decode(bytes, as: "grpc.health.v1.HealthCheckResponse")
-            let status = reply.enumValue("status")
+            var req = Grpc_Health_V1_HealthCheckRequest()
+            req.service = service
+            let bytes = try connection.call("/grpc.health.v1.Health/Check", try req.serializedBytes())
+            let status = try Grpc_Health_V1_HealthCheckResponse(serializedBytes: bytes).status.rawValue
             let name = [0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"][Int(status)] ?? String(status)
             print(name)
             if status != 1 { throw ExitCode(1) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProtoCodec
+import PixTrackMessages
 
 /// `pixtrack meta …`: Conversions API outbox tasks.
 struct MetaCommand: ParsableCommand {
@@ -46,14 +47,15 @@ struct MetaRequeueCommand: ParsableCommand {
     }
 
     func run() throws {
-        var fields: [String: ProtoValue] = ["pixel_id": .string(pixel), "dry_run": .bool(dryRun)]
-        if !eventName.isEmpty { fields["event_name"] = .string(eventName) }
-        if !eventId.isEmpty { fields["event_ids"] = .list(eventId.map { .string($0) }) }
+        var request = Pixtrack_V1_RequeueMetaEventsRequest()
+        request.pixelId = pixel
+        request.dryRun = dryRun
+        request.eventName = eventName
+        request.eventIds = eventId
         try runReportingFailures {
-            let request = ProtoMessage("pixtrack.v1.RequeueMetaEventsRequest", fields)
-            let bytes = try connection.call("/pixtrack.v1.TrackingService/RequeueMetaEvents", try ProtoCodec.encode(request))
-            let reply = try ProtoCodec.decode(bytes, as: "pixtrack.v1.RequeueMetaEventsResponse")
-            let (n, old) = (reply.int64("requeued"), reply.int64("too_old"))
+            let bytes = try connection.call("/pixtrack.v1.TrackingService/RequeueMetaEvents", try request.serializedBytes())
+            let reply = try Pixtrack_V1_RequeueMetaEventsResponse(serializedBytes: bytes)
+            let (n, old) = (reply.requeued, reply.tooOld)
             print("\(dryRun ? "would requeue" : "requeued") \(n) parked event\(n == 1 ? "" : "s") of pixel \(pixel)"
                   + (old > 0 ? "; \(old) too old for Meta, left parked" : ""))
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProtoCodec
+import PixTrackMessages
 
 /// `pixtrack payment …`: operator tasks on payments.
 struct PaymentCommand: ParsableCommand {
@@ -45,17 +46,17 @@ struct PaymentResolveCommand: ParsableCommand {
 
     func run() throws {
         try runReportingFailures {
-            let request = ProtoMessage("pixtrack.v1.ResolvePaymentRequest", [
-                "reference": .string(reference), "gateway_transaction_id": .string(transactionId),
-            ])
-            let bytes = try connection.call("/pixtrack.v1.PaymentService/ResolvePayment", try ProtoCodec.encode(request))
-            let reply = try ProtoCodec.decode(bytes, as: "pixtrack.v1.ResolvePaymentResponse")
-            let payment = reply.message("payment")
-            let status = Self.statusName(payment?.enumValue("status") ?? 0)
-            let previous = Self.statusName(reply.enumValue("previous_status"))
-            print(reply.bool("changed")
-                  ? "\(reference): \(previous) -> \(status) (gateway transaction \(payment?.string("gateway_transaction_id") ?? transactionId))"
-                  : "\(reference) unchanged (\(status)): \(reply.string("message"))")
+            var request = Pixtrack_V1_ResolvePaymentRequest()
+            request.reference = reference
+            request.gatewayTransactionId = transactionId
+            let bytes = try connection.call("/pixtrack.v1.PaymentService/ResolvePayment", try request.serializedBytes())
+            let reply = try Pixtrack_V1_ResolvePaymentResponse(serializedBytes: bytes)
+            let payment = reply.payment
+            let status = Self.statusName(payment?.status.rawValue ?? 0)
+            let previous = Self.statusName(reply.previousStatus.rawValue)
+            print(reply.changed
+                  ? "\(reference): \(previous) -> \(status) (gateway transaction \(payment?.gatewayTransactionId ?? transactionId))"
+                  : "\(reference) unchanged (\(status)): \(reply.message)")
         }
     }
 

@@ -4,6 +4,7 @@ import HTTP2
 import ProtoCodec
 import RPC
 import TLS
+import PixTrackMessages
 
 /// `pixtrack watch [--bot N] [--after CURSOR]`: PaymentService/WatchPayments, one JSON line per
 /// event, resuming after the last cursor when the stream ends for any reason a retry can fix.
@@ -48,19 +49,19 @@ struct WatchCommand: ParsableCommand {
             throw ExitCode(Int32(64 + RPCCode.unavailable.rawValue))
         }
         while true {
-            var fields: [String: ProtoValue] = [:]
-            if bot != 0 { fields["bot_id"] = .int64(bot) }
-            if !cursor.isEmpty { fields["after_cursor"] = .string(cursor) }
-            let request = try ProtoCodec.encode(ProtoMessage("pixtrack.v1.WatchPaymentsRequest", fields))
+            var watch = Pixtrack_V1_WatchPaymentsRequest()
+            watch.botId = bot
+            watch.afterCursor = cursor
+            let request = try watch.serializedBytes()
             var code = RPCCode.unavailable
             var message = ""
             do {
                 let client = try GRPCClient(host: host, port: port, timeout: .seconds(10), tls: context, serverName: connection.tlsServerName)
                 let response = try client.call("/pixtrack.v1.PaymentService/WatchPayments", requests: [request], metadata: metadata,
                                                timeout: .seconds(3600)) { bytes in
-                    guard let event = try? ProtoCodec.decode(bytes, as: "pixtrack.v1.PaymentEvent") else { return }
-                    if !event.string("cursor").isEmpty { cursor = event.string("cursor") }
-                    guard event.message("payment") != nil, let line = try? ProtoJSON.encode(event) else { return }  // heartbeat
+                    guard let event = try? Pixtrack_V1_PaymentEvent(serializedBytes: bytes) else { return }
+                    if !event.cursor.isEmpty { cursor = event.cursor }
+                    guard event.payment != nil, let line = try? event.jsonUTF8() else { return }  // heartbeat
                     FileHandle.standardOutput.write(Data(line + [0x0A]))
                     backoff = 0.5
                 }
@@ -118,13 +119,13 @@ struct NotifyRequeueCommand: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
-        var fields: [String: ProtoValue] = ["dry_run": .bool(dryRun)]
-        if bot != 0 { fields["bot_id"] = .int64(bot) }
-        if !cursor.isEmpty { fields["cursors"] = .list(cursor.map { .string($0) }) }
+        var request = Pixtrack_V1_RequeueNotificationsRequest()
+        request.botId = bot
+        request.dryRun = dryRun
+        request.cursors = cursor
         try runReportingFailures {
-            let request = ProtoMessage("pixtrack.v1.RequeueNotificationsRequest", fields)
-            let bytes = try connection.call("/pixtrack.v1.PaymentService/RequeueNotifications", try ProtoCodec.encode(request))
-            let n = try ProtoCodec.decode(bytes, as: "pixtrack.v1.RequeueNotificationsResponse").int64("requeued")
+            let bytes = try connection.call("/pixtrack.v1.PaymentService/RequeueNotifications", try request.serializedBytes())
+            let n = try Pixtrack_V1_RequeueNotificationsResponse(serializedBytes: bytes).requeued
             print("\(dryRun ? "would requeue" : "requeued") \(n) parked notification\(n == 1 ? "" : "s")")
         }
     }
