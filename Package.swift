@@ -117,7 +117,7 @@ let package = Package(
         .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "Redis", "MetaCAPI", "WebRoutes", "Secrets"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
-        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
+        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "PixTrackMessages", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
         // END payments targets
 
         .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
@@ -142,7 +142,7 @@ let package = Package(
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),
         .testTarget(name: "TrackingTests", dependencies: ["Tracking", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes", "Secrets"]),
         // BEGIN payments test targets
-        .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
+        .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec", "PixTrackMessages"]),
         // END payments test targets
         // BEGIN plugin test targets
         // Needs the plugin products built (`swift build`) and python3 for Tests/fakes.
