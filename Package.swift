@@ -83,7 +83,7 @@ let package = Package(
         // What the host and a plugin runner share: the table, its calls, the runner protocol and
         // server. No HTTP client, so a runner does not load libcurl and its dependencies.
         .target(name: "PluginRuntime", dependencies: ["GatewayABI", "CSystemShims", "ProtoCodec", "RPC"]),
-        .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "ProtoCodec", "RPC"]),
+        .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "PixTrackMessages", "RPC"]),
         // The plugin runner: the process each plugin runs in (PluginRunnerServer), started by the host.
         .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginRuntime"]),
         // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
@@ -147,7 +147,7 @@ let package = Package(
         // BEGIN plugin test targets
         // Needs the plugin products built (`swift build`) and python3 for Tests/fakes.
         .testTarget(name: "PluginHostTests", dependencies: [
-            "PluginHost", "PluginRuntime", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC",
+            "PluginHost", "PluginRuntime", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC", "PixTrackMessages",
         ]),
         // END plugin test targets
         // BEGIN fuzz targets
