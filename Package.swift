@@ -88,10 +88,10 @@ let package = Package(
         .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginRuntime"]),
         // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
         // JSONKit and BRCode.
-        .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "ProtoCodec"]),
+        .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "PixTrackMessages"]),
         // Gateway plugins: one dynamic library each (Plugins/README.md); conformance.json is the
         // recorded exchange `pixtrack plugin check` replays. -Bsymbolic binds each plugin's own
-        // copies of PluginKit/JSONKit/ProtoCodec to itself, whatever the host process exports.
+        // copies of PluginKit/JSONKit/PixTrackMessages/ProtoCodec to itself, whatever the host process exports.
         .target(name: "AtomoPayPlugin", dependencies: ["PluginKit"], path: "Plugins/atomopay",
                 exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
         .target(name: "ParadisePlugin", dependencies: ["PluginKit"], path: "Plugins/paradise",
