@@ -83,15 +83,15 @@ let package = Package(
         // What the host and a plugin runner share: the table, its calls, the runner protocol and
         // server. No HTTP client, so a runner does not load libcurl and its dependencies.
         .target(name: "PluginRuntime", dependencies: ["GatewayABI", "CSystemShims", "ProtoCodec", "RPC"]),
-        .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "ProtoCodec", "RPC"]),
+        .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "PixTrackMessages", "RPC"]),
         // The plugin runner: the process each plugin runs in (PluginRunnerServer), started by the host.
         .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginRuntime"]),
         // Shared by our Swift plugins (linked into each .so): ABI glue, gateway answer rules; re-exports
         // JSONKit and BRCode.
-        .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "ProtoCodec"]),
+        .target(name: "PluginKit", dependencies: ["GatewayABI", "JSONKit", "BRCode", "PixTrackMessages"]),
         // Gateway plugins: one dynamic library each (Plugins/README.md); conformance.json is the
         // recorded exchange `pixtrack plugin check` replays. -Bsymbolic binds each plugin's own
-        // copies of PluginKit/JSONKit/ProtoCodec to itself, whatever the host process exports.
+        // copies of PluginKit/JSONKit/PixTrackMessages/ProtoCodec to itself, whatever the host process exports.
         .target(name: "AtomoPayPlugin", dependencies: ["PluginKit"], path: "Plugins/atomopay",
                 exclude: ["conformance.json"], linkerSettings: pluginLinkerFlags + [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]),
         .target(name: "ParadisePlugin", dependencies: ["PluginKit"], path: "Plugins/paradise",
@@ -117,7 +117,7 @@ let package = Package(
         .target(name: "Tracking", dependencies: ["JSONKit", "RPC", "PixTrackMessages", "Postgres", "Redis", "MetaCAPI", "WebRoutes", "Secrets"]),
         // BEGIN payments targets
         // The payment domain: state machine, repository, GeneratePix, webhooks inbox, reconciler.
-        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
+        .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "PixTrackMessages", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
         // END payments targets
 
         .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
@@ -142,12 +142,12 @@ let package = Package(
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),
         .testTarget(name: "TrackingTests", dependencies: ["Tracking", "PixTrackMessages", "JSONKit", "MetaCAPI", "Postgres", "Redis", "RPC", "ProtoCodec", "WebRoutes", "Secrets"]),
         // BEGIN payments test targets
-        .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec"]),
+        .testTarget(name: "PaymentsTests", dependencies: ["Payments", "PluginHost", "Postgres", "MetaCAPI", "RPC", "ProtoCodec", "PixTrackMessages"]),
         // END payments test targets
         // BEGIN plugin test targets
         // Needs the plugin products built (`swift build`) and python3 for Tests/fakes.
         .testTarget(name: "PluginHostTests", dependencies: [
-            "PluginHost", "PluginRuntime", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC",
+            "PluginHost", "PluginRuntime", "HTTPClient", "BRCode", "PluginKit", "PluginConformance", "RPC", "PixTrackMessages",
         ]),
         // END plugin test targets
         // BEGIN fuzz targets

@@ -2,8 +2,8 @@ import Dispatch
 import Glibc
 import HTTPClient
 import MetaCAPI
+import PixTrackMessages
 import Postgres
-import ProtoCodec
 import RPC
 import Synchronization
 
@@ -206,7 +206,7 @@ public final class NotificationSender: Sendable {
             return Outcome(eventID: item.eventID, status: "skipped", result: "bot has no notify_url")
         }
         let body: [UInt8]
-        do { body = try ProtoJSON.encode(try event.proto()) } catch {
+        do { body = try event.message().jsonUTF8() } catch {
             return Outcome(eventID: item.eventID, status: "parked", result: "event does not encode")
         }
         let t = Int64(PaymentWatchers.nowMs() / 1000)

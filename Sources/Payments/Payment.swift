@@ -1,6 +1,6 @@
+import PixTrackMessages
 import PluginHost
 import Postgres
-import ProtoCodec
 
 /// One payment row, as the service sees it. Amounts are integer centavos.
 public struct Payment: Sendable, Equatable {
@@ -113,35 +113,40 @@ extension Payment {
         paidAtMs = try r.int64("paid_ms") ?? 0
     }
 
-    /// `pixtrack.v1.Payment`.
-    public var proto: ProtoMessage {
-        var f: [String: ProtoValue] = [
-            "id": .int64(id), "reference": .string(reference), "status": .enumValue(status.protoNumber),
-            "gateway": .string(gateway), "bot_id": .int64(botID), "telegram_user_id": .int64(telegramUserID),
-            "amount_cents": .int64(amountCents), "token_source": .enumValue(tokenSource),
-            "flagged_for_review": .bool(flagged), "expires_at_unix_ms": .int64(expiresAtMs),
-            "created_at_unix_ms": .int64(createdAtMs), "updated_at_unix_ms": .int64(updatedAtMs),
-            "paid_at_unix_ms": .int64(paidAtMs),
-        ]
-        let strings: [(String, String)] = [
-            ("gateway_transaction_id", transactionID), ("gateway_hash", gatewayHash), ("description", description),
-            ("pix_code", pixCode), ("qr_code_base64", qrCodeBase64), ("tracking_token", trackingToken),
-            ("review_reason", reviewReason), ("idempotency_key", idempotencyKey), ("gateway_message", gatewayMessage),
-        ]
-        for (k, v) in strings where !v.isEmpty { f[k] = .string(v) }
+    /// `pixtrack.v1.Payment` (proto3: fields at their default are not written).
+    public var message: Pixtrack_V1_Payment {
+        var m = Pixtrack_V1_Payment()
+        m.id = id
+        m.reference = reference
+        m.status = Pixtrack_V1_PaymentStatus(rawValue: status.protoNumber)
+        m.gateway = gateway
+        m.gatewayTransactionId = transactionID
+        m.gatewayHash = gatewayHash
+        m.botId = botID
+        m.telegramUserId = telegramUserID
+        m.amountCents = amountCents
+        m.description = description
         let c = customer
         if !(c.name.isEmpty && c.email.isEmpty && c.phone.isEmpty && c.document.isEmpty) {
-            f["customer"] = .message(ProtoMessage("pixtrack.v1.Customer", [
-                "name": .string(c.name), "email": .string(c.email), "phone": .string(c.phone), "document": .string(c.document),
-            ]))
+            var pc = Pixtrack_V1_Customer()
+            pc.name = c.name
+            pc.email = c.email
+            pc.phone = c.phone
+            pc.document = c.document
+            m.customer = pc
         }
-        // proto3: default scalars are never written.
-        f = f.filter { _, v in
-            switch v {
-            case .int64(0), .enumValue(0), .bool(false), .string(""): false
-            default: true
-            }
-        }
-        return ProtoMessage("pixtrack.v1.Payment", f)
+        m.pixCode = pixCode
+        m.qrCodeBase64 = qrCodeBase64
+        m.expiresAtUnixMs = expiresAtMs
+        m.trackingToken = trackingToken
+        m.tokenSource = Pixtrack_V1_TokenSource(rawValue: tokenSource)
+        m.flaggedForReview = flagged
+        m.reviewReason = reviewReason
+        m.idempotencyKey = idempotencyKey
+        m.gatewayMessage = gatewayMessage
+        m.createdAtUnixMs = createdAtMs
+        m.updatedAtUnixMs = updatedAtMs
+        m.paidAtUnixMs = paidAtMs
+        return m
     }
 }

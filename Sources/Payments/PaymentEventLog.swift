@@ -1,3 +1,4 @@
+import PixTrackMessages
 import Postgres
 import ProtoCodec
 import RPC
@@ -27,17 +28,16 @@ public struct PaymentEventRecord: Sendable, Equatable {
     }
 
     /// `pixtrack.v1.PaymentEvent`.
-    public func proto() throws -> ProtoMessage {
-        var m = ProtoMessage("pixtrack.v1.PaymentEvent", [
-            "cursor": .string(PaymentEventCursor.text(cursor)),
-            "payment": .message(try ProtoCodec.decode(payment, as: "pixtrack.v1.Payment")),
-            "at_unix_ms": .int64(atMs),
-        ])
-        if let previous { m["previous_status"] = .enumValue(previous.protoNumber) }
+    public func message() throws -> Pixtrack_V1_PaymentEvent {
+        var m = Pixtrack_V1_PaymentEvent()
+        m.cursor = PaymentEventCursor.text(cursor)
+        m.payment = try Pixtrack_V1_Payment(serializedBytes: payment)
+        m.atUnixMs = atMs
+        if let previous { m.previousStatus = Pixtrack_V1_PaymentStatus(rawValue: previous.protoNumber) }
         return m
     }
 
-    /// The wire bytes of `proto()`, built without decoding the stored payment: a message field
+    /// The wire bytes of `message()`, built without decoding the stored payment: a message field
     /// is its tag, length and bytes, so the stored encoding is copied as it is.
     public func encoded() -> [UInt8] {
         var w = WireWriter(capacity: payment.count + 40)
@@ -85,7 +85,7 @@ public enum PaymentEventLog {
     @discardableResult
     public static func append(_ payment: Payment, previous: PaymentStatus?, on c: PGConnection) throws -> Int64 {
         let bytes: [UInt8]
-        do { bytes = try ProtoCodec.encode(payment.proto) } catch { throw PGError(.invalidArgument, "payment does not encode") }
+        do { bytes = try payment.message.serializedBytes() } catch { throw PGError(.invalidArgument, "payment does not encode") }
         try c.query("SELECT pg_advisory_xact_lock($1)", [.int(appendLockKey)])
         let rows = try c.query("""
             WITH e AS (

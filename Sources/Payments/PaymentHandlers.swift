@@ -1,5 +1,5 @@
+import PixTrackMessages
 import PluginHost
-import ProtoCodec
 import RPC
 
 /// `pixtrack.v1.PaymentService` over RPC, and the `POST /webhooks/{gateway}/{secret}` handler.
@@ -36,145 +36,164 @@ public struct PaymentHandlers: Sendable {
             var first: [UInt8]?
             for await m in requests { first = m; break }
             guard let bytes = first else { throw RPCError(.invalidArgument, "WatchPayments needs a WatchPaymentsRequest") }
-            let r: ProtoMessage
-            do { r = try ProtoCodec.decode(bytes, as: "pixtrack.v1.WatchPaymentsRequest") } catch {
-                throw RPCError(.invalidArgument, "request is not a valid pixtrack.v1.WatchPaymentsRequest")
-            }
+            let r = try Self.decode(bytes, as: Pixtrack_V1_WatchPaymentsRequest.self)
             guard let watchers else { throw RPCError(.unavailable, "watches are not served by this instance") }
-            try await watchers.watch(botID: r.int64("bot_id"), afterCursor: r.string("after_cursor"), connection: context.peer) {
+            try await watchers.watch(botID: r.botId, afterCursor: r.afterCursor, connection: context.peer) {
                 try await writer.send($0)
             }
         })
     }
 
+    /// A request that does not parse is the caller's fault: INVALID_ARGUMENT.
+    static func decode<M: GeneratedMessage>(_ bytes: [UInt8], as type: M.Type) throws -> M {
+        do { return try M(serializedBytes: bytes) } catch {
+            throw RPCError(.invalidArgument, "request is not a valid \(M.protoMessageName)")
+        }
+    }
+
+    /// One unary method: `Request` decoded, `body` run, its response encoded (a response that
+    /// does not encode is our bug: INTERNAL, "internal error").
+    static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
+        _ name: String, _ request: Request.Type, _ body: @escaping @Sendable (Request) async throws -> Response
+    ) -> RPCMethod {
+        RPCMethod(service: serviceName, method: name, kind: .unary { bytes, _ in
+            let response = try await body(try decode(bytes, as: Request.self))
+            do { return try response.serializedBytes() } catch { throw RPCError(.internal, "internal error") }
+        })
+    }
+
     public var methods: [RPCMethod] {
         let s = service, inbox = self.inbox
-        func unary(_ name: String, _ body: @escaping @Sendable (ProtoMessage) async throws -> ProtoMessage) -> RPCMethod {
-            RPCMethod(service: Self.serviceName, method: name, kind: .unary { bytes, _ in
-                let request: ProtoMessage
-                do {
-                    request = try ProtoCodec.decode(bytes, as: "pixtrack.v1.\(name)Request")
-                } catch {
-                    throw RPCError(.invalidArgument, "request is not a valid pixtrack.v1.\(name)Request")
-                }
-                let response = try await body(request)
-                do { return try ProtoCodec.encode(response) } catch { throw RPCError(.internal, "internal error") }
-            })
-        }
         return [
-            unary("GeneratePix") { r in
-                var input = GeneratePixInput(botID: r.int64("bot_id"), telegramUserID: r.int64("telegram_user_id"),
-                                             amountCents: r.int64("amount_cents"))
-                input.description = r.string("description")
-                input.idempotencyKey = r.string("idempotency_key")
-                if let c = r.message("customer") {
-                    input.customer = GatewayCustomer(name: c.string("name"), email: c.string("email"),
-                                                     phone: c.string("phone"), document: c.string("document"))
+            Self.unary("GeneratePix", Pixtrack_V1_GeneratePixRequest.self) { r in
+                var input = GeneratePixInput(botID: r.botId, telegramUserID: r.telegramUserId, amountCents: r.amountCents)
+                input.description = r.description
+                input.idempotencyKey = r.idempotencyKey
+                if let c = r.customer {
+                    input.customer = GatewayCustomer(name: c.name, email: c.email, phone: c.phone, document: c.document)
                 }
-                return try await s.generatePix(input).proto
+                return try await s.generatePix(input).message
             },
-            unary("GetPayment") { r in
+            Self.unary("GetPayment", Pixtrack_V1_GetPaymentRequest.self) { r in
                 let p: Payment?
-                if case .int64(let id)? = r["id"] {
+                switch r.key {
+                case .id(let id)?:
                     p = try await s.get(id: id)
-                } else if !r.string("reference").isEmpty {
-                    p = try await s.get(reference: r.string("reference"))
-                } else if !r.string("gateway_transaction_id").isEmpty {
-                    p = try await s.get(gateway: r.string("gateway"), transactionID: r.string("gateway_transaction_id"))
-                } else {
+                case .reference(let reference)? where !reference.isEmpty:
+                    p = try await s.get(reference: reference)
+                case .gatewayTransactionId(let transactionID)? where !transactionID.isEmpty:
+                    p = try await s.get(gateway: r.gateway, transactionID: transactionID)
+                default:
                     throw RPCError(.invalidArgument, "give id, reference or gateway_transaction_id")
                 }
                 guard let p else { throw RPCError(.notFound, "no such payment") }
-                return p.proto
+                return p.message
             },
-            unary("ListPayments") { r in
+            Self.unary("ListPayments", Pixtrack_V1_ListPaymentsRequest.self) { r in
                 var f = PaymentFilter()
-                for case .enumValue(let n) in r.list("statuses") {
+                for status in r.statuses {
+                    let n = status.rawValue
                     guard let st = PaymentStatus(protoNumber: n) else { throw RPCError(.invalidArgument, "unknown status \(n)") }
                     f.statuses.append(st)
                 }
-                f.botID = r.int64("bot_id")
-                f.telegramUserID = r.int64("telegram_user_id")
-                f.gateway = r.string("gateway")
-                f.createdAfterMs = r.int64("created_after_unix_ms")
-                f.createdBeforeMs = r.int64("created_before_unix_ms")
-                f.flagged = switch r.enumValue("review") { case 1: true; case 2: false; default: nil }
-                f.pageSize = Int(r.int32("page_size"))
-                f.pageToken = r.string("page_token")
+                f.botID = r.botId
+                f.telegramUserID = r.telegramUserId
+                f.gateway = r.gateway
+                f.createdAfterMs = r.createdAfterUnixMs
+                f.createdBeforeMs = r.createdBeforeUnixMs
+                f.flagged = switch r.review { case .flagged: true; case .notFlagged: false; default: nil }
+                f.pageSize = Int(r.pageSize)
+                f.pageToken = r.pageToken
                 let (rows, next) = try await s.list(f)
-                var out = ProtoMessage("pixtrack.v1.ListPaymentsResponse", ["payments": .list(rows.map { .message($0.proto) })])
-                if !next.isEmpty { out["next_page_token"] = .string(next) }
+                var out = Pixtrack_V1_ListPaymentsResponse()
+                out.payments = rows.map(\.message)
+                out.nextPageToken = next
                 return out
             },
-            unary("ReconcilePayment") { r in
+            Self.unary("ReconcilePayment", Pixtrack_V1_ReconcilePaymentRequest.self) { r in
                 let id: Int64
-                if case .int64(let v)? = r["id"] { id = v } else if let v = Payment.id(fromReference: r.string("reference")) { id = v } else {
+                if case .id(let v)? = r.key {
+                    id = v
+                } else if case .reference(let reference)? = r.key, let v = Payment.id(fromReference: reference) {
+                    id = v
+                } else {
                     throw RPCError(.invalidArgument, "give id or reference PAY-{id}")
                 }
                 let a = try await s.reconcile(id: id)
-                return ProtoMessage("pixtrack.v1.ReconcilePaymentResponse", [
-                    "payment": .message(a.payment.proto), "previous_status": .enumValue(a.previous.protoNumber),
-                    "changed": .bool(a.changed),
-                ])
-            },
-            unary("ResolvePayment") { r in
-                let a = try await s.resolve(reference: r.string("reference"), transactionID: r.string("gateway_transaction_id"))
-                var out = ProtoMessage("pixtrack.v1.ResolvePaymentResponse", [
-                    "payment": .message(a.payment.proto), "previous_status": .enumValue(a.previous.protoNumber),
-                    "changed": .bool(a.changed),
-                ])
-                let message = WebhookInbox.describe(a)
-                if !message.isEmpty { out["message"] = .string(message) }
+                var out = Pixtrack_V1_ReconcilePaymentResponse()
+                out.payment = a.payment.message
+                out.previousStatus = Pixtrack_V1_PaymentStatus(rawValue: a.previous.protoNumber)
+                out.changed = a.changed
                 return out
             },
-            unary("HandleWebhook") { r in
-                let gateway = r.string("gateway")
-                guard inbox.accepts(gateway: gateway, secret: r.string("secret")) else {
+            Self.unary("ResolvePayment", Pixtrack_V1_ResolvePaymentRequest.self) { r in
+                let a = try await s.resolve(reference: r.reference, transactionID: r.gatewayTransactionId)
+                var out = Pixtrack_V1_ResolvePaymentResponse()
+                out.payment = a.payment.message
+                out.previousStatus = Pixtrack_V1_PaymentStatus(rawValue: a.previous.protoNumber)
+                out.changed = a.changed
+                out.message = WebhookInbox.describe(a)
+                return out
+            },
+            Self.unary("HandleWebhook", Pixtrack_V1_HandleWebhookRequest.self) { r in
+                let gateway = r.gateway
+                guard inbox.accepts(gateway: gateway, secret: r.secret) else {
                     throw RPCError(.notFound, "no webhook endpoint for that gateway and secret")
                 }
-                var headers: [GatewayHeader] = []
-                for case .message(let h) in r.list("headers") { headers.append(GatewayHeader(h.string("name"), h.string("value"))) }
-                headers = WebhookInbox.keptHeaders(headers)
+                let headers = WebhookInbox.keptHeaders(r.headers.map { GatewayHeader($0.name, $0.value) })
                 let id: Int64
                 do {
-                    id = try await inbox.store(gateway: gateway, headers: headers, body: r.bytes("body"), remoteAddr: r.string("remote_addr"),
+                    id = try await inbox.store(gateway: gateway, headers: headers, body: r.body, remoteAddr: r.remoteAddr,
                                                processingInline: true)
                 } catch {
                     throw RPCError(.unavailable, "database unavailable")
                 }
-                let result = await inbox.process(id: id, gateway: gateway, headers: headers, body: r.bytes("body"), attempts: 1)
+                let result = await inbox.process(id: id, gateway: gateway, headers: headers, body: r.body, attempts: 1)
                 // Stored for the audit, but the plugin refused the body: retrying cannot help.
                 if result.inboxStatus == "rejected" { throw RPCError(.invalidArgument, result.message) }
-                var out = ProtoMessage("pixtrack.v1.HandleWebhookResponse", ["accepted": .bool(true), "inbox_id": .int64(id)])
-                if result.paymentID != 0 { out["payment_id"] = .int64(result.paymentID) }
-                if let st = result.status { out["status"] = .enumValue(st.protoNumber) }
-                if !result.message.isEmpty { out["message"] = .string(result.message) }
+                var out = Pixtrack_V1_HandleWebhookResponse()
+                out.accepted = true
+                out.inboxId = id
+                out.paymentId = result.paymentID
+                if let st = result.status { out.status = Pixtrack_V1_PaymentStatus(rawValue: st.protoNumber) }
+                out.message = result.message
                 return out
             },
-            unary("ListGateways") { _ in
-                ProtoMessage("pixtrack.v1.ListGatewaysResponse", ["gateways": .list(s.gateways.listings.map { g in
-                    var m = ProtoMessage("pixtrack.v1.Gateway", ["loaded": .bool(g.loaded)])
-                    for (k, v) in [("name", g.name), ("version", g.version), ("path", g.path), ("sha256", g.sha256), ("load_error", g.loadError),
-                                   ("isolation", g.isolation)]
-                    where !v.isEmpty { m[k] = .string(v) }
+            Self.unary("ListGateways", Pixtrack_V1_ListGatewaysRequest.self) { _ in
+                var out = Pixtrack_V1_ListGatewaysResponse()
+                out.gateways = s.gateways.listings.map { g in
+                    var m = Pixtrack_V1_Gateway()
+                    m.name = g.name
+                    m.version = g.version
+                    m.path = g.path
+                    m.sha256 = g.sha256
+                    m.loaded = g.loaded
+                    m.loadError = g.loadError
+                    m.isolation = g.isolation
                     if g.loaded {
-                        m["abi_version"] = .message(ProtoMessage("pixtrack.v1.AbiVersion", ["major": .uint32(g.abiMajor), "minor": .uint32(g.abiMinor)]))
-                        m["healthy"] = .bool(g.healthy)
-                        if g.runnerRestarts > 0 { m["runner_restarts"] = .int64(Int64(g.runnerRestarts)) }
+                        var abi = Pixtrack_V1_AbiVersion()
+                        abi.major = g.abiMajor
+                        abi.minor = g.abiMinor
+                        m.abiVersion = abi
+                        m.healthy = g.healthy
+                        m.runnerRestarts = Int64(g.runnerRestarts)
                     }
-                    return .message(m)
-                })])
+                    return m
+                }
+                return out
             },
-            unary("RequeueNotifications") { [notifications] r in
+            Self.unary("RequeueNotifications", Pixtrack_V1_RequeueNotificationsRequest.self) { [notifications] r in
                 guard let notifications else { throw RPCError(.unavailable, "notifications are not sent by this instance") }
                 var cursors: [Int64] = []
-                for case .string(let c) in r.list("cursors") {
+                for c in r.cursors {
                     guard let v = PaymentEventCursor.parse(c) else { throw RPCError(.invalidArgument, "'\(c)' is not a cursor") }
                     cursors.append(v)
                 }
                 guard cursors.count <= 1000 else { throw RPCError(.invalidArgument, "at most 1000 cursors") }
-                let n = try await notifications.requeue(botID: r.int64("bot_id"), cursors: cursors, dryRun: r.bool("dry_run"))
-                return ProtoMessage("pixtrack.v1.RequeueNotificationsResponse", n == 0 ? [:] : ["requeued": .int64(Int64(n))])
+                let n = try await notifications.requeue(botID: r.botId, cursors: cursors, dryRun: r.dryRun)
+                var out = Pixtrack_V1_RequeueNotificationsResponse()
+                out.requeued = Int64(n)
+                return out
             },
             watchMethod,
         ]

@@ -1,6 +1,6 @@
 import MetaCAPI
+import PixTrackMessages
 import Postgres
-import ProtoCodec
 import RPC
 import Synchronization
 
@@ -175,10 +175,10 @@ public final class RetentionJob: Sendable {
         var events = 0
         for r in try c.query("SELECT id, payment FROM payment_events WHERE payment_id = ANY($1::bigint[]) FOR UPDATE", [.text(list)]) {
             let id = try r.int64("id") ?? 0
-            guard var m = try? ProtoCodec.decode(try r.bytes("payment") ?? [], as: "pixtrack.v1.Payment"), m["customer"] != nil else { continue }
-            m["customer"] = nil
+            guard var m = try? Pixtrack_V1_Payment(serializedBytes: try r.bytes("payment") ?? []), m.customer != nil else { continue }
+            m.customer = nil
             let bytes: [UInt8]
-            do { bytes = try ProtoCodec.encode(m) } catch { throw PGError(.invalidArgument, "payment event \(id) does not re-encode") }
+            do { bytes = try m.serializedBytes() } catch { throw PGError(.invalidArgument, "payment event \(id) does not re-encode") }
             events += try c.execute("UPDATE payment_events SET payment = $1 WHERE id = $2", [.bytes(bytes), .int(id)])
         }
         return (ids.count, events)

@@ -1,6 +1,6 @@
 import BRCode
 import GatewayABI
-import ProtoCodec
+import PixTrackMessages
 import RPC
 
 /// Owns one `pt_instance *` and destroys it when the last reference goes, which is after every
@@ -67,7 +67,7 @@ public final class GatewayInstance: Sendable {
     }
 
     private func createPixUntimed(_ request: CreatePixRequest) async -> CreatePixOutcome {
-        guard let bytes = try? ProtoCodec.encode(GatewayProto.createRequest(request)) else {
+        guard let bytes = try? GatewayProto.createRequest(request).serializedBytes() else {
             return CreatePixOutcome(outcome: .notSent, failure: GatewayCallFailure(.pluginError, "request could not be encoded (NUL in a string?)"))
         }
         let (completion, call) = await invoke(.createPix, bytes)
@@ -91,24 +91,24 @@ public final class GatewayInstance: Sendable {
             return CreatePixOutcome(outcome: sent ? .unknown : .notSent,
                                     failure: GatewayCallFailure(.pluginError, code: raw.status, raw.message.isEmpty ? "plugin error" : raw.message))
         }
-        guard let m = decodeResult(raw, as: "CreatePixResult") else {
+        guard let m = decodeResult(raw, as: Pixtrack_V1_CreatePixResult.self) else {
             return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as CreatePixResult"))
         }
-        if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash") {
+        if let problem = GatewayProto.overlongID(("transaction_id", m.transactionId), ("gateway_hash", m.gatewayHash)) {
             return CreatePixOutcome(outcome: .unknown, failure: GatewayCallFailure(.invalidResult, problem))
         }
         var out = CreatePixOutcome(outcome: .unknown)
-        out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
-        out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
-        out.pixCode = GatewayProto.text(m, "pix_code", limit: 1024)
-        out.qrCodeBase64 = GatewayProto.text(m, "qr_code_base64", limit: Int(PT_MAX_RESULT_BYTES))
-        out.expiresAtUnixMs = m.int64("expires_at_unix_ms")
+        out.transactionID = GatewayProto.text(m.transactionId, limit: GatewayProto.maxID)
+        out.gatewayHash = GatewayProto.text(m.gatewayHash, limit: GatewayProto.maxID)
+        out.pixCode = GatewayProto.text(m.pixCode, limit: 1024)
+        out.qrCodeBase64 = GatewayProto.text(m.qrCodeBase64, limit: Int(PT_MAX_RESULT_BYTES))
+        out.expiresAtUnixMs = m.expiresAtUnixMs
         // A plugin's message may quote the gateway's body, which may echo our request (its URL
         // with the token, the postback URL with the webhook secret): redacted like every log line.
-        out.message = environment.redactor.redact(GatewayProto.text(m, "message"))
-        switch GatewayProto.createOutcome(m.enumValue("outcome")) {
+        out.message = environment.redactor.redact(GatewayProto.text(m.message))
+        switch GatewayProto.createOutcome(m.outcome.rawValue) {
         case nil:
-            out.failure = GatewayCallFailure(.invalidResult, "unknown outcome number \(m.enumValue("outcome"))")
+            out.failure = GatewayCallFailure(.invalidResult, "unknown outcome number \(m.outcome.rawValue)")
         case .unknown?:
             break
         case .declined?:
@@ -160,7 +160,7 @@ public final class GatewayInstance: Sendable {
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.unsupported, "\(plugin.name) cannot look charges up by reference"))
             }
         }
-        guard let bytes = try? ProtoCodec.encode(GatewayProto.statusRequest(query)) else {
+        guard let bytes = try? GatewayProto.statusRequest(query).serializedBytes() else {
             return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.pluginError, "request could not be encoded"))
         }
         let (completion, _) = await invoke(.getStatus, bytes)
@@ -174,20 +174,20 @@ public final class GatewayInstance: Sendable {
                 let kind: GatewayCallFailure.Kind = raw.status == PT_ERR_UNSUPPORTED ? .unsupported : .pluginError
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(kind, code: raw.status, raw.message))
             }
-            guard let m = decodeResult(raw, as: "StatusResult") else {
+            guard let m = decodeResult(raw, as: Pixtrack_V1_StatusResult.self) else {
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as StatusResult"))
             }
-            if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash", "reference") {
+            if let problem = GatewayProto.overlongID(("transaction_id", m.transactionId), ("gateway_hash", m.gatewayHash), ("reference", m.reference)) {
                 return StatusOutcome(status: .unknown, failure: GatewayCallFailure(.invalidResult, problem))
             }
-            var out = StatusOutcome(status: GatewayProto.status(m.enumValue("status")),
-                                    message: environment.redactor.redact(GatewayProto.text(m, "message")))
-            out.amountCents = m.int64("amount_cents")
-            out.paidAtUnixMs = m.int64("paid_at_unix_ms")
-            out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
-            out.rawStatus = GatewayProto.text(m, "raw_status", limit: GatewayProto.maxID)
-            out.reference = GatewayProto.text(m, "reference", limit: GatewayProto.maxID)
-            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
+            var out = StatusOutcome(status: GatewayProto.status(m.status.rawValue),
+                                    message: environment.redactor.redact(GatewayProto.text(m.message)))
+            out.amountCents = m.amountCents
+            out.paidAtUnixMs = m.paidAtUnixMs
+            out.transactionID = GatewayProto.text(m.transactionId, limit: GatewayProto.maxID)
+            out.rawStatus = GatewayProto.text(m.rawStatus, limit: GatewayProto.maxID)
+            out.reference = GatewayProto.text(m.reference, limit: GatewayProto.maxID)
+            out.gatewayHash = GatewayProto.text(m.gatewayHash, limit: GatewayProto.maxID)
             return out
         }
     }
@@ -195,7 +195,7 @@ public final class GatewayInstance: Sendable {
     /// Parses a webhook. A hint only: confirm with `getStatus` before acting on it.
     public func parseWebhook(_ webhook: WebhookRequest) async -> WebhookOutcome {
         var failed = WebhookOutcome()
-        guard let bytes = try? ProtoCodec.encode(GatewayProto.webhookRequest(webhook)) else {
+        guard let bytes = try? GatewayProto.webhookRequest(webhook).serializedBytes() else {
             failed.failure = GatewayCallFailure(.pluginError, "webhook could not be encoded (NUL in a header?)")
             return failed
         }
@@ -210,22 +210,23 @@ public final class GatewayInstance: Sendable {
                 failed.failure = GatewayCallFailure(.pluginError, code: raw.status, raw.message)
                 return failed
             }
-            guard let m = decodeResult(raw, as: "WebhookResult") else {
+            guard let m = decodeResult(raw, as: Pixtrack_V1_WebhookResult.self) else {
                 failed.failure = GatewayCallFailure(.invalidResult, raw.problem ?? "result does not decode as WebhookResult")
                 return failed
             }
-            if let problem = GatewayProto.overlongID(m, "transaction_id", "gateway_hash", "reference", "event_id") {
+            if let problem = GatewayProto.overlongID(("transaction_id", m.transactionId), ("gateway_hash", m.gatewayHash), ("reference", m.reference),
+                                                    ("event_id", m.eventId)) {
                 failed.failure = GatewayCallFailure(.invalidResult, problem)
                 return failed
             }
             var out = WebhookOutcome()
-            out.transactionID = GatewayProto.text(m, "transaction_id", limit: GatewayProto.maxID)
-            out.reference = GatewayProto.text(m, "reference", limit: GatewayProto.maxID)
-            out.status = GatewayProto.status(m.enumValue("status"))
-            out.eventID = GatewayProto.text(m, "event_id", limit: GatewayProto.maxID)
-            out.amountCents = m.int64("amount_cents")
-            out.rawStatus = GatewayProto.text(m, "raw_status", limit: GatewayProto.maxID)
-            out.gatewayHash = GatewayProto.text(m, "gateway_hash", limit: GatewayProto.maxID)
+            out.transactionID = GatewayProto.text(m.transactionId, limit: GatewayProto.maxID)
+            out.reference = GatewayProto.text(m.reference, limit: GatewayProto.maxID)
+            out.status = GatewayProto.status(m.status.rawValue)
+            out.eventID = GatewayProto.text(m.eventId, limit: GatewayProto.maxID)
+            out.amountCents = m.amountCents
+            out.rawStatus = GatewayProto.text(m.rawStatus, limit: GatewayProto.maxID)
+            out.gatewayHash = GatewayProto.text(m.gatewayHash, limit: GatewayProto.maxID)
             return out
         }
         return failed
@@ -237,9 +238,9 @@ public final class GatewayInstance: Sendable {
     typealias RawResult = PluginRawResult
 
 
-    private func decodeResult(_ raw: RawResult, as type: String) -> ProtoMessage? {
+    private func decodeResult<M: GeneratedMessage>(_ raw: RawResult, as type: M.Type) -> M? {
         guard let bytes = raw.bytes else { return nil }
-        return try? ProtoCodec.decode(bytes, as: "pixtrack.v1." + type)
+        return try? M(serializedBytes: bytes)
     }
 
     private func invoke(_ op: Operation, _ request: [UInt8]) async -> (PluginThreads.Completion<RawResult>, PluginCall) {

@@ -2,7 +2,7 @@
 import GatewayABI
 import Glibc
 import HTTPClient
-import ProtoCodec
+import PixTrackMessages
 import RPC
 
 /// Why `GatewayRegistry.makeInstance` failed.
@@ -224,7 +224,7 @@ public final class GatewayRegistry: Sendable {
         guard let plugin = loaded.first(where: { $0.info.name == gateway }), let threads = threads[gateway] else {
             throw GatewayInstanceError(gateway: gateway, message: "no such plugin loaded")
         }
-        guard let configBytes = try? ProtoCodec.encode(GatewayProto.config(config)) else {
+        guard let configBytes = try? GatewayProto.config(config).serializedBytes() else {
             throw GatewayInstanceError(gateway: gateway, message: "configuration could not be encoded (NUL in a value?)")
         }
         let env = InstanceEnvironment(pluginName: gateway, label: label.isEmpty ? gateway : label, logger: logger,

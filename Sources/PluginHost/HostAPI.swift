@@ -1,42 +1,40 @@
 import GatewayABI
 import Glibc
 import HTTPClient
+import PixTrackMessages
 import PluginRuntime
-import ProtoCodec
 import RPC
 
 /// The host side of the plugins' host functions: HTTP performed here, log lines attributed and
 /// redacted here (the table and its C callbacks are `PluginRuntime`'s `HostAPI`).
 extension HostAPI {
-    static func clientRequest(_ m: ProtoMessage) -> HTTPClientRequest {
-        let headers: [HTTPClientHeader] = m.list("headers").compactMap {
-            guard case .message(let h) = $0 else { return nil }
-            return HTTPClientHeader(h.string("name"), h.string("value"))
-        }
-        let connect = Int(m.int32("connect_timeout_ms"))
-        let total = Int(m.int32("timeout_ms"))
-        let limit = m.int64("max_response_bytes")
-        return HTTPClientRequest(method: m.string("method").isEmpty ? "GET" : m.string("method"), url: m.string("url"),
-                           headers: headers, body: m.bytes("body"),
+    static func clientRequest(_ m: Pixtrack_V1_HttpRequest) -> HTTPClientRequest {
+        let headers = m.headers.map { HTTPClientHeader($0.name, $0.value) }
+        let connect = Int(m.connectTimeoutMs)
+        let total = Int(m.timeoutMs)
+        let limit = m.maxResponseBytes
+        return HTTPClientRequest(method: m.method.isEmpty ? "GET" : m.method, url: m.url,
+                           headers: headers, body: m.body,
                            connectTimeoutMs: connect > 0 ? connect : nil, timeoutMs: total > 0 ? total : nil,
                            maxResponseBytes: limit > 0 ? Int(clamping: limit) : nil)
     }
 
-    static func httpResponse(_ r: HTTPClientResult, _ redactor: Redactor) -> ProtoMessage {
-        var m = ProtoMessage("pixtrack.v1.HttpResponse")
-        if r.sent { m["sent"] = .bool(true) }
-        if r.status != 0 { m["status"] = .int32(Int32(clamping: r.status)) }
-        let headers: [ProtoValue] = r.headers.compactMap { h in
+    static func httpResponse(_ r: HTTPClientResult, _ redactor: Redactor) -> Pixtrack_V1_HttpResponse {
+        var m = Pixtrack_V1_HttpResponse()
+        m.sent = r.sent
+        m.status = Int32(clamping: r.status)
+        m.headers = r.headers.compactMap { h in
             // Header values reach the plugin as received, except NULs protobuf-c cannot carry.
             guard !h.name.contains("\0"), !h.value.contains("\0") else { return nil }
-            return .message(ProtoMessage("pixtrack.v1.Header", ["name": .string(h.name), "value": .string(h.value)]))
+            var header = Pixtrack_V1_Header()
+            header.name = h.name
+            header.value = h.value
+            return header
         }
-        if !headers.isEmpty { m["headers"] = .list(headers) }
-        if !r.body.isEmpty { m["body"] = .bytes(r.body) }
-        if let e = r.error { m["error"] = .enumValue(errorNumber(e)) }
-        let message = redactor.redact(r.errorMessage).replacingOccurrences(of0: "\0")
-        if !message.isEmpty { m["error_message"] = .string(message) }
-        if r.elapsedMs != 0 { m["elapsed_ms"] = .int64(r.elapsedMs) }
+        m.body = r.body
+        if let e = r.error { m.error = Pixtrack_V1_HttpErrorKind(rawValue: errorNumber(e)) }
+        m.errorMessage = redactor.redact(r.errorMessage).replacingOccurrences(of0: "\0")
+        m.elapsedMs = r.elapsedMs
         return m
     }
 
@@ -59,11 +57,11 @@ extension HostAPI {
     /// The host side of `http_request` (in-process calls, and the runner's HTTP frames): decode,
     /// perform under the call's deadline and policy, encode the redacted answer.
     static func perform(_ encoded: [UInt8], on call: PluginCall) -> (status: Int32, response: [UInt8]) {
-        guard let message = try? ProtoCodec.decode(encoded, as: "pixtrack.v1.HttpRequest") else {
+        guard let message = try? Pixtrack_V1_HttpRequest(serializedBytes: encoded) else {
             return (Int32(PT_ERR_INVALID_ARGUMENT), [])
         }
-        let result = call.perform(clientRequest(message), noSideEffects: message.bool("no_side_effects"))
-        guard let response = try? ProtoCodec.encode(httpResponse(result, call.environment.redactor)) else {
+        let result = call.perform(clientRequest(message), noSideEffects: message.noSideEffects)
+        guard let response = try? httpResponse(result, call.environment.redactor).serializedBytes() else {
             return (Int32(PT_ERR_INTERNAL), [])
         }
         return (Int32(PT_OK), response)

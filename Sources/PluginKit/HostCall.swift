@@ -1,5 +1,5 @@
 import GatewayABI
-import ProtoCodec
+import PixTrackMessages
 
 /// The host's services for the duration of one plugin call: HTTP through the host, logging,
 /// clocks. Valid only inside the plugin function it was passed to.
@@ -35,19 +35,21 @@ public struct HostCall: @unchecked Sendable {
     /// Performs one request through the host (which applies timeouts capped by the call's
     /// deadline, a size limit, no redirects) and says whether it was sent.
     public func http(_ request: PluginHTTPRequest) -> PluginHTTPResponse {
-        var m = ProtoMessage("pixtrack.v1.HttpRequest")
-        m.set("method", request.method)
-        m.set("url", request.url)
-        if !request.headers.isEmpty {
-            m["headers"] = .list(request.headers.map {
-                .message(ProtoMessage("pixtrack.v1.Header", ["name": .string($0.name), "value": .string($0.value)]))
-            })
+        var m = Pixtrack_V1_HttpRequest()
+        m.method = request.method.withoutNUL
+        m.url = request.url.withoutNUL
+        // Header NULs are not dropped: such a request is refused below (not encodable).
+        m.headers = request.headers.map {
+            var h = Pixtrack_V1_Header()
+            h.name = $0.name
+            h.value = $0.value
+            return h
         }
-        if !request.body.isEmpty { m["body"] = .bytes(request.body) }
-        if let t = request.timeoutMs { m["timeout_ms"] = .int32(Int32(clamping: t)) }
-        if let t = request.connectTimeoutMs { m["connect_timeout_ms"] = .int32(Int32(clamping: t)) }
-        if request.noSideEffects { m["no_side_effects"] = .bool(true) }
-        guard let bytes = try? ProtoCodec.encode(m) else {
+        m.body = request.body
+        if let t = request.timeoutMs { m.timeoutMs = Int32(clamping: t) }
+        if let t = request.connectTimeoutMs { m.connectTimeoutMs = Int32(clamping: t) }
+        m.noSideEffects = request.noSideEffects
+        guard let bytes = try? m.serializedBytes() else {
             return PluginHTTPResponse(sent: false, error: .invalidRequest, errorMessage: "request could not be encoded")
         }
         var out: UnsafeMutablePointer<UInt8>? = nil
@@ -61,18 +63,14 @@ public struct HostCall: @unchecked Sendable {
         }
         let answer = Array(UnsafeBufferPointer(start: out, count: outLength))
         host.pointee.free_buffer(out, outLength)
-        guard let r = try? ProtoCodec.decode(answer, as: "pixtrack.v1.HttpResponse") else {
+        guard let r = try? Pixtrack_V1_HttpResponse(serializedBytes: answer) else {
             // Cannot tell what happened: assume the worst (sent).
             return PluginHTTPResponse(sent: true, error: .other, errorMessage: "host answer does not decode")
         }
         return PluginHTTPResponse(
-            sent: r.bool("sent"), status: Int(r.int32("status")),
-            headers: r.list("headers").compactMap {
-                guard case .message(let h) = $0 else { return nil }
-                return HeaderField(h.string("name"), h.string("value"))
-            },
-            body: r.bytes("body"), error: PluginHTTPResponse.ErrorKind(rawValue: r.enumValue("error")) ?? .other,
-            errorMessage: r.string("error_message"), elapsedMs: r.int64("elapsed_ms"))
+            sent: r.sent, status: Int(r.status), headers: r.headers.map { HeaderField($0.name, $0.value) },
+            body: r.body, error: PluginHTTPResponse.ErrorKind(rawValue: r.error.rawValue) ?? .other,
+            errorMessage: r.errorMessage, elapsedMs: r.elapsedMs)
     }
 }
 

@@ -1,6 +1,6 @@
 import GatewayABI
 import Glibc
-import ProtoCodec
+import PixTrackMessages
 
 /// Builds the C plugin table for a `GatewayPlugin` type. A plugin module exports its entry as:
 ///
@@ -77,7 +77,7 @@ public enum PluginExport {
         let factoryPointer = (UnsafeRawPointer(this) + MemoryLayout<pt_gateway_plugin>.stride).load(as: UnsafeRawPointer.self)
         let factory = Unmanaged<Factory>.fromOpaque(factoryPointer).takeUnretainedValue()
         let bytes = length > 0 && config != nil ? Array(UnsafeBufferPointer(start: config, count: length)) : []
-        guard let m = try? ProtoCodec.decode(bytes, as: "pixtrack.v1.PluginConfig") else {
+        guard let m = try? Pixtrack_V1_PluginConfig(serializedBytes: bytes) else {
             return fail(.invalidArgument("configuration does not decode as PluginConfig"), errorBuffer, capacity)
         }
         do {
@@ -102,26 +102,27 @@ public enum PluginExport {
         let plugin = box.plugin
         let hostCall = HostCall(host: box.host, call: call)
         let bytes = length > 0 && request != nil ? Array(UnsafeBufferPointer(start: request, count: length)) : []
-        let result: ProtoMessage
+        let result: [UInt8]?
         do {
             switch op {
             case .createPix:
-                let pix = try plugin.createPix(PixRequest(decode(bytes, "CreatePixRequest")), host: hostCall)
+                let pix = try plugin.createPix(PixRequest(decode(bytes, as: Pixtrack_V1_CreatePixRequest.self)), host: hostCall)
                 if let raw = pix.rawOverride { return misbehave(raw, out, outLength) }
-                result = pix.proto
+                result = try? pix.wire.serializedBytes()
             case .getStatus:
-                result = try plugin.getStatus(StatusRequest(decode(bytes, "GetStatusRequest")), host: hostCall).proto
+                let status = try plugin.getStatus(StatusRequest(decode(bytes, as: Pixtrack_V1_GetStatusRequest.self)), host: hostCall)
+                result = try? status.wire.serializedBytes()
             case .parseWebhook:
-                let hook = try plugin.parseWebhook(WebhookPayload(decode(bytes, "ParseWebhookRequest")), host: hostCall)
+                let hook = try plugin.parseWebhook(WebhookPayload(decode(bytes, as: Pixtrack_V1_ParseWebhookRequest.self)), host: hostCall)
                 // The host refuses a result with a longer id as garbage (retried for ever, then
                 // parked): a body that carries one is the body's fault, answered 400.
                 if let problem = hook.overlongID { return fail(.invalidArgument(problem), errorBuffer, capacity) }
-                result = hook.proto
+                result = try? hook.wire.serializedBytes()
             }
         } catch {
             return fail(error, errorBuffer, capacity)
         }
-        guard let encoded = try? ProtoCodec.encode(result) else {
+        guard let encoded = result else {
             return fail(.internal("result could not be encoded"), errorBuffer, capacity)
         }
         guard let buffer = malloc(max(encoded.count, 1))?.assumingMemoryBound(to: UInt8.self) else {
@@ -152,11 +153,11 @@ public enum PluginExport {
         return Int32(PT_OK)
     }
 
-    private static func decode(_ bytes: [UInt8], _ type: String) throws(PluginError) -> ProtoMessage {
+    private static func decode<M: GeneratedMessage>(_ bytes: [UInt8], as type: M.Type) throws(PluginError) -> M {
         do {
-            return try ProtoCodec.decode(bytes, as: "pixtrack.v1." + type)
+            return try M(serializedBytes: bytes)
         } catch {
-            throw .invalidArgument("request does not decode as \(type)")
+            throw .invalidArgument("request does not decode as \(M.protoMessageName.dropFirst("pixtrack.v1.".count))")
         }
     }
 

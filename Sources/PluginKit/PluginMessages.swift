@@ -1,4 +1,4 @@
-import ProtoCodec
+import PixTrackMessages
 
 /// The configuration `create` receives (`pixtrack.v1.PluginConfig`).
 public struct PluginConfiguration: Sendable, Hashable {
@@ -37,10 +37,10 @@ public struct PluginConfiguration: Sendable, Hashable {
         return n
     }
 
-    init(_ m: ProtoMessage) {
-        credentials = m.stringMap("credentials")
-        baseURL = m.string("base_url")
-        options = m.stringMap("options")
+    init(_ m: Pixtrack_V1_PluginConfig) {
+        credentials = m.credentials
+        baseURL = m.baseUrl
+        options = m.options
     }
 }
 
@@ -57,19 +57,19 @@ public struct PixRequest: Sendable, Hashable {
     public var customer: PixCustomer
     public var postbackURL: String
 
-    init(_ m: ProtoMessage) {
-        reference = m.string("reference")
-        amountCents = m.int64("amount_cents")
-        description = m.string("description")
+    init(_ m: Pixtrack_V1_CreatePixRequest) {
+        reference = m.reference
+        amountCents = m.amountCents
+        description = m.description
         var c = PixCustomer()
-        if let cm = m.message("customer") {
-            c.name = cm.string("name")
-            c.email = cm.string("email")
-            c.phone = cm.string("phone")
-            c.document = cm.string("document")
+        if let cm = m.customer {
+            c.name = cm.name
+            c.email = cm.email
+            c.phone = cm.phone
+            c.document = cm.document
         }
         customer = c
-        postbackURL = m.string("postback_url")
+        postbackURL = m.postbackUrl
     }
 }
 
@@ -124,15 +124,15 @@ public struct PixResult: Sendable, Hashable {
         return r
     }
 
-    var proto: ProtoMessage {
-        var m = ProtoMessage("pixtrack.v1.CreatePixResult")
-        if outcome != .unknown { m["outcome"] = .enumValue(outcome.rawValue) }
-        m.set("transaction_id", transactionID)
-        m.set("gateway_hash", gatewayHash)
-        m.set("pix_code", pixCode)
-        m.set("qr_code_base64", qrCodeBase64)
-        if expiresAtUnixMs != 0 { m["expires_at_unix_ms"] = .int64(expiresAtUnixMs) }
-        m.set("message", message)
+    var wire: Pixtrack_V1_CreatePixResult {
+        var m = Pixtrack_V1_CreatePixResult()
+        m.outcome = Pixtrack_V1_CreateOutcome(rawValue: outcome.rawValue)
+        m.transactionId = transactionID.withoutNUL
+        m.gatewayHash = gatewayHash.withoutNUL
+        m.pixCode = pixCode.withoutNUL
+        m.qrCodeBase64 = qrCodeBase64.withoutNUL
+        m.expiresAtUnixMs = expiresAtUnixMs
+        m.message = message.withoutNUL
         return m
     }
 }
@@ -148,10 +148,10 @@ public struct StatusRequest: Sendable, Hashable {
     public var reference: String
     public var gatewayHash: String
 
-    init(_ m: ProtoMessage) {
-        transactionID = m.string("transaction_id")
-        reference = m.string("reference")
-        gatewayHash = m.string("gateway_hash")
+    init(_ m: Pixtrack_V1_GetStatusRequest) {
+        transactionID = m.transactionId
+        reference = m.reference
+        gatewayHash = m.gatewayHash
     }
 }
 
@@ -174,16 +174,16 @@ public struct StatusResult: Sendable, Hashable {
         self.rawStatus = rawStatus
     }
 
-    var proto: ProtoMessage {
-        var m = ProtoMessage("pixtrack.v1.StatusResult")
-        if status != .unknown { m["status"] = .enumValue(status.rawValue) }
-        if amountCents != 0 { m["amount_cents"] = .int64(amountCents) }
-        if paidAtUnixMs != 0 { m["paid_at_unix_ms"] = .int64(paidAtUnixMs) }
-        m.set("message", message)
-        m.set("transaction_id", transactionID)
-        m.set("raw_status", rawStatus)
-        m.set("reference", reference)
-        m.set("gateway_hash", gatewayHash)
+    var wire: Pixtrack_V1_StatusResult {
+        var m = Pixtrack_V1_StatusResult()
+        m.status = Pixtrack_V1_GatewayStatus(rawValue: status.rawValue)
+        m.amountCents = amountCents
+        m.paidAtUnixMs = paidAtUnixMs
+        m.message = message.withoutNUL
+        m.transactionId = transactionID.withoutNUL
+        m.rawStatus = rawStatus.withoutNUL
+        m.reference = reference.withoutNUL
+        m.gatewayHash = gatewayHash.withoutNUL
         return m
     }
 }
@@ -217,12 +217,9 @@ public struct WebhookPayload: Sendable, Hashable {
         self.body = body
     }
 
-    init(_ m: ProtoMessage) {
-        headers = m.list("headers").compactMap {
-            guard case .message(let h) = $0 else { return nil }
-            return HeaderField(h.string("name"), h.string("value"))
-        }
-        body = m.bytes("body")
+    init(_ m: Pixtrack_V1_ParseWebhookRequest) {
+        headers = m.headers.map { HeaderField($0.name, $0.value) }
+        body = m.body
     }
 }
 
@@ -248,25 +245,22 @@ public struct WebhookResult: Sendable, Hashable {
         return nil
     }
 
-    var proto: ProtoMessage {
-        var m = ProtoMessage("pixtrack.v1.WebhookResult")
-        m.set("transaction_id", transactionID)
-        m.set("reference", reference)
-        if status != .unknown { m["status"] = .enumValue(status.rawValue) }
-        m.set("event_id", eventID)
-        if amountCents != 0 { m["amount_cents"] = .int64(amountCents) }
-        m.set("raw_status", rawStatus)
-        m.set("gateway_hash", gatewayHash)
+    var wire: Pixtrack_V1_WebhookResult {
+        var m = Pixtrack_V1_WebhookResult()
+        m.transactionId = transactionID.withoutNUL
+        m.reference = reference.withoutNUL
+        m.status = Pixtrack_V1_GatewayStatus(rawValue: status.rawValue)
+        m.eventId = eventID.withoutNUL
+        m.amountCents = amountCents
+        m.rawStatus = rawStatus.withoutNUL
+        m.gatewayHash = gatewayHash.withoutNUL
         return m
     }
 }
 
-extension ProtoMessage {
-    /// Sets a string field unless empty; NULs (which protobuf-c strings cannot hold) are dropped.
-    mutating func set(_ field: String, _ value: String) {
-        guard !value.isEmpty else { return }
-        self[field] = .string(value.contains("\0") ? String(value.filter { $0 != "\0" }) : value)
-    }
+extension String {
+    /// The string without NULs (which protobuf-c strings cannot hold): what a result field carries.
+    var withoutNUL: String { contains("\0") ? String(filter { $0 != "\0" }) : self }
 }
 
 /// A failure a plugin function reports instead of a result: an ABI status code and a message

@@ -1,5 +1,6 @@
 import Foundation
 import MetaCAPI
+import PixTrackMessages
 import Postgres
 import ProtoCodec
 import RPC
@@ -51,6 +52,11 @@ import Testing
         #expect(event.enumValue("previous_status") == PaymentStatus.pending.protoNumber)
         #expect(event.message("payment")?.enumValue("status") == PaymentStatus.paid.protoNumber)
         #expect(event.message("payment")?.int64("id") == id)
+        // The typed message and the hand-written wire form (which copies the stored payment) agree.
+        let typed = try list[2].message()
+        #expect(try typed.serializedBytes() == list[2].encoded())
+        #expect(typed.payment?.status == .paid && typed.previousStatus == .pending && typed.payment?.id == id)
+        #expect(try list[0].message().previousStatus == .unspecified)
         // One notification row per event, in the same transactions.
         let n = try await pool.withConnection { try $0.query("SELECT count(*) AS n FROM payment_notifications").first?.int("n") }
         #expect(n == 3)
