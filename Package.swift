@@ -52,13 +52,15 @@ let package = Package(
         .target(name: "RPC", dependencies: ["JSONKit"]),
 
         // TLS over memory buffers (OpenSSL): the server's listeners, the CLI, rediss://.
-        .target(name: "TLS", dependencies: ["COpenSSL"]),
+        // Every socket, descriptor and epoll system call, errno read at the call, EINTR retried once.
+        .target(name: "SystemCalls", dependencies: ["CSystemShims"]),
+        .target(name: "TLS", dependencies: ["COpenSSL", "SystemCalls"]),
         // Envelope encryption of the secret columns (AES-256-GCM, OpenSSL's libcrypto): docs/secrets.md.
         .target(name: "Secrets", dependencies: ["COpenSSL"]),
 
         // HTTP/2 (nghttp2) server: sockets, event loops, gRPC framing over streams.
         .target(name: "CSystemShims", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
-        .target(name: "HTTP2", dependencies: ["CNghttp2", "CHTTPParser", "CSystemShims", "TLS", "RPC"]),
+        .target(name: "HTTP2", dependencies: ["CNghttp2", "CHTTPParser", "CSystemShims", "SystemCalls", "TLS", "RPC"]),
 
         // HTTP/1.1 routes on the same port: /healthz, /readyz, /metrics, Connect JSON calls.
         .target(name: "WebRoutes", dependencies: ["RPC", "ProtoCodec"]),
@@ -67,7 +69,7 @@ let package = Package(
         // cooperative pool).
         .target(name: "Leasing"),
         .target(name: "Postgres", dependencies: ["CLibpq", "Leasing", "RPC"]),
-        .target(name: "Redis", dependencies: ["CHiredis", "CSystemShims", "RPC", "TLS"]),
+        .target(name: "Redis", dependencies: ["CHiredis", "CSystemShims", "SystemCalls", "RPC", "TLS"]),
 
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
         .target(name: "StandardServices", dependencies: ["RPC", "ProtoCodec", "PixTrackMessages"]),
@@ -82,7 +84,7 @@ let package = Package(
         .target(name: "CSHA256", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         // What the host and a plugin runner share: the table, its calls, the runner protocol and
         // server. No HTTP client, so a runner does not load libcurl and its dependencies.
-        .target(name: "PluginRuntime", dependencies: ["GatewayABI", "CSystemShims", "ProtoCodec", "RPC"]),
+        .target(name: "PluginRuntime", dependencies: ["GatewayABI", "CSystemShims", "SystemCalls", "ProtoCodec", "RPC"]),
         .target(name: "PluginHost", dependencies: ["PluginRuntime", "GatewayABI", "HTTPClient", "BRCode", "CSHA256", "CSystemShims", "PixTrackMessages", "RPC"]),
         // The plugin runner: the process each plugin runs in (PluginRunnerServer), started by the host.
         .executableTarget(name: "pixtrack-plugin-runner", dependencies: ["PluginRuntime"]),
@@ -136,7 +138,7 @@ let package = Package(
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
         .testTarget(name: "PixTrackMessagesTests", dependencies: ["PixTrackMessages", "ProtoCodec"]),
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),
+        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "SystemCalls", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
         .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),

@@ -1,3 +1,4 @@
+import SystemCalls
 import Glibc
 import ProtoCodec
 import Synchronization
@@ -195,16 +196,16 @@ package final class FrameSocket: @unchecked Sendable {
         var offset = from
         while true {
             while offset < current.count {
-                let w = current.withUnsafeBytes { raw in
-                    Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | (mayWait ? 0 : Int32(MSG_DONTWAIT)))
+                let sent = current.withUnsafeBytes { raw in
+                    Result { () throws(SystemError) in
+                        try Syscalls.send(fd, UnsafeRawBufferPointer(rebasing: raw[offset...]), flags: Int32(MSG_NOSIGNAL) | (mayWait ? 0 : Int32(MSG_DONTWAIT)))
+                    }
                 }
-                if w > 0 {
+                if case .success(.processed(let w)) = sent, w > 0 {
                     offset += w
                     continue
                 }
-                let e = errno
-                if w < 0, e == EINTR { continue }
-                if w < 0, e == EAGAIN || e == EWOULDBLOCK, !mayWait {
+                if case .success(.wouldBlock) = sent, !mayWait {
                     let (rest, at) = (current, offset)
                     if PluginThread.start({ [self] in _ = drain(rest, from: at, mayWait: true) }) { return true }
                     return drain(rest, from: at, mayWait: true)
@@ -254,9 +255,8 @@ package final class FrameSocket: @unchecked Sendable {
         inEnd = 0
         var off = have
         while off < n {
-            let r = body.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress! + off, n - off, 0) }
-            if r < 0, errno == EINTR { continue }
-            if r <= 0 { return nil }
+            let got = body.withUnsafeMutableBytes { try? Syscalls.recv(fd, into: UnsafeMutableRawBufferPointer(rebasing: $0[off...])) }
+            guard case .processed(let r)? = got else { return nil }
             off += r
         }
         return RunnerFrame.decode(body)
@@ -272,9 +272,8 @@ package final class FrameSocket: @unchecked Sendable {
             inEnd = have
         }
         while inEnd < count {
-            let r = inbound.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress! + inEnd, $0.count - inEnd, 0) }
-            if r < 0, errno == EINTR { continue }
-            if r <= 0 { return false }
+            let got = inbound.withUnsafeMutableBytes { try? Syscalls.recv(fd, into: UnsafeMutableRawBufferPointer(rebasing: $0[inEnd...])) }
+            guard case .processed(let r)? = got else { return false }
             inEnd += r
         }
         return true

@@ -1,3 +1,4 @@
+import SystemCalls
 import CHiredis
 import CSystemShims
 import Glibc
@@ -198,10 +199,7 @@ final class RedisEventLoop: @unchecked Sendable {
         if wake { signal() }
     }
 
-    private func signal() {
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
-    }
+    private func signal() { Syscalls.signalEventFD(wakeFD) }
 
     /// Starts the thread (first call only).
     private func start() {
@@ -243,8 +241,7 @@ final class RedisEventLoop: @unchecked Sendable {
             now = .now
             for i in 0..<max(0, Int(n)) {
                 if fds[i] == wakeFD {
-                    var buf: UInt64 = 0
-                    _ = withUnsafeMutableBytes(of: &buf) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+                    Syscalls.drainEventFD(wakeFD)
                 } else if let link = links.first(where: { $0.fd == fds[i] }) {
                     ready(link, events: events[i])
                 }
@@ -503,7 +500,18 @@ final class RedisEventLoop: @unchecked Sendable {
     private func read(_ link: Link) {
         assertOnLoop()
         while link.fd >= 0, let reader = link.reader {
-            let n = readBuffer.withUnsafeMutableBytes { recv(link.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            let got = readBuffer.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemError) in try Syscalls.recv(link.fd, into: raw, flags: Int32(MSG_DONTWAIT)) }
+            }
+            let n: Int
+            switch got {
+            case .success(.processed(let count)): n = count
+            case .success(.wouldBlock): return
+            case .success(.eof): n = 0
+            case .failure(let e):
+                drop(link, .unavailable("Redis I/O failed: \(e.reason)"))
+                return
+            }
             if n == 0 {
                 if link.machine.outstanding == 0 {
                     link.machine.failed().forEach { $0.resume(throwing: RedisError.unavailable("Redis closed the connection")) }
@@ -513,12 +521,6 @@ final class RedisEventLoop: @unchecked Sendable {
                 } else {
                     drop(link, .unavailable("Redis closed the connection"))
                 }
-                return
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK { return }
-                drop(link, .unavailable("Redis I/O failed: \(String(cString: strerror(errno)))"))
                 return
             }
             guard readBuffer.withUnsafeBytes({ Hiredis.feed(reader, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else {
@@ -564,17 +566,23 @@ final class RedisEventLoop: @unchecked Sendable {
         assertOnLoop()
         guard link.fd >= 0 else { return }
         while link.sent < link.output.count {
-            let n = link.output.withUnsafeBytes { raw in
-                Glibc.send(link.fd, raw.baseAddress! + link.sent, raw.count - link.sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            let sent = link.output.withUnsafeBytes { raw in
+                Result { () throws(SystemError) in
+                    try Syscalls.send(link.fd, UnsafeRawBufferPointer(rebasing: raw[link.sent...]), flags: Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                }
             }
-            if n > 0 {
+            switch sent {
+            case .success(.processed(let n)):
                 link.sent += n
                 continue
+            case .success(.wouldBlock):
+                break
+            case .success(.eof), .failure:
+                let reason = if case .failure(let e) = sent { e.reason } else { "the connection closed" }
+                drop(link, .unavailable("Redis I/O failed: \(reason)"))
+                return
             }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-            drop(link, .unavailable("Redis I/O failed: \(String(cString: strerror(errno)))"))
-            return
+            break
         }
         if link.unsentCommands > 0 {
             counts.writes += 1

@@ -1,3 +1,4 @@
+import SystemCalls
 import COpenSSL
 import Glibc
 import Synchronization
@@ -277,10 +278,10 @@ extension TLSSession {
             if handshakeDone { return early }
             let left = deadline - ContinuousClock.now
             guard left > .zero else { throw fail("the handshake did not finish in time (does the server speak TLS on this port?)", timedOut: true) }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000))) > 0 else { continue }
-            let n = recv(fd, &buf, buf.count, 0)
-            guard n > 0 else { throw fail("the server closed the connection (is it speaking TLS?)") }
+            let ready = (try? Syscalls.poll(fd, events: Int16(POLLIN), timeoutMs: Int32(min(Int64(left / .milliseconds(1)) + 1, 60_000)))) ?? 0
+            guard ready != 0 else { continue }
+            let got = buf.withUnsafeMutableBytes { try? Syscalls.recv(fd, into: $0) }
+            guard case .processed(let n)? = got else { throw fail("the server closed the connection (is it speaking TLS?)") }
             outcome = buf.withUnsafeMutableBytes { raw in
                 receive(UnsafeRawBufferPointer(rebasing: raw[0..<n]), scratch: raw) { plain in
                     early.append(contentsOf: plain)
@@ -294,9 +295,8 @@ extension TLSSession {
     public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
         var off = 0
         while off < bytes.count {
-            let w = Glibc.send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
-            if w < 0, errno == EINTR { continue }
-            if w <= 0 { return false }
+            guard case .processed(let w)? = try? Syscalls.send(fd, UnsafeRawBufferPointer(rebasing: bytes[off...]), flags: Int32(MSG_NOSIGNAL)),
+                  w > 0 else { return false }
             off += w
         }
         return true

@@ -1,3 +1,4 @@
+import SystemCalls
 import CNghttp2
 import Glibc
 import Testing

@@ -9,14 +9,17 @@ import RPC
 /// decide which requests end up in the same batch.
 @Suite struct MetaOutboxBatcherTests {
     /// A fresh schema with a migrated outbox: its URL (for a lock-holding connection) and a pool.
-    static func isolated(statementTimeout: Duration = .seconds(10)) async throws -> (url: String, pool: PGPool) {
+    /// `lockTimeoutMs`: lock waits fail after that long (a slow statement on a loaded machine
+    /// does not).
+    static func isolated(statementTimeout: Duration = .seconds(10), lockTimeoutMs: Int? = nil) async throws -> (url: String, pool: PGPool) {
         let base = try MetaTestEnv.databaseURL()
         let schema = "mb_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
         let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
         try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
         await admin.close()
         let url = base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
-        var config = PGPoolConfiguration(url: url)
+        let poolURL = url + (lockTimeoutMs.map { "%20-clock_timeout%3D\($0)" } ?? "")
+        var config = PGPoolConfiguration(url: poolURL)
         config.maxConnections = 4
         config.connection.statementTimeout = statementTimeout
         let pool = try PGPool(config, logger: Logger(minimum: .error))
@@ -101,7 +104,9 @@ import RPC
     }
 
     @Test func failedBatchFailsEveryWaiterThenTheNextBatchWorks() async throws {
-        let (url, pool) = try await Self.isolated(statementTimeout: .milliseconds(300))
+        // The batches fail on the lock held below (lock_timeout), not on a statement timeout
+        // that a slow insert on a loaded machine could hit after the lock is gone.
+        let (url, pool) = try await Self.isolated(lockTimeoutMs: 300)
         let batcher = MetaOutboxBatcher(pool: pool)
         let lock = try Self.lockOutbox(url)
         let outcomes = await withTaskGroup(of: PGError.Code?.self) { group in
