@@ -18,13 +18,14 @@ import RPC
         try await admin.withConnection { try $0.execute("CREATE SCHEMA \(schema)") }
         await admin.close()
         let url = base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
-        let poolURL = url + (lockTimeoutMs.map { "%20-clock_timeout%3D\($0)" } ?? "")
-        var config = PGPoolConfiguration(url: poolURL)
+        // Migrated without the lock timeout: the migration lock is shared with the other suites.
+        let migrating = try PGPool(PGPoolConfiguration(url: url), logger: Logger(minimum: .error))
+        _ = try await PGMigrator(pool: migrating, migrations: MetaMigrations.all, logger: Logger(minimum: .error)).migrate()
+        await migrating.close()
+        var config = PGPoolConfiguration(url: url + (lockTimeoutMs.map { "%20-clock_timeout%3D\($0)" } ?? ""))
         config.maxConnections = 4
         config.connection.statementTimeout = statementTimeout
-        let pool = try PGPool(config, logger: Logger(minimum: .error))
-        _ = try await PGMigrator(pool: pool, migrations: MetaMigrations.all, logger: Logger(minimum: .error)).migrate()
-        return (url, pool)
+        return (url, try PGPool(config, logger: Logger(minimum: .error)))
     }
 
     /// Holds `ACCESS EXCLUSIVE` on the outbox until `commit()`: inserts wait behind it.
