@@ -14,7 +14,7 @@ import pytest
 
 import support
 from payments_support import Client, payment_env
-from tracking_support import metric, wait_until
+from tracking_support import metric, new_schema, wait_until
 
 from pixtrack.v1 import payment_pb2 as ppb
 
@@ -133,10 +133,13 @@ class Ledger:
             self.charges[reference][1] = "paid"
 
 
-def test_a_charge_whose_create_pix_crashed_is_later_reconciled(meta, db_url, tmp_path):
+def test_a_charge_whose_create_pix_crashed_is_later_reconciled(meta, tmp_path):
     """The plugin made the charge at the gateway, then segfaulted before answering: the payment
     waits as pending_verification, the reconciler finds the charge by reference through the
     restarted runner, binds its transaction id, and follows it to paid. Nothing is lost."""
+    # A schema of its own: the reconciler checks only this payment (the module's other payments
+    # belong to a gateway this server does not load).
+    db_url = new_schema()
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     build_fixture(25, str(plugins / "libledger.so"))  # MODE_CHARGE_SEGV
