@@ -1,3 +1,4 @@
+import MessageRPC
 import PixTrackMessages
 import PluginHost
 import RPC
@@ -36,7 +37,7 @@ public struct PaymentHandlers: Sendable {
             var first: [UInt8]?
             for await m in requests { first = m; break }
             guard let bytes = first else { throw RPCError(.invalidArgument, "WatchPayments needs a WatchPaymentsRequest") }
-            let r = try Self.decode(bytes, as: Pixtrack_V1_WatchPaymentsRequest.self)
+            let r = try decodeRequest(bytes, as: Pixtrack_V1_WatchPaymentsRequest.self)
             guard let watchers else { throw RPCError(.unavailable, "watches are not served by this instance") }
             try await watchers.watch(botID: r.botId, afterCursor: r.afterCursor, connection: context.peer) {
                 try await writer.send($0)
@@ -44,22 +45,10 @@ public struct PaymentHandlers: Sendable {
         })
     }
 
-    /// A request that does not parse is the caller's fault: INVALID_ARGUMENT.
-    static func decode<M: GeneratedMessage>(_ bytes: [UInt8], as type: M.Type) throws -> M {
-        do { return try M(serializedBytes: bytes) } catch {
-            throw RPCError(.invalidArgument, "request is not a valid \(M.protoMessageName)")
-        }
-    }
-
-    /// One unary method: `Request` decoded, `body` run, its response encoded (a response that
-    /// does not encode is our bug: INTERNAL, "internal error").
     static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
         _ name: String, _ request: Request.Type, _ body: @escaping @Sendable (Request) async throws -> Response
     ) -> RPCMethod {
-        RPCMethod(service: serviceName, method: name, kind: .unary { bytes, _ in
-            let response = try await body(try decode(bytes, as: Request.self))
-            do { return try response.serializedBytes() } catch { throw RPCError(.internal, "internal error") }
-        })
+        RPCMethod.unary(service: serviceName, method: name, body)
     }
 
     public var methods: [RPCMethod] {

@@ -1,3 +1,4 @@
+import MessageRPC
 import PixTrackMessages
 import ProtoCodec
 import RPC
@@ -113,23 +114,6 @@ func encodeResponse(_ message: ProtoMessage) throws -> [UInt8] {
     do {
         return try ProtoCodec.encode(message)
     } catch let error as ProtoCodecError {
-        throw RPCError(.internal, "internal error", cause: error)
-    }
-}
-
-/// The same two helpers for generated message types (same answers to bad input).
-func decodeRequest<M: GeneratedMessage>(_ bytes: [UInt8], as type: M.Type) throws -> M {
-    do {
-        return try M(serializedBytes: bytes)
-    } catch let error as MessageCodingError {
-        throw RPCError(.invalidArgument, "request is not a valid \(M.protoMessageName)", cause: error)
-    }
-}
-
-func encodeResponse<M: GeneratedMessage>(_ message: M) throws -> [UInt8] {
-    do {
-        return try message.serializedBytes()
-    } catch let error as MessageCodingError {
         throw RPCError(.internal, "internal error", cause: error)
     }
 }

@@ -1,3 +1,4 @@
+import MessageRPC
 import MetaCAPI
 import PixTrackMessages
 import Postgres
@@ -57,25 +58,10 @@ public final class TrackingService: Sendable {
         ]
     }
 
-    /// One unary method on generated messages: bytes that are not a `Request` fail with
-    /// INVALID_ARGUMENT, a response that does not encode (our bug) with INTERNAL.
     static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
         _ name: String, _ body: @escaping @Sendable (Request) async throws -> Response
     ) -> RPCMethod {
-        RPCMethod(service: serviceName, method: name, kind: .unary { bytes, _ in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: bytes)
-            } catch {
-                throw RPCError(.invalidArgument, "request is not a valid \(Request.protoMessageName)")
-            }
-            let response = try await body(request)
-            do {
-                return try response.serializedBytes()
-            } catch {
-                throw RPCError(.internal, "internal error", cause: error)
-            }
-        })
+        RPCMethod.unary(service: serviceName, method: name, body)
     }
 
     // MARK: - Tracking methods
