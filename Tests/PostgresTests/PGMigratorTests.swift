@@ -82,20 +82,22 @@ import Testing
     @Test func waitingForTheLockIsBoundedAndLeavesTheSessionAsItWas() async throws {
         let prefix = PGTestEnv.uniqueName("miglock")
         let table = "\(prefix)_schema"
-        let holderPool = try PGTestEnv.pool(maxConnections: 1)
+        let holderPool = try PGTestEnv.pool(maxConnections: 1, statementTimeout: .seconds(40))
         let pool = try PGTestEnv.pool(maxConnections: 1, statementTimeout: .seconds(7))
         var migrator = PGMigrator(pool: pool, migrations: migrations(prefix), table: table)
         migrator.lockTimeout = .milliseconds(300)
         let key = migrator.lockKey
+        // Holds the lock for up to 30 s; its session is ended (taking the lock with it) once the
+        // wait is measured.
+        let marker = PGTestEnv.uniqueName("lockholder")
         let holder = Task {
             try await holderPool.withConnection { c in
                 try c.query("SELECT pg_advisory_lock($1)", [.int(key)])
-                try c.query("SELECT pg_sleep(4)")
-                try c.query("SELECT pg_advisory_unlock($1)", [.int(key)])
+                try c.query("SELECT pg_sleep(30) /* \(marker) */")
             }
         }
         // Wait until the holder really holds the lock (its connection can take a while to open
-        // on a busy machine); then it keeps it for four seconds.
+        // on a busy machine).
         while try await pool.withConnection({ c -> Bool in
             let free = try c.query("SELECT pg_try_advisory_lock($1) AS got", [.int(key)]).first?.bool("got") ?? false
             if free { _ = try c.query("SELECT pg_advisory_unlock($1)", [.int(key)]) }
@@ -106,9 +108,10 @@ import Testing
         let (error, elapsed) = await measure { await pgError { try await migrator.migrate() } }
         #expect(error?.code == .migration)
         #expect(error?.message.contains("migration lock") == true)
-        #expect(elapsed < .seconds(3), "gave up at the 300 ms lock timeout, not when the 4 s holder let go (\(elapsed))")
+        #expect(elapsed < .seconds(10), "gave up at the 300 ms lock timeout, not when the 30 s holder let go (\(elapsed))")
         #expect(try await pool.withConnection { $0.statementTimeout } == .seconds(7))
-        _ = try await holder.value
+        try await PGTestEnv.terminateSessions(running: marker)
+        #expect(await pgError { try await holder.value } != nil, "the holder's session was ended")
         #expect(try await migrator.migrate() == [1, 2, 3])
         try await cleanUp(pool, prefix: prefix, table: table)
         await pool.close()

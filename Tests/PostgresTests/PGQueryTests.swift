@@ -126,10 +126,10 @@ import Testing
 
     @Test func statementTimeoutIsATypedTimeoutAndTheConnectionSurvives() async throws {
         let pool = try PGTestEnv.pool(maxConnections: 1, statementTimeout: .milliseconds(200))
-        let (error, elapsed) = await measure { await pgError { try await pool.withConnection { try $0.query("SELECT pg_sleep(10)") } } }
+        let (error, elapsed) = await measure { await pgError { try await pool.withConnection { try $0.query("SELECT pg_sleep(60)") } } }
         #expect(error?.code == .timeout)
         #expect(error?.sqlState == "57014")
-        #expect(elapsed < .seconds(4), "the 200 ms statement timeout, not the 10 s sleep (\(elapsed))")
+        #expect(elapsed < .seconds(20), "the 200 ms statement timeout, not the 60 s sleep (\(elapsed))")
         let pids = try await pool.withConnection { c in
             (try c.query("SELECT pg_backend_pid() AS p").first?.int64("p"), c.statementTimeout)
         }
@@ -147,7 +147,7 @@ import Testing
         let (error, elapsed) = await measure { await pgError { try await pool.withConnection { try $0.query("SELECT 1") } } }
         kill(pid_t(pid), SIGCONT)
         #expect(error?.code == .timeout)
-        #expect(elapsed >= .milliseconds(550) && elapsed < .seconds(5), "took \(elapsed)")
+        #expect(elapsed >= .milliseconds(550) && elapsed < .seconds(20), "the 600 ms deadline; the stopped server never answers (\(elapsed))")
         // The stuck connection was dropped; the next call gets a fresh one.
         let newPid = try await pool.withConnection { try $0.query("SELECT pg_backend_pid() AS p").first!.int64("p")! }
         #expect(newPid != pid)
@@ -159,7 +159,7 @@ import Testing
         let pool = try PGTestEnv.pool(url: "postgresql://postgres@127.0.0.1:\(hole.port)/x", connectTimeout: .seconds(2))
         let (error, elapsed) = await measure { await pgError { try await pool.ping() } }
         #expect(error?.code == .unavailable)
-        #expect(elapsed < .seconds(4), "took \(elapsed)")
+        #expect(elapsed >= .milliseconds(1900) && elapsed < .seconds(20), "the 2 s connect timeout; the hole never answers (\(elapsed))")
         await pool.close()
     }
 }

@@ -36,6 +36,17 @@ enum PGTestEnv {
         return try PGPool(configuration, logger: Logger(minimum: .error))
     }
 
+    /// Ends the sessions running a statement that carries `marker` (a test's long holder, let go
+    /// once the test has measured what it came for). Their session-level locks go with them.
+    static func terminateSessions(running marker: String) async throws {
+        let pool = try pool(maxConnections: 1)
+        defer { Task { await pool.close() } }
+        _ = try await pool.withConnection { c in
+            try c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                        [.text("%\(marker)%")])
+        }
+    }
+
     /// A table/object name no other test (or run) uses.
     static func uniqueName(_ prefix: String) -> String {
         "t_\(prefix)_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"

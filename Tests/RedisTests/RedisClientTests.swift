@@ -123,9 +123,11 @@ import Testing
     }
 
     @Test func exhaustedPoolTimesOutClearly() async throws {
-        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.acquireTimeout = .milliseconds(200); $0.commandTimeout = .seconds(8) }
+        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.acquireTimeout = .milliseconds(200); $0.commandTimeout = .seconds(40) }
+        let pusher = try RedisTestEnv.client()
         let p = RedisTestEnv.uniquePrefix("busy")
-        let holder = Task { try await redis.command(["BLPOP", "\(p)never", "4"]) }
+        // Holds the only connection for up to 30 s; the push below lets it go once measured.
+        let holder = Task { try await redis.command(["BLPOP", "\(p)held", "30"]) }
         // Wait until the holder really has the only connection (it can start late on a busy machine).
         while redis.statistics.created == 0 || redis.statistics.idle > 0 { try await Task.sleep(for: .milliseconds(10)) }
         let (error, elapsed) = await measure { await redisError { try await redis.ping() } }
@@ -133,8 +135,10 @@ import Testing
             Issue.record("expected .timeout, got \(String(describing: error))")
             return
         }
-        #expect(elapsed >= .milliseconds(180) && elapsed < .seconds(3), "at the acquire timeout, not when the 4 s holder ends (\(elapsed))")
-        #expect(try await holder.value == .null)
+        #expect(elapsed >= .milliseconds(180) && elapsed < .seconds(10), "at the 200 ms acquire timeout, not when the 30 s holder ends (\(elapsed))")
+        try await pusher.command(["LPUSH", "\(p)held", "go"])
+        #expect(try await holder.value == .array([.bulk(Array("\(p)held".utf8)), .bulk(Array("go".utf8))]))
+        await pusher.close()
         await redis.close()
     }
 }

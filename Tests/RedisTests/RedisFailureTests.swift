@@ -12,8 +12,8 @@ import SystemTestSupport
     private func downAndUp(_ server: PrivateRedis) async throws {
         var configuration = try RedisConfiguration(url: server.url)
         configuration.poolSize = 2
-        configuration.commandTimeout = .seconds(8)
-        configuration.connectTimeout = .seconds(8)
+        configuration.commandTimeout = .seconds(30)
+        configuration.connectTimeout = .seconds(30)
         configuration.reconnectBackoff = .milliseconds(100)
         let redis = RedisClient(configuration, logger: .init(minimum: .error))
         try await redis.set("k", "before", ttlSeconds: 60)
@@ -30,7 +30,7 @@ import SystemTestSupport
                 Issue.record("attempt \(attempt): expected .unavailable, got \(String(describing: error))")
                 return
             }
-            #expect(elapsed < .seconds(4), "well before the 8 s timeouts: attempt \(attempt) took \(elapsed)")
+            #expect(elapsed < .seconds(10), "well before the 30 s timeouts: attempt \(attempt) took \(elapsed)")
         }
         let pingDown = await redisError { try await redis.ping() }
         #expect(pingDown?.rpcError.code == .unavailable)
@@ -38,7 +38,7 @@ import SystemTestSupport
         try await server.start()
         let (recovered, after) = try await waitForPing(redis)
         #expect(recovered, "reconnected after Redis came back")
-        #expect(after < .seconds(4), "soon after the 100 ms backoff, not after an 8 s timeout (\(after))")
+        #expect(after < .seconds(10), "soon after the 100 ms backoff, not after a 30 s timeout (\(after))")
         try await redis.set("k", "after", ttlSeconds: 60)
         #expect(try await redis.getString("k") == "after")
         await redis.close()
@@ -55,7 +55,7 @@ import SystemTestSupport
                 Issue.record("expected .timeout, got \(String(describing: error))")
                 return
             }
-            #expect(elapsed >= .milliseconds(280) && elapsed < .seconds(4), "took \(elapsed)")
+            #expect(elapsed >= .milliseconds(280) && elapsed < .seconds(15), "the 300 ms command timeout; the hole never answers (\(elapsed))")
         }
         let pipelined = await redisError { try await redis.pipeline([["SET", "a", "1"], ["SET", "b", "2"]]) }
         #expect(pipelined.map { if case .timeout = $0 { true } else { false } } == true)
@@ -65,14 +65,14 @@ import SystemTestSupport
     @Test func aClosedPortIsUnavailableAtOnce() async throws {
         var configuration = RedisConfiguration(host: "127.0.0.1", port: spareTCPPort())
         configuration.reconnectBackoff = .zero
-        configuration.connectTimeout = .seconds(10)
+        configuration.connectTimeout = .seconds(30)
         let redis = RedisClient(configuration, logger: .init(minimum: .error))
         let (error, elapsed) = await measure { await redisError { try await redis.ping() } }
         guard case .unavailable? = error else {
             Issue.record("expected .unavailable, got \(String(describing: error))")
             return
         }
-        #expect(elapsed < .seconds(5), "refused at once, not after the 10 s connect timeout (\(elapsed))")
+        #expect(elapsed < .seconds(10), "refused at once, not after the 30 s connect timeout (\(elapsed))")
         await redis.close()
         let closed = await redisError { try await redis.ping() }
         #expect(closed.map { if case .unavailable = $0 { true } else { false } } == true)

@@ -73,8 +73,8 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
             let redis = RedisClient(configuration, logger: .init(minimum: .error))
             for i in 0..<10 { try await redis.set("late\(i)", "value \(i)") }
             let pauser = try RedisClient(url: server.url, logger: .init(minimum: .error))
-            // The server holds every command for 1.5 s, then answers them all: too late.
-            try await pauser.command(["CLIENT", "PAUSE", "1500", "ALL"])
+            // The server holds every command for 5 s, then answers them all: too late.
+            try await pauser.command(["CLIENT", "PAUSE", "5000", "ALL"])
             let paused = ContinuousClock.now
             let (errors, elapsed) = await measure {
                 await withTaskGroup(of: RedisError?.self) { group in
@@ -83,11 +83,11 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
                 }
             }
             #expect(errors.allSatisfy { $0 == .timeout("no answer from Redis within the command timeout") }, "\(errors)")
-            #expect(elapsed >= .milliseconds(280) && elapsed < .milliseconds(1400), "at the command timeout, not the pause's end (\(elapsed))")
+            #expect(elapsed >= .milliseconds(280) && elapsed < .milliseconds(4000), "at the 300 ms command timeout, not the 5 s pause's end (\(elapsed))")
             #expect(await eventually { redis.statistics.created == 0 }, "the late connection was closed")
             // After the pause the server sends the ten late replies (to a closed socket); the
             // new connection's callers each get their own answer, never one of those.
-            try await Task.sleep(until: paused + .milliseconds(1700), clock: .continuous)
+            try await Task.sleep(until: paused + .milliseconds(5200), clock: .continuous)
             let fresh = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for i in (0..<10).reversed() { group.addTask { try await redis.getString("late\(i)") == "value \(i)" } }
                 return try await group.reduce(true) { $0 && $1 }
@@ -101,9 +101,11 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
 
     @Test func aCancelledCallerReturnsAtOnceWhetherWaitingOrInFlight() async throws {
         // Waiting for room: the only connection is held by a blocking command.
-        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.acquireTimeout = .seconds(10); $0.commandTimeout = .seconds(10) }
+        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.acquireTimeout = .seconds(40); $0.commandTimeout = .seconds(40) }
+        let pusher = try RedisTestEnv.client()
         let p = RedisTestEnv.uniquePrefix("cancel")
-        let holder = Task { try await redis.command(["BLPOP", "\(p)never", "2"]) }
+        // Holds the only connection for up to 30 s; the push below lets it go once measured.
+        let holder = Task { try await redis.command(["BLPOP", "\(p)held", "30"]) }
         while redis.statistics.created == 0 || redis.statistics.idle > 0 { try await Task.sleep(for: .milliseconds(10)) }
         let waiting = Task { try await redis.ping() }
         while redis.statistics.waiting == 0 { try await Task.sleep(for: .milliseconds(10)) }
@@ -112,16 +114,18 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
             return await waiting.result
         }
         #expect(throws: CancellationError.self) { try outcome.get() }
-        #expect(elapsed < .seconds(1), "not when the 2 s BLPOP ends (\(elapsed))")
+        #expect(elapsed < .seconds(10), "not when the 30 s BLPOP ends (\(elapsed))")
         #expect(await eventually { redis.statistics.waiting == 0 })
-        #expect(try await holder.value == .null)
+        try await pusher.command(["LPUSH", "\(p)held", "go"])
+        #expect(try await holder.value == .array([.bulk(Array("\(p)held".utf8)), .bulk(Array("go".utf8))]))
+        await pusher.close()
         try await redis.ping()
         await redis.close()
 
         // In flight: written to a server that never answers.
         let hole = try BlackHoleListener()
         var configuration = RedisConfiguration(host: "127.0.0.1", port: hole.port)
-        configuration.commandTimeout = .seconds(6)
+        configuration.commandTimeout = .seconds(12)  // close() waits for it: the reply is still owed
         let silent = RedisClient(configuration, logger: .init(minimum: .error))
         let inFlight = Task { try await silent.ping() }
         while silent.counters.outstanding == 0 || silent.counters.commandsWritten == 0 { try await Task.sleep(for: .milliseconds(10)) }
@@ -130,7 +134,7 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
             return await inFlight.result
         }
         #expect(throws: CancellationError.self) { try cancelled.get() }
-        #expect(after < .seconds(3), "well before the 6 s command timeout (\(after))")
+        #expect(after < .seconds(6), "well before the 12 s command timeout (\(after))")
         #expect(silent.counters.outstanding == 1, "its reply is still expected, so the connection stays in step")
         await silent.close()
     }
@@ -140,8 +144,8 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
         var configuration = RedisConfiguration(host: "127.0.0.1", port: hole.port)
         configuration.poolSize = 1
         configuration.maxCommandsPerConnection = 4
-        configuration.commandTimeout = .seconds(5)
-        configuration.acquireTimeout = .seconds(2)
+        configuration.commandTimeout = .seconds(10)
+        configuration.acquireTimeout = .seconds(5)
         let redis = RedisClient(configuration, logger: .init(minimum: .error))
         let onConnection = (0..<4).map { _ in Task { await redisError { try await redis.ping() } } }
         while redis.counters.outstanding < 4 { try await Task.sleep(for: .milliseconds(10)) }
@@ -151,13 +155,13 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
         // Connection full (4) and line full (4): the next call fails at once.
         let (refused, elapsed) = await measure { await redisError { try await redis.ping() } }
         #expect(refused == .timeout("too many Redis commands waiting (4)"))
-        #expect(elapsed < .seconds(1), "at once, not after the 2 s acquire timeout (\(elapsed))")
+        #expect(elapsed < .milliseconds(2500), "at once, not after the 5 s acquire timeout (\(elapsed))")
         // Those in line give up at the acquire timeout, like callers of an exhausted pool.
         for task in inLine {
-            #expect(await task.value == .timeout("no Redis connection free within 2.0 seconds (pool of 1)"))
+            #expect(await task.value == .timeout("no Redis connection free within 5.0 seconds (pool of 1)"))
         }
         let waited = ContinuousClock.now - started
-        #expect(waited >= .milliseconds(1900) && waited < .milliseconds(4500), "\(waited)")
+        #expect(waited >= .milliseconds(4900) && waited < .milliseconds(9500), "the 5 s acquire timeout, before the 10 s command timeout frees the connection (\(waited))")
         // Those on the connection fail at the command timeout, which closes it.
         for task in onConnection {
             #expect(await task.value == .timeout("no answer from Redis within the command timeout"))
@@ -167,18 +171,18 @@ func eventually(within: Duration = .seconds(2), _ condition: () -> Bool) async -
     }
 
     @Test func aConnectionKilledMidCommandFailsItsCommandsAndTheNextCallReconnects() async throws {
-        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.commandTimeout = .seconds(10) }
+        let redis = try RedisTestEnv.client { $0.poolSize = 1; $0.commandTimeout = .seconds(40) }
         let killer = try RedisTestEnv.client()
         let p = RedisTestEnv.uniquePrefix("killed")
         let id = try await redis.command(["CLIENT", "ID"]).integer ?? -1
-        let blocked = Task { try await redis.command(["BLPOP", "\(p)never", "8"]) }
+        let blocked = Task { try await redis.command(["BLPOP", "\(p)never", "30"]) }
         while redis.counters.outstanding == 0 { try await Task.sleep(for: .milliseconds(10)) }
         let (error, elapsed) = await measure { () -> RedisError? in
             _ = try? await killer.command(["CLIENT", "KILL", "ID", String(id)])
             return await redisError { try await blocked.value }
         }
         #expect(error == .unavailable("Redis closed the connection"))
-        #expect(elapsed < .seconds(4), "at once, not when the 8 s BLPOP or the 10 s timeout would end (\(elapsed))")
+        #expect(elapsed < .seconds(10), "at once, not when the 30 s BLPOP or the 40 s timeout would end (\(elapsed))")
         let again = try await redis.command(["CLIENT", "ID"]).integer ?? -1
         #expect(again != id && again > 0, "a new connection")
         #expect(redis.statistics.created == 1)

@@ -88,10 +88,10 @@ def test_grpc_message_is_percent_encoded_on_the_wire(server):
 def test_deadline_exceeded(stub, ch):
     t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as e:
-        stub.Sleep(testing_pb2.SleepRequest(millis=10000), timeout=0.3)
+        stub.Sleep(testing_pb2.SleepRequest(millis=30000), timeout=0.3)
     elapsed = time.monotonic() - t0
     assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
-    assert elapsed < 4, elapsed
+    assert elapsed < 10, elapsed
     # The channel still works, and a short Sleep really sleeps.
     t0 = time.monotonic()
     resp = stub.Sleep(testing_pb2.SleepRequest(millis=100), timeout=5)
@@ -101,22 +101,22 @@ def test_deadline_exceeded(stub, ch):
 
 def test_server_enforces_grpc_timeout(server):
     """grpcio also enforces deadlines locally; here only the server can end the call."""
-    req = testing_pb2.SleepRequest(millis=10000).SerializeToString()
+    req = testing_pb2.SleepRequest(millis=30000).SerializeToString()
     with support.H2Client(server.port) as c:
         t0 = time.monotonic()
         st = c.wait(c.request(SLEEP, support.grpc_message(req), headers=[("grpc-timeout", "300m")]),
-                    timeout=15)
+                    timeout=40)
         elapsed = time.monotonic() - t0
-    support.figure(f"grpc-timeout 300m on Sleep(10000): status {st.grpc_status} after {elapsed * 1000:.0f} ms")
+    support.figure(f"grpc-timeout 300m on Sleep(30000): status {st.grpc_status} after {elapsed * 1000:.0f} ms")
     assert st.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], st.describe()
-    assert 0.2 <= elapsed < 4, elapsed
+    assert 0.2 <= elapsed < 10, elapsed
 
 
 def test_sleep_returns_after_sleeping(stub):
     t0 = time.monotonic()
     resp = stub.Sleep(testing_pb2.SleepRequest(millis=300), timeout=5)
     elapsed = time.monotonic() - t0
-    assert 0.29 <= elapsed < 4, elapsed
+    assert 0.29 <= elapsed < 10, elapsed
     assert resp.slept_millis >= 300, resp
 
 
@@ -163,14 +163,14 @@ def test_concurrent_large_echoes_share_the_connection(stub):
     ("300m", 0.3), ("300000u", 0.3), ("99999999n", 0.1), ("1S", 1.0),
 ])
 def test_grpc_timeout_units(server, timeout, expected):
-    req = testing_pb2.SleepRequest(millis=10000).SerializeToString()
+    req = testing_pb2.SleepRequest(millis=30000).SerializeToString()
     with support.H2Client(server.port) as c:
         t0 = time.monotonic()
         st = c.wait(c.request(SLEEP, support.grpc_message(req), headers=[("grpc-timeout", timeout)]),
-                    timeout=15)
+                    timeout=40)
         elapsed = time.monotonic() - t0
     assert st.grpc_status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], st.describe()
-    assert expected - 0.05 <= elapsed < expected + 3.0, elapsed
+    assert expected - 0.05 <= elapsed < expected + 8.0, elapsed
 
 
 def test_deadline_of_a_call_whose_body_never_comes(server):
