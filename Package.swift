@@ -140,7 +140,7 @@ let package = Package(
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
         .testTarget(name: "PixTrackMessagesTests", dependencies: ["PixTrackMessages", "ProtoCodec"]),
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "SystemCalls", "RPC", "StandardServices", "ProtoCodec", "CNghttp2"]),
+        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "SystemCalls", "RPC", "StandardServices", "ProtoCodec", "CNghttp2", "SystemTestSupport"]),
         .testTarget(name: "WebRoutesTests", dependencies: ["WebRoutes", "RPC", "ProtoCodec"]),
         .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
         .testTarget(name: "MetaCAPITests", dependencies: ["MetaCAPI", "JSONKit", "Postgres", "RPC"]),

@@ -1,4 +1,5 @@
 import Glibc
+import SystemTestSupport
 import Testing
 @testable import HTTP2
 import RPC
@@ -45,11 +46,12 @@ import RPC
 
     @Test func plainHTTP1GetsAClearAnswerAndTheServerLives() async throws {
         let (server, port) = try Self.startServer()
-        let reply = Self.exchange(port: port, Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        // Blocking reads (up to 2 s each) on a thread of their own, never on the cooperative pool.
+        let reply = await onThread { Self.exchange(port: port, Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)) }
         #expect(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 "))
         // A broken HTTP/2 connection (right preface, then a garbage frame) gets a GOAWAY.
         let garbage = Array(H2Connection.preface) + [0, 0, 4, 0xFF, 0, 0, 0, 0, 0] + [0, 0, 0, 0]
-        let goaway = Self.exchange(port: port, garbage)
+        let goaway = await onThread { Self.exchange(port: port, garbage) }
         #expect(goaway.count >= 9)
         #expect(Self.frameTypes(goaway).contains(7), "expected a GOAWAY frame, got types \(Self.frameTypes(goaway))")
         _ = await server.shutdown(grace: .seconds(1))

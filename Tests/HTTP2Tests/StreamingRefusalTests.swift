@@ -1,6 +1,7 @@
 import SystemCalls
 import CNghttp2
 import Glibc
+import SystemTestSupport
 import Testing
 @testable import HTTP2
 import RPC
@@ -20,7 +21,9 @@ import RPC
         })
         let server = try HTTP2Server(configuration: cfg, router: RPCRouter([stream]), logger: Logger(minimum: .error))
         let port = try server.start()
-        try Self.exchange(port: port)
+        // The hand-written exchange blocks in recv: on a thread of its own, so the handler it
+        // waits for can run on the cooperative pool meanwhile.
+        try await onThread { try Self.exchange(port: port) }
         _ = await server.shutdown(grace: .seconds(1))
     }
 
@@ -63,7 +66,7 @@ private final class Peer {
     private var inflater: OpaquePointer?
 
     init(port: Int) throws {
-        guard let fd = ServerSocketTests.connectLoopback(port: port, receiveTimeoutSeconds: 1) else {
+        guard let fd = ServerSocketTests.connectLoopback(port: port, receiveTimeoutSeconds: 10) else {
             throw SystemError(call: "connect", code: errno)
         }
         self.fd = fd

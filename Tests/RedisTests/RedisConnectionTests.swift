@@ -52,10 +52,3 @@ import SystemTestSupport
         return nil
     }
 }
-
-/// Runs blocking work on a thread of its own, off the cooperative pool.
-func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(returning: work()) }
-    }
-}

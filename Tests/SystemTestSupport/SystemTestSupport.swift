@@ -3,6 +3,24 @@
 import Foundation
 import Glibc
 
+/// Runs blocking work (a socket read with a timeout, a wait) on a thread of its own.
+///
+/// Never block in an async test itself: the cooperative pool has one thread per core (two on
+/// CI), so two tests blocked in `recv` stall every other test of the run (and the servers they
+/// started, whose handlers need the pool) until the reads time out.
+public func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: work()) }
+    }
+}
+
+/// The throwing form of `onThread`.
+public func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+    }
+}
+
 /// Runs a command off Swift's cooperative pool, waits, and returns its status and combined
 /// output. (posix_spawn, not Foundation's `Process`: its `waitUntilExit` was seen to hang when the
 /// command leaves a daemon behind, as `pg_ctl start` does.)
