@@ -35,11 +35,14 @@ final class CallDispatcher: Sendable {
         c.handlerAnswered(stream: s.id, result)
     }
 
-    /// Runs a unary call's handler in a task; its answer comes back to the loop.
-    func runUnary(_ handler: @escaping UnaryHandler, _ request: [UInt8], _ context: RPCContext, stream s: H2Stream, on c: H2Connection) {
+    /// Runs a unary call's handler in a task; its answer comes back to the loop. A method that
+    /// never blocks (`RPCMethod.runsOnEventLoop`) runs its task on the connection's loop, which
+    /// then writes the answer without a hop; the others run on the cooperative pool.
+    func runUnary(_ handler: @escaping UnaryHandler, _ request: [UInt8], _ context: RPCContext, stream s: H2Stream, on c: H2Connection,
+                  onEventLoop: Bool = false) {
         let id = s.id
         let logger = self.logger
-        s.task = Task {
+        s.task = Task(executorPreference: onEventLoop ? c.loop : nil) {
             let result: Result<[UInt8], RPCError>
             do {
                 result = .success(try await handler(request, context))
@@ -47,7 +50,7 @@ final class CallDispatcher: Sendable {
                 result = .failure(RPCError(mapping: error))
                 Self.logUnexpected(error, context: context, logger: logger)
             }
-            c.loop.execute { c.handlerAnswered(stream: id, result) }
+            c.onLoop { c.handlerAnswered(stream: id, result) }
         }
     }
 

@@ -22,13 +22,26 @@ extension EventLoopHandler {
 /// One epoll thread. Sockets registered here are read, written and parsed on this thread only;
 /// other threads hand work over with `execute`, which wakes the loop through an eventfd.
 ///
+/// The loop is also a `TaskExecutor`: a task started with it as its executor preference (an
+/// HTTP route or RPC that never blocks) runs on this thread and resumes here after every
+/// `await`, so its answer is written without a hop to the cooperative pool and back.
+///
 /// Invariant that makes `@unchecked Sendable` safe: `handlers`, `dirty` and `afterTick` are
 /// touched only on the loop thread; the cross-thread queue is guarded by `queue`'s mutex.
 final class EventLoop: @unchecked Sendable {
+    /// Work handed to the loop: closures, and the jobs of tasks that prefer it.
+    private struct Inbox {
+        var work: [@Sendable () -> Void] = []
+        var jobs: [UnownedJob] = []
+        /// Set when the loop has ended: jobs then go to the global executor.
+        var closed = false
+        var isEmpty: Bool { work.isEmpty && jobs.isEmpty }
+    }
+
     let index: Int
     private let epfd: Int32
     private let wakeFD: Int32
-    private let queue = Mutex<[@Sendable () -> Void]>([])
+    private let queue = Mutex(Inbox())
     private var handlers: [Int32: EventLoopHandler] = [:]
     /// Flushed once per loop iteration, after events and queued work ran.
     private var dirty: [EventLoopHandler] = []
@@ -62,13 +75,35 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Runs `work` on the loop thread, soon. Safe from any thread.
+    ///
+    /// The eventfd is written only when the inbox was empty and the caller is another thread:
+    /// the loop looks at its inbox before it sleeps (and then does not sleep), so work added from
+    /// the loop itself, or behind work not yet taken, needs no wake-up.
     func execute(_ work: @escaping @Sendable () -> Void) {
         let wasEmpty = queue.withLock { q in
-            q.append(work)
-            return q.count == 1
+            let empty = q.isEmpty
+            q.work.append(work)
+            return empty
         }
-        if wasEmpty { wake() }
+        if wasEmpty && !inLoop { wake() }
     }
+
+    /// Takes the job of a task that prefers this loop (`TaskExecutor`). After `stop`, jobs go
+    /// to the global executor, so no task is left suspended for ever.
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let wasEmpty: Bool? = queue.withLock { q in
+            guard !q.closed else { return nil }
+            let empty = q.isEmpty
+            q.jobs.append(job)
+            return empty
+        }
+        guard let wasEmpty else { return globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+        if wasEmpty && !inLoop { wake() }
+    }
+
+    /// True once the loop thread has left its loop (after `stop`).
+    var hasEnded: Bool { queue.withLock { $0.closed } }
 
     func stop() {
         stopped.store(true, ordering: .releasing)
@@ -122,8 +157,12 @@ final class EventLoop: @unchecked Sendable {
         var lastTick = ContinuousClock.now
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
+        var inbox = Inbox()
         while !stopped.load(ordering: .acquiring) {
-            guard let n = try? Syscalls.epollWait(epfd, fds: &fds, events: &events, timeoutMs: 1000) else { break }
+            // Work added from this thread since the last look (or not yet woken for) runs
+            // without sleeping first.
+            let timeout: Int32 = queue.withLock { $0.isEmpty } ? 1000 : 0
+            guard let n = try? Syscalls.epollWait(epfd, fds: &fds, events: &events, timeoutMs: timeout) else { break }
             for i in 0..<n {
                 let fd = fds[i]
                 if fd == wakeFD {
@@ -132,12 +171,14 @@ final class EventLoop: @unchecked Sendable {
                 }
                 handlers[fd]?.handleEvents(events[i])
             }
-            let work = queue.withLock { q -> [@Sendable () -> Void] in
-                let w = q
-                q.removeAll(keepingCapacity: true)
-                return w
+            queue.withLock { q in swap(&q, &inbox) }
+            for w in inbox.work { w() }
+            if !inbox.jobs.isEmpty {
+                let executor = asUnownedTaskExecutor()
+                for job in inbox.jobs { job.runSynchronously(on: executor) }
             }
-            for w in work { w() }
+            inbox.work.removeAll(keepingCapacity: true)
+            inbox.jobs.removeAll(keepingCapacity: true)
             let now = ContinuousClock.now
             if now - lastTick >= .seconds(1) {
                 lastTick = now
@@ -149,5 +190,14 @@ final class EventLoop: @unchecked Sendable {
                 flushing.removeAll(keepingCapacity: true)
             }
         }
+        // Tasks that were to resume here finish on the global executor instead.
+        let left = queue.withLock { q -> [UnownedJob] in
+            q.closed = true
+            defer { q.jobs = [] }
+            return q.jobs
+        }
+        for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }
+
+extension EventLoop: TaskExecutor {}

@@ -369,15 +369,24 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         h1Busy = true
         let request = next.request
         let keepAlive = next.keepAlive && !draining
-        Task { [self] in
+        // The task prefers this loop: a route that never blocks (`HTTPRoutes.add(onEventLoop:)`)
+        // runs here and its answer is written without a hop; the others move to the global
+        // executor before their handler starts.
+        Task(executorPreference: core.config.handlersOnEventLoop ? loop : nil) { [self] in
             let response = await handler(request)
-            loop.execute { [self] in
+            onLoop { [self] in
                 h1Busy = false
                 guard mode == .http1 else { return }
                 writeHTTP1(response, keepAlive: keepAlive)
                 pumpHTTP1()
             }
         }
+    }
+
+    /// Runs `work` now when called on this connection's loop (a task that ran there), else
+    /// hands it over.
+    func onLoop(_ work: @escaping @Sendable () -> Void) {
+        if loop.inLoop { work() } else { loop.execute(work) }
     }
 
     private func writeHTTP1(_ r: HTTPResponse, keepAlive: Bool) {
@@ -662,9 +671,9 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                                   headers: headers, body: s.httpBody, peer: peer)
         s.httpBody = []
         let id = s.id
-        s.task = Task { [self] in
+        s.task = Task(executorPreference: core.config.handlersOnEventLoop ? loop : nil) { [self] in
             let response = await handler(request)
-            loop.execute { [self] in
+            onLoop { [self] in
                 guard let st = stream(id) else { return }
                 respondHTTP(st, response)
             }
@@ -746,7 +755,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if inline, case .unaryInline(let handler) = method.kind {
                 core.dispatcher.runInline(handler, request, context, s, on: self)
             } else if let handler = method.kind.unaryHandler {
-                core.dispatcher.runUnary(handler, request, context, stream: s, on: self)
+                core.dispatcher.runUnary(handler, request, context, stream: s, on: self, onEventLoop: method.runsOnEventLoop && core.config.handlersOnEventLoop)
             }
         case .answer(let a):
             answer(s, a)

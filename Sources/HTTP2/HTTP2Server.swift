@@ -140,6 +140,9 @@ public final class HTTP2Server: Sendable {
         /// Per connection: past this many unsent bytes we stop reading from the peer.
         public var maxOutboundBuffer = 4 << 20
         public var eventLoops = 2
+        /// False: every handler task runs on the cooperative pool, also those of methods and
+        /// routes marked to run on the event loop (`RPCMethod.runsOnEventLoop`).
+        public var handlersOnEventLoop = true
         /// When set, methods with `requiresAuth` need `authorization: Bearer <token>`.
         public var authToken: String?
         /// HTTP/1.1 request limits (headers → 431, body → 413).

@@ -27,10 +27,10 @@ public func encodeResponse<M: GeneratedMessage>(_ message: M) throws -> [UInt8] 
 extension RPCMethod {
     /// A unary method on generated messages: the request decoded, `body` run, its answer encoded.
     public static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
-        service: String, method: String, requiresAuth: Bool = true,
+        service: String, method: String, requiresAuth: Bool = true, onEventLoop: Bool = false,
         _ body: @escaping @Sendable (Request) async throws -> Response
     ) -> RPCMethod {
-        RPCMethod(service: service, method: method, requiresAuth: requiresAuth, kind: .unary { bytes, _ in
+        RPCMethod(service: service, method: method, requiresAuth: requiresAuth, onEventLoop: onEventLoop, kind: .unary { bytes, _ in
             try encodeResponse(try await body(try decodeRequest(bytes, as: Request.self)))
         })
     }

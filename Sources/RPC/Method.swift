@@ -47,11 +47,18 @@ public struct RPCMethod: Sendable {
     /// Position in the router that holds it (registration order), for per-method tables such
     /// as metrics series; -1 until registered.
     public internal(set) var routeIndex = -1
+    /// True for a unary handler that never blocks its thread (no synchronous I/O, no waiting on
+    /// a lock held across I/O, no long computation; awaiting is fine): its task runs on the
+    /// connection's event loop and resumes there, saving the hop to the cooperative pool and
+    /// back. A handler that blocks would stall every connection of that loop, so the default is
+    /// false.
+    public let runsOnEventLoop: Bool
 
-    public init(service: String, method: String, requiresAuth: Bool = true, kind: Kind) {
+    public init(service: String, method: String, requiresAuth: Bool = true, onEventLoop: Bool = false, kind: Kind) {
         self.path = "/\(service)/\(method)"
         self.kind = kind
         self.requiresAuth = requiresAuth
+        self.runsOnEventLoop = onEventLoop
     }
 
     public var service: String {

@@ -94,8 +94,9 @@ public enum StandardServices {
             return try encodeResponse(response)
         }
         return [
-            RPCMethod(service: testServiceName, method: "Sleep", requiresAuth: true, kind: .unary(sleep)),
-            RPCMethod(service: testServiceName, method: "Echo", requiresAuth: true, kind: .unary(echo)),
+            // Neither blocks (Sleep awaits a timer): both run on the connection's event loop.
+            RPCMethod(service: testServiceName, method: "Sleep", requiresAuth: true, onEventLoop: true, kind: .unary(sleep)),
+            RPCMethod(service: testServiceName, method: "Echo", requiresAuth: true, onEventLoop: true, kind: .unary(echo)),
         ]
     }
 }

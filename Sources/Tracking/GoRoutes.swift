@@ -7,8 +7,9 @@ import WebRoutes
 /// `GET /go/{slug}` and `POST /t/{token}/cookies` on the HTTP/1.1 side door.
 extension TrackingService {
     public func installRoutes(into routes: inout HTTPRoutes) {
-        routes.add("GET", "/go/{slug}") { [self] request, params in await go(request, slug: params["slug"] ?? "") }
-        routes.add("POST", "/t/{token}/cookies") { [self] request, params in await cookies(request, token: params["token"] ?? "") }
+        // Neither blocks (Redis, the outbox and the slug lookup are awaited): on the event loop.
+        routes.add("GET", "/go/{slug}", onEventLoop: true) { [self] request, params in await go(request, slug: params["slug"] ?? "") }
+        routes.add("POST", "/t/{token}/cookies", onEventLoop: true) { [self] request, params in await cookies(request, token: params["token"] ?? "") }
     }
 
     /// A click. Always a safe answer: a redirect, the landing page, or a small error page.

@@ -44,7 +44,8 @@ public final class TrackingService: Sendable {
     /// Every method of the service, for the server's router.
     public var methods: [RPCMethod] {
         [
-            Self.unary("RecordPageView") { [self] in try await recordPageView($0) },
+            // The click path never blocks (Redis and the outbox are awaited): on the event loop.
+            Self.unary("RecordPageView", onEventLoop: true) { [self] in try await recordPageView($0) },
             Self.unary("MergeBrowserCookies") { [self] in try await mergeBrowserCookies($0) },
             Self.unary("BindStart") { [self] in try await bindStart($0) },
             Self.unary("ResolveToken") { [self] in try await resolveToken($0) },
@@ -59,9 +60,9 @@ public final class TrackingService: Sendable {
     }
 
     static func unary<Request: GeneratedMessage, Response: GeneratedMessage>(
-        _ name: String, _ body: @escaping @Sendable (Request) async throws -> Response
+        _ name: String, onEventLoop: Bool = false, _ body: @escaping @Sendable (Request) async throws -> Response
     ) -> RPCMethod {
-        RPCMethod.unary(service: serviceName, method: name, body)
+        RPCMethod.unary(service: serviceName, method: name, onEventLoop: onEventLoop, body)
     }
 
     // MARK: - Tracking methods

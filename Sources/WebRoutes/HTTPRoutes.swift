@@ -10,6 +10,7 @@ public struct HTTPRoutes: Sendable {
         let pattern: String
         let segments: [Substring]
         let handler: Handler
+        let onEventLoop: Bool
     }
 
     private var routes: [Route] = []
@@ -18,8 +19,12 @@ public struct HTTPRoutes: Sendable {
 
     public init() {}
 
-    public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
-        routes.append(Route(method: method, pattern: pattern, segments: pattern.split(separator: "/"), handler: handler))
+    /// - Parameter onEventLoop: true for a handler that never blocks its thread (see
+    ///   `RPCMethod.runsOnEventLoop`): it runs on the connection's event loop. The others move to
+    ///   the global executor before they start.
+    public mutating func add(_ method: String, _ pattern: String, onEventLoop: Bool = false, _ handler: @escaping Handler) {
+        routes.append(Route(method: method, pattern: pattern, segments: pattern.split(separator: "/"), handler: handler,
+                            onEventLoop: onEventLoop))
     }
 
     /// Only the routes named `"METHOD /pattern"` (exactly as added), without the RPC fallback:
@@ -45,13 +50,14 @@ public struct HTTPRoutes: Sendable {
             guard let params = Self.match(r.segments, Array(parts)) else { continue }
             pathMatched = true
             if r.method == request.method || (r.method == "GET" && request.method == "HEAD") {
-                var response = await r.handler(request, params)
+                var response = r.onEventLoop ? await r.handler(request, params)
+                    : await withTaskExecutorPreference(globalConcurrentExecutor) { await r.handler(request, params) }
                 if request.method == "HEAD" { response.body = [] }
                 return response
             }
         }
         if let fallback, !pathMatched, parts.count == 2, parts.first!.contains("."), !parts.last!.isEmpty {
-            return await fallback(request)
+            return await withTaskExecutorPreference(globalConcurrentExecutor) { await fallback(request) }
         }
         if pathMatched { return .jsonError(405, code: "unimplemented", message: "\(request.method) is not allowed on \(request.path)") }
         return .jsonError(404, code: "not_found", message: "no route for \(request.method) \(request.path)")

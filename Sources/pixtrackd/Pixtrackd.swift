@@ -133,6 +133,7 @@ enum Pixtrackd {
         config.publicHost = options.publicHost
         config.maxMessageBytes = options.maxMessageBytes
         config.eventLoops = options.eventLoops
+        config.handlersOnEventLoop = options.handlersOnEventLoop
         config.authToken = options.rpcToken
         config.tls = tls
 

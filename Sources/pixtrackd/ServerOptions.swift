@@ -15,6 +15,8 @@ struct ServerOptions {
     var allowUnauthenticated = false
     var enableTestService = false
     var eventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// `PIXTRACK_HANDLERS_ON_LOOP=0`: every handler task on the cooperative pool.
+    var handlersOnEventLoop = true
     var logLevel = "info"
     var headerTimeoutMs = 10_000
     var bodyTimeoutMs = 30_000
@@ -74,6 +76,9 @@ struct ServerOptions {
       -h, --help                this text
 
     environment:
+      PIXTRACK_HANDLERS_ON_LOOP=0  run every handler task on the cooperative pool, also those of
+                                the methods marked to run on the event loop (RecordPageView,
+                                /go/{slug}); for comparing, or if one of them is found to block
       PIXTRACK_RPC_TOKEN        when set, every RPC except health and reflection needs
                                 'authorization: Bearer <token>'
       PIXTRACK_ALLOW_CORE_DUMPS=1  keep core dumps possible (off by default: the process is made
@@ -114,6 +119,10 @@ struct ServerOptions {
         if let v = environment["PIXTRACK_GRACE_SECONDS"], !v.isEmpty { o.graceSeconds = try double(v, "PIXTRACK_GRACE_SECONDS") }
         if let v = environment["PIXTRACK_EVENT_LOOPS"], !v.isEmpty { o.eventLoops = try int(v, "PIXTRACK_EVENT_LOOPS", min: 1, max: 256) }
         if let v = environment["PIXTRACK_LOG_LEVEL"], !v.isEmpty { o.logLevel = v }
+        if let v = environment["PIXTRACK_HANDLERS_ON_LOOP"], !v.isEmpty {
+            guard v == "0" || v == "1" else { throw UsageError(message: "PIXTRACK_HANDLERS_ON_LOOP must be 0 or 1, got '\(v)'") }
+            o.handlersOnEventLoop = v == "1"
+        }
         if environment["PIXTRACK_TEST_SERVICE"] == "1" { o.enableTestService = true }
         if let v = environment["PIXTRACK_RPC_TOKEN"], !v.isEmpty { o.rpcToken = v }
         if let v = environment["PIXTRACK_MAX_CONNECTIONS"], !v.isEmpty { o.maxConnections = try int(v, "PIXTRACK_MAX_CONNECTIONS", min: 1, max: 1 << 20) }

@@ -1,3 +1,4 @@
+import Dispatch
 import Testing
 import RPC
 @testable import WebRoutes
@@ -48,4 +49,40 @@ import RPC
         #expect(text.contains(#"pixtrack_rpc_duration_seconds_count{method="/a.B/C"} 2"#))
         #expect(text.contains(#"x_total{k="va\"l\nue"} 1"#))
     }
+
+    /// Under the server's loop preference, a route added with `onEventLoop: true` runs on the
+    /// preferred executor; every other route, and the RPC fallback, moves off it first (it may
+    /// block, and must not stall the loop's other connections).
+    @Test func onlyRoutesMarkedOnEventLoopStayOnThePreferredExecutor() async {
+        let executor = MarkingExecutor()
+        var routes = HTTPRoutes()
+        routes.add("GET", "/loop", onEventLoop: true) { _, _ in .text(200, executor.isCurrent ? "on" : "off") }
+        routes.add("GET", "/pool") { _, _ in .text(200, executor.isCurrent ? "on" : "off") }
+        routes.fallback { _ in .text(200, executor.isCurrent ? "on" : "off") }
+        let handler = routes.handler
+        let answers = await Task(executorPreference: executor) { () -> [String] in
+            var answers: [String] = []
+            for target in ["/loop", "/pool", "/pkg.Svc/Method", "/loop"] {
+                answers.append(String(decoding: await handler(Self.request("GET", target)).body, as: UTF8.self))
+            }
+            answers.append(executor.isCurrent ? "on" : "off")  // back on it after each route
+            return answers
+        }.value
+        #expect(answers == ["on", "off", "off", "on", "on"])
+    }
+}
+
+/// A task executor on a serial queue that knows when it is the one running.
+final class MarkingExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue = DispatchQueue(label: "test.marking-executor")
+    private let key = DispatchSpecificKey<Bool>()
+
+    init() { queue.setSpecific(key: key, value: true) }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    var isCurrent: Bool { DispatchQueue.getSpecific(key: key) == true }
 }
