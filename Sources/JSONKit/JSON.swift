@@ -120,24 +120,51 @@ public enum JSON: Sendable, Hashable {
         }
     }
 
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// `s` as a JSON string. Works on the UTF-8 bytes: runs that need no escape are copied in
+    /// one piece (most strings are one run). A Swift string is valid UTF-8, so the bytes to
+    /// escape are exactly the scalars to escape: controls, `"` and `\\`; with `scriptSafe`
+    /// also `<`, `>`, `&` and U+2028/U+2029 (E2 80 A8/A9), which end a `<script>` or a line.
     private static func writeString(_ s: String, to out: inout [UInt8], scriptSafe: Bool) {
-        let hex = Array("0123456789abcdef".utf8)
         out.append(UInt8(ascii: "\""))
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case "\\": out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case "\n": out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case "\r": out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case "\t": out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case _ where scalar.value < 0x20
-                || scriptSafe && (scalar == "<" || scalar == ">" || scalar == "&" || scalar.value == 0x2028 || scalar.value == 0x2029):
-                let v = Int(scalar.value)
-                out += Array("\\u".utf8)
-                out += [hex[(v >> 12) & 0xF], hex[(v >> 8) & 0xF], hex[(v >> 4) & 0xF], hex[v & 0xF]]
-            default:
-                UTF8.encode(scalar) { out.append($0) }
+        var s = s
+        s.withUTF8 { bytes in
+            let n = bytes.count
+            var run = 0
+            var i = 0
+            while i < n {
+                let b = bytes[i]
+                var scalar = UInt32(b)
+                var width = 1
+                if b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
+                    guard scriptSafe else { i += 1; continue }
+                    if b == 0xE2, i + 2 < n, bytes[i + 1] == 0x80, bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9 {
+                        scalar = bytes[i + 2] == 0xA8 ? 0x2028 : 0x2029
+                        width = 3
+                    } else if b != UInt8(ascii: "<") && b != UInt8(ascii: ">") && b != UInt8(ascii: "&") {
+                        i += 1
+                        continue
+                    }
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i]))
+                out.append(UInt8(ascii: "\\"))
+                switch b {
+                case UInt8(ascii: "\""): out.append(UInt8(ascii: "\""))
+                case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\"))
+                case UInt8(ascii: "\n"): out.append(UInt8(ascii: "n"))
+                case UInt8(ascii: "\r"): out.append(UInt8(ascii: "r"))
+                case UInt8(ascii: "\t"): out.append(UInt8(ascii: "t"))
+                default:
+                    let v = Int(scalar)
+                    out.append(UInt8(ascii: "u"))
+                    out.append(hexDigits[(v >> 12) & 0xF]); out.append(hexDigits[(v >> 8) & 0xF])
+                    out.append(hexDigits[(v >> 4) & 0xF]); out.append(hexDigits[v & 0xF])
+                }
+                i += width
+                run = i
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<n]))
         }
         out.append(UInt8(ascii: "\""))
     }

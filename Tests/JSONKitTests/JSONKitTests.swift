@@ -66,4 +66,47 @@ import Testing
         #expect(Decimal2.cents("abc") == nil)
         #expect(Decimal2.cents("19.900") == 1990)
     }
+
+    /// The byte-wise string writer against a scalar-by-scalar reference, on strings built from
+    /// the characters that matter (controls, quotes, script breakers, U+2028/9, multi-byte
+    /// text, bytes next to them): both forms, every string the same.
+    @Test func stringsAreWrittenAsTheScalarReferenceWritesThem() throws {
+        let pieces: [String] = ["a", "Z", "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1f}", "\u{7f}", "<", ">", "&", "/",
+                                "\u{2028}", "\u{2029}", "\u{2027}", "\u{202a}", "\u{e2}", "é", "€", "☃", "😀", "ção", " "]
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<3_000 {
+            let count = round < pieces.count ? 1 : Int.random(in: 0...12, using: &generator)
+            let text = round < pieces.count ? pieces[round] : (0..<count).map { _ in pieces.randomElement(using: &generator)! }.joined()
+            let value = JSON.object(["k" + text: .string(text)])
+            #expect(value.bytes == Self.reference(value, scriptSafe: false), "\(Array(text.unicodeScalars))")
+            #expect(Array(value.scriptSafeSerialized.utf8) == Self.reference(value, scriptSafe: true), "\(Array(text.unicodeScalars))")
+            #expect(try JSON.parse(value.bytes) == value, "round trip")
+        }
+    }
+
+    /// The writer as it was, scalar by scalar: the reference for the test above.
+    static func reference(_ value: JSON, scriptSafe: Bool) -> [UInt8] {
+        guard case .object(let o) = value, o.count == 1, let (k, v) = o.first, case .string(let s) = v else { return [] }
+        func string(_ s: String) -> [UInt8] {
+            let hex = Array("0123456789abcdef".utf8)
+            var out: [UInt8] = [UInt8(ascii: "\"")]
+            for scalar in s.unicodeScalars {
+                switch scalar {
+                case "\"": out += Array("\\\"".utf8)
+                case "\\": out += Array("\\\\".utf8)
+                case "\n": out += Array("\\n".utf8)
+                case "\r": out += Array("\\r".utf8)
+                case "\t": out += Array("\\t".utf8)
+                case _ where scalar.value < 0x20
+                    || scriptSafe && (scalar == "<" || scalar == ">" || scalar == "&" || scalar.value == 0x2028 || scalar.value == 0x2029):
+                    let v = Int(scalar.value)
+                    out += Array("\\u".utf8) + [hex[(v >> 12) & 0xF], hex[(v >> 8) & 0xF], hex[(v >> 4) & 0xF], hex[v & 0xF]]
+                default:
+                    UTF8.encode(scalar) { out.append($0) }
+                }
+            }
+            return out + [UInt8(ascii: "\"")]
+        }
+        return [UInt8(ascii: "{")] + string(k) + [UInt8(ascii: ":")] + string(s) + [UInt8(ascii: "}")]
+    }
 }
