@@ -24,7 +24,10 @@ import SystemTestSupport
     @Test func commandsAndLargePipelinesGoThroughTheTunnel() async throws {
         let certs = try TestCertificates(names: ["localhost"])
         try await Self.withRedis(certs) { server in
-            let config = try Self.configuration(server, host: "localhost", ca: certs.ca)
+            var config = try Self.configuration(server, host: "localhost", ca: certs.ca)
+            // Megabytes through the TLS pump of a debug build on a loaded machine: no deadline
+            // is under test here, so the command timeout is generous (it failed once at 5 s).
+            config.commandTimeout = .seconds(30)
             #expect(config.tls && config.description.contains("tls: on"))
             let redis = RedisClient(config, logger: .init(minimum: .error))
             try await redis.set("tls:k", "v", ttlSeconds: 60)
@@ -34,13 +37,16 @@ import SystemTestSupport
             try await redis.set("tls:big", big, ttlSeconds: 60)
             #expect(try await redis.getString("tls:big") == big)
             // A pipeline whose commands and replies both exceed the socket pair's buffers.
-            let connection = try RedisConnection.connect(config)
-            let commands = (0..<3000).map { i in ["SET", "tls:p\(i)", String(repeating: "x", count: 200)].map { Array($0.utf8) } }
-            let replies = try connection.pipeline(commands)
+            // The blocking connection runs on a thread of its own, never on the cooperative pool.
+            let (replies, gets) = try await onThread { [config] in
+                let connection = try RedisConnection.connect(config)
+                defer { connection.close() }
+                let commands = (0..<3000).map { i in ["SET", "tls:p\(i)", String(repeating: "x", count: 200)].map { Array($0.utf8) } }
+                let replies = try connection.pipeline(commands)
+                return (replies, try connection.pipeline((0..<3000).map { ["GET", "tls:p\($0)"].map { Array($0.utf8) } }))
+            }
             #expect(replies.count == 3000 && replies.allSatisfy { if case .status("OK") = $0 { true } else { false } })
-            let gets = try connection.pipeline((0..<3000).map { ["GET", "tls:p\($0)"].map { Array($0.utf8) } })
             #expect(gets.allSatisfy { if case .bulk(let b) = $0 { b.count == 200 } else { false } })
-            connection.close()
             await redis.close()
         }
     }
@@ -52,7 +58,8 @@ import SystemTestSupport
                                          ("localhost", nil, "certificate not trusted"),
                                          ("127.0.0.1", certs.ca, "IP address mismatch")] {
                 do {
-                    _ = try RedisConnection.connect(try Self.configuration(server, host: host, ca: ca))
+                    let config = try Self.configuration(server, host: host, ca: ca)
+                    try await onThread { try RedisConnection.connect(config).close() }
                     Issue.record("\(host) with \(ca ?? "the system CAs") was accepted")
                 } catch let error as RedisError {
                     guard case .unavailable(let message) = error else { Issue.record("\(error)"); continue }
@@ -68,7 +75,7 @@ import SystemTestSupport
             var config = try Self.configuration(plain, host: "127.0.0.1", ca: nil)
             config.connectTimeout = .milliseconds(500)
             do {
-                _ = try RedisConnection.connect(config)
+                try await onThread { [config] in try RedisConnection.connect(config).close() }
                 Issue.record("TLS to a plaintext Redis went through")
             } catch let error as RedisError {
                 #expect(String(describing: error).contains("does the server speak TLS on this port?"), "\(error)")
