@@ -212,7 +212,7 @@ public final class NotificationSender: Sendable {
         let t = Int64(PaymentWatchers.nowMs() / 1000)
         let request = HTTPClientRequest(method: "POST", url: account.notifyURL, headers: [
             HTTPClientHeader("content-type", "application/json"),
-            HTTPClientHeader("PixTrack-Event-Id", PaymentEventCursor.text(event.cursor)),
+            HTTPClientHeader("PixTrack-Event-Id", PaymentEventCursor.text(event.position)),
             HTTPClientHeader("PixTrack-Signature", NotificationSignature.header(secret: account.notifySecret, timestamp: t, body: body)),
         ], body: body)
         let client = self.client

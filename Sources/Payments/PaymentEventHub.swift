@@ -19,17 +19,17 @@ public final class PaymentEventHub: Sendable {
 
     public enum Page: Sendable {
         /// Every matching event after the cursor up to `through` (inclusive), in order.
-        case events([PaymentEventRecord], through: Int64)
-        /// The cursor is older than the ring: read the table up to `head`.
-        case behind(head: Int64)
+        case events([PaymentEventRecord], through: PaymentEventPosition)
+        /// The cursor is older than the ring: read the table up to `head` (nil: not loaded yet).
+        case behind(head: PaymentEventPosition?)
     }
 
     private struct State {
         /// Events (floor, head], in order; `start` skips evicted entries.
         var ring: [PaymentEventRecord] = []
         var start = 0
-        var floor: Int64 = 0
-        var head: Int64 = 0
+        var floor = PaymentEventPosition.start
+        var head = PaymentEventPosition.start
         var loaded = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
@@ -72,7 +72,7 @@ public final class PaymentEventHub: Sendable {
     public func wakeUp() { wake.signal() }
 
     /// The newest event this hub has read (0 before the first read).
-    public var head: Int64 { state.withLock { $0.head } }
+    public var head: PaymentEventPosition { state.withLock { $0.head } }
     public var isLoaded: Bool { state.withLock { $0.loaded } }
     /// `shutdown()` began: watchers end (UNAVAILABLE) so the server can drain.
     public var isStopping: Bool { state.withLock { $0.stopping } }
@@ -80,13 +80,25 @@ public final class PaymentEventHub: Sendable {
     public var eventsRead: Int { appendedTotal.load(ordering: .relaxed) }
 
     private func loop() async {
+        // Events that committed behind a transaction still running become readable when it
+        // ends, and that end may notify nobody: while some wait, look again soon (10 ms,
+        // doubling up to the poll interval) instead of at the next poll.
+        var retry = Duration.milliseconds(10)
         while !state.withLock({ $0.stopping }) {
+            var heldBack = false
             do {
                 try await refresh()
+                heldBack = try await pool.withConnection { try PaymentEventLog.hasHeldBack(on: $0) }
             } catch {
                 logger.warning("payment_events_read_failed", ("error", String(describing: error)))
             }
-            await wake.wait(timeout: configuration.pollInterval)
+            if heldBack {
+                await wake.wait(timeout: min(retry, configuration.pollInterval))
+                retry = min(retry * 2, configuration.pollInterval)
+            } else {
+                retry = .milliseconds(10)
+                await wake.wait(timeout: configuration.pollInterval)
+            }
         }
     }
 
@@ -107,11 +119,11 @@ public final class PaymentEventHub: Sendable {
             state.withLock { s in
                 guard s.head == after else { return }  // another refresh got there first
                 s.ring.append(contentsOf: rows)
-                s.head = rows[rows.count - 1].cursor
+                s.head = rows[rows.count - 1].position
                 let live = s.ring.count - s.start
                 if live > ringSize {
                     let drop = live - ringSize
-                    s.floor = s.ring[s.start + drop - 1].cursor
+                    s.floor = s.ring[s.start + drop - 1].position
                     s.start += drop
                     if s.start > ringSize {
                         s.ring.removeFirst(s.start)
@@ -126,15 +138,15 @@ public final class PaymentEventHub: Sendable {
     }
 
     /// Up to `limit` events after `cursor` (only `botID`'s unless 0), from memory.
-    public func page(after cursor: Int64, botID: Int64, limit: Int) -> Page {
+    public func page(after cursor: PaymentEventPosition, botID: Int64, limit: Int) -> Page {
         state.withLock { s in
-            guard s.loaded, cursor >= s.floor else { return .behind(head: s.loaded ? s.head : -1) }
+            guard s.loaded, cursor >= s.floor else { return .behind(head: s.loaded ? s.head : nil) }
             if cursor >= s.head { return .events([], through: s.head) }
-            // First entry past the cursor (ids ascend).
+            // First entry past the cursor (positions ascend).
             var lo = s.start, hi = s.ring.count
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if s.ring[mid].cursor <= cursor { lo = mid + 1 } else { hi = mid }
+                if s.ring[mid].position <= cursor { lo = mid + 1 } else { hi = mid }
             }
             var out: [PaymentEventRecord] = []
             var i = lo
@@ -142,7 +154,7 @@ public final class PaymentEventHub: Sendable {
                 let e = s.ring[i]
                 if botID == 0 || e.botID == botID {
                     out.append(e)
-                    if out.count == limit { return .events(out, through: e.cursor) }
+                    if out.count == limit { return .events(out, through: e.position) }
                 }
                 i += 1
             }
@@ -151,7 +163,7 @@ public final class PaymentEventHub: Sendable {
     }
 
     /// Returns once the head passes `cursor`, after `timeout`, on shutdown or cancellation.
-    public func wait(beyond cursor: Int64, timeout: Duration) async {
+    public func wait(beyond cursor: PaymentEventPosition, timeout: Duration) async {
         if state.withLock({ $0.head > cursor || $0.stopping }) { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.untilHead(beyond: cursor) }
@@ -161,7 +173,7 @@ public final class PaymentEventHub: Sendable {
         }
     }
 
-    private func untilHead(beyond cursor: Int64) async {
+    private func untilHead(beyond cursor: PaymentEventPosition) async {
         let id = state.withLock { s -> UInt64 in s.nextWaiter += 1; return s.nextWaiter }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in

@@ -176,7 +176,7 @@ public struct PaymentHandlers: Sendable {
                 var cursors: [Int64] = []
                 for c in r.cursors {
                     guard let v = PaymentEventCursor.parse(c) else { throw RPCError(.invalidArgument, "'\(c)' is not a cursor") }
-                    cursors.append(v)
+                    cursors.append(v.id)
                 }
                 guard cursors.count <= 1000 else { throw RPCError(.invalidArgument, "at most 1000 cursors") }
                 let n = try await notifications.requeue(botID: r.botId, cursors: cursors, dryRun: r.dryRun)

@@ -158,5 +158,18 @@ public enum PaymentMigrations {
             CREATE INDEX payment_notifications_finished ON payment_notifications (done_at)
                 WHERE status IN ('delivered', 'skipped');
             """),
+        PGMigration(version: 104, name: "payment events ordered by transaction", sql: """
+            -- The log's order without a global append lock (DESIGN §7): each event carries an
+            -- order key (its transaction's id, or the payment's previous key when higher), and
+            -- readers take (xid, id) order below the oldest transaction still running. Events
+            -- written before keep xid 0: they are all committed, and they come first, in id
+            -- order, as they did.
+            ALTER TABLE payment_events ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+            ALTER TABLE payment_events ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+            CREATE INDEX payment_events_order ON payment_events (xid, id);
+            CREATE INDEX payment_events_payment ON payment_events (payment_id, xid);
+            DROP INDEX payment_events_bot;
+            CREATE INDEX payment_events_bot ON payment_events (bot_id, xid, id);
+            """),
     ]
 }

@@ -158,7 +158,7 @@ public enum PaymentRepository {
                 try c.execute("UPDATE payments SET purchase_queued = true WHERE id = $1", [.int(id)])
             }
         }
-        // Last statement of the change: the event log's append lock is held only until COMMIT.
+        // Under the row lock taken above: the event sorts after the payment's previous one.
         if p.status != previous { try PaymentEventLog.append(p, previous: previous, on: c) }
         return Applied(payment: p, previous: previous, action: action, purchaseQueued: queued)
     }

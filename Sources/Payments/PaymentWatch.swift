@@ -48,7 +48,7 @@ public final class PaymentWatchers: Sendable {
     public func watch(botID: Int64, afterCursor: String, connection: String,
                       send: @escaping @Sendable ([UInt8]) async throws -> Void) async throws {
         guard botID >= 0 else { throw RPCError(.invalidArgument, "bot_id must be 0 (every bot) or a bot id") }
-        var requested: Int64?
+        var requested: PaymentEventPosition?
         if !afterCursor.isEmpty {
             guard let c = PaymentEventCursor.parse(afterCursor) else {
                 throw RPCError(.invalidArgument, "after_cursor is not a cursor this server issued")
@@ -59,9 +59,9 @@ public final class PaymentWatchers: Sendable {
         defer { release(connection) }
 
         let dbHead = try await storage { try PaymentEventLog.head(on: $0) }
-        var cursor: Int64
+        var cursor: PaymentEventPosition
         if let requested {
-            guard requested <= dbHead else { throw RPCError(.invalidArgument, "after_cursor \(requested) is ahead of the event log") }
+            guard requested <= dbHead else { throw RPCError(.invalidArgument, "after_cursor \(requested) is ahead of the event log (newest readable: \(dbHead))") }
             cursor = requested
         } else {
             cursor = dbHead
@@ -72,19 +72,20 @@ public final class PaymentWatchers: Sendable {
             try Task.checkCancellation()
             if hub.isStopping { throw RPCError(.unavailable, "server shutting down; resume from the last cursor") }
             var events: [PaymentEventRecord]
-            var through: Int64
+            var through: PaymentEventPosition
             switch hub.page(after: cursor, botID: botID, limit: limit) {
             case .events(let list, let t):
                 (events, through) = (list, t)
-            case .behind(var head):
-                if head < 0 { head = try await storage { try PaymentEventLog.head(on: $0) } }
-                let from = cursor, h = head
-                events = try await storage { try PaymentEventLog.read(after: from, upTo: h, botID: botID, limit: limit, on: $0) }
-                through = events.count < limit ? max(head, cursor) : events[events.count - 1].cursor
+            case .behind(let known):
+                let head: PaymentEventPosition
+                if let known { head = known } else { head = try await storage { try PaymentEventLog.head(on: $0) } }
+                let from = cursor
+                events = try await storage { try PaymentEventLog.read(after: from, upTo: head, botID: botID, limit: limit, on: $0) }
+                through = events.count < limit ? max(head, cursor) : events[events.count - 1].position
             }
             for e in events {
                 try await sendBounded(e.encoded(), send)
-                cursor = e.cursor
+                cursor = e.position
                 lastSent = .now
             }
             cursor = max(cursor, through)

@@ -12,8 +12,32 @@ import Testing
 @Suite struct PaymentEventTests {
     typealias R = PaymentRepositoryTests
 
+    /// Every event, once each transaction that began before this call has ended (the log shows
+    /// an event when every older writing transaction of the database has: other suites run
+    /// their own transactions in the same database meanwhile).
     static func events(_ pool: PGPool) async throws -> [PaymentEventRecord] {
-        try await pool.withConnection { try PaymentEventLog.read(after: 0, limit: 10_000, on: $0) }
+        try await settled(pool)
+        return try await readNow(pool)
+    }
+
+    /// What a reader gets right now, without waiting.
+    static func readNow(_ pool: PGPool) async throws -> [PaymentEventRecord] {
+        try await pool.withConnection { try PaymentEventLog.read(after: .start, limit: 10_000, on: $0) }
+    }
+
+    /// Waits (up to 30 s) until every transaction that had begun when it was called has ended.
+    static func settled(_ pool: PGPool) async throws {
+        let snapshot = "pg_current_snapshot()"
+        let barrier = try await pool.withConnection { try $0.query("SELECT pg_snapshot_xmax(\(snapshot))::text AS x").first?.string("x") } ?? "0"
+        let end = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < end {
+            let done = try await pool.withConnection { c in
+                try c.query("SELECT pg_snapshot_xmin(\(snapshot)) >= $1::xid8 AS done", [.text(barrier)]).first?.bool("done") ?? false
+            }
+            if done { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("transactions older than the barrier still running after 30 s")
     }
 
     @Test func everyStatusChangeAndTheCreationAppendOneEventInItsTransaction() async throws {
@@ -48,7 +72,7 @@ import Testing
         #expect(list.map(\.status) == [.pendingVerification, .pending, .paid])
         // The stored payment is the row as the change left it; the wire message decodes.
         let event = try ProtoCodec.decode(list[2].encoded(), as: "pixtrack.v1.PaymentEvent")
-        #expect(event.string("cursor") == String(list[2].cursor))
+        #expect(event.string("cursor") == PaymentEventCursor.text(list[2].position))
         #expect(event.enumValue("previous_status") == PaymentStatus.pending.protoNumber)
         #expect(event.message("payment")?.enumValue("status") == PaymentStatus.paid.protoNumber)
         #expect(event.message("payment")?.int64("id") == id)
@@ -64,8 +88,9 @@ import Testing
     }
 
     /// Transactions that commit in another order than they drew their ids would let a reader
-    /// that advances its cursor skip the late one. The append lock makes that impossible: a
-    /// reader polling while 40 changes commit with random delays sees every one of them.
+    /// that advances its cursor skip the late one. Reading only below the oldest running
+    /// transaction makes that impossible: a reader polling while 40 changes commit with random
+    /// delays sees every one of them.
     @Test func aReaderFollowingTheCursorNeverMissesALateCommit() async throws {
         let pool = try await R.freshPool()
         let finished = Atomic<Bool>(false)
@@ -83,22 +108,149 @@ import Testing
                 try await g.waitForAll()
             }
         }
-        var seen: [Int64] = []
-        var cursor: Int64 = 0
+        var seen: [PaymentEventPosition] = []
+        var cursor = PaymentEventPosition.start
+        var settled = false
         while true {
             let done = finished.load(ordering: .relaxed)
             let from = cursor
             let page = try await pool.withConnection { try PaymentEventLog.read(after: from, limit: 100, on: $0) }
-            for e in page { seen.append(e.cursor); cursor = e.cursor }
+            for e in page { seen.append(e.position); cursor = e.position }
             if page.isEmpty {
-                if done { break }
+                if done && settled { break }
+                if done {
+                    // Other suites' transactions may still hold the last events back: wait them out, read once more.
+                    try await Self.settled(pool)
+                    settled = true
+                    continue
+                }
                 try await Task.sleep(for: .milliseconds(1))
             }
         }
         try await writers.value
-        let all = try await Self.events(pool).map(\.cursor)
+        let all = try await Self.events(pool).map(\.position)
+        #expect(all.count == 40)
         #expect(seen == all, "the polling reader skipped \(Set(all).subtracting(seen).sorted())")
         await pool.close()
+    }
+
+    /// Writers never wait for each other (there is no append lock): a change commits while an
+    /// older transaction that appended is still open. Readers see neither until the older one
+    /// ends, then both, in order; the cursor never has to go back.
+    @Test func anOpenOlderTransactionHoldsBackLaterEventsAndNothingWaitsForIt() async throws {
+        let pool = try await R.freshPool()
+        let id1 = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) }.payment.id
+        let id2 = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) }.payment.id
+        let created = try await Self.events(pool)
+        #expect(created.count == 2)
+        let head0 = try await pool.withConnection { try PaymentEventLog.head(on: $0) }
+        #expect(head0 == created[1].position)
+
+        // The older transaction appends (payment 1 → pending) and stays open until told.
+        let gate = Atomic<Bool>(false)
+        let appended = Atomic<Bool>(false)
+        let older = Task {
+            try await pool.transaction { c in
+                _ = try PaymentRepository.apply(.createAnswered(.created), to: id1, facts: GatewayFacts(), source: "t", detail: "",
+                                                purchase: { _ in false }, on: c)
+                appended.store(true, ordering: .releasing)
+                let end = ContinuousClock.now + .seconds(30)
+                while !gate.load(ordering: .acquiring), ContinuousClock.now < end { usleep(2_000) }
+            }
+        }
+        try await Self.waitUntil("the older append") { appended.load(ordering: .acquiring) }
+        // A younger change commits meanwhile, without waiting for the older one (which holds
+        // for up to 30 s: under an append lock this would take that long).
+        let start = ContinuousClock.now
+        _ = try await pool.transaction { c in
+            try PaymentRepository.apply(.createAnswered(.created), to: id2, facts: GatewayFacts(), source: "t", detail: "",
+                                        purchase: { _ in false }, on: c)
+        }
+        let took = ContinuousClock.now - start
+        #expect(took < .seconds(10), "the younger change waited for the older transaction (\(took))")
+        // Committed, but behind a running older transaction: not readable yet.
+        #expect(try await Self.readNow(pool).count == 2)
+        #expect(try await pool.withConnection { try PaymentEventLog.head(on: $0) } == head0)
+
+        gate.store(true, ordering: .releasing)
+        try await older.value
+        #expect(try await Self.events(pool).count == 4)
+        let after = try await pool.withConnection { try PaymentEventLog.read(after: head0, limit: 10, on: $0) }
+        #expect(after.map(\.paymentID) == [id1, id2], "the older transaction's event first")
+        #expect(after.allSatisfy { $0.position > head0 })
+        await pool.close()
+    }
+
+    /// A transaction can draw its id before an earlier change of the same payment draws its
+    /// own. The payment's events still come in the order of its changes: the later change takes
+    /// the previous event's key when that is higher (both changes hold the payment's row lock).
+    @Test func aPaymentsEventsKeepTheOrderOfItsChangesWhateverTheTransactionIDs() async throws {
+        let pool = try await R.freshPool()
+        let id = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) }.payment.id
+        let drawn = Atomic<Bool>(false)
+        let go = Atomic<Bool>(false)
+        let later = Task {
+            try await pool.transaction { c -> String in
+                // This transaction's id comes first...
+                let xid = try c.query("SELECT pg_current_xact_id()::text AS x").first?.string("x") ?? ""
+                drawn.store(true, ordering: .releasing)
+                let end = ContinuousClock.now + .seconds(30)
+                while !go.load(ordering: .acquiring), ContinuousClock.now < end { usleep(2_000) }
+                // ...but its change to the payment comes second.
+                _ = try PaymentRepository.apply(.gatewayReported(.paid, amountCents: 1990), to: id, facts: GatewayFacts(), source: "t",
+                                                detail: "", purchase: { _ in false }, on: c)
+                return xid
+            }
+        }
+        try await Self.waitUntil("the later change's transaction id") { drawn.load(ordering: .acquiring) }
+        _ = try await pool.transaction { c in
+            try PaymentRepository.apply(.createAnswered(.created), to: id, facts: GatewayFacts(), source: "t", detail: "",
+                                        purchase: { _ in false }, on: c)
+        }
+        go.store(true, ordering: .releasing)
+        let laterXID = try await later.value
+        let mine = try await Self.events(pool).filter { $0.paymentID == id }
+        #expect(mine.map(\.status) == [.pendingVerification, .pending, .paid], "in the order of the changes")
+        #expect(mine.map(\.previous) == [nil, .pendingVerification, .pending])
+        #expect(mine.count == 3 && mine[2].position.xid > UInt64(laterXID) ?? 0, "the later change took the higher key")
+        await pool.close()
+    }
+
+    /// Keys are compared as numbers, not as their text: 9 < 10 < 99 < 100 in `read` and `head`
+    /// (rows written directly with old, long-finished keys of different lengths).
+    @Test func keysOfDifferentLengthsSortAsNumbers() async throws {
+        let pool = try await R.freshPool()
+        let id = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) }.payment.id
+        try await pool.withConnection { c in
+            for xid in ["100", "9", "99", "10"] {
+                try c.execute("""
+                    INSERT INTO payment_events (id, xid, payment_id, bot_id, status, payment)
+                    VALUES (nextval('payment_events_id_seq'), $1::xid8, $2, 7, 'pending', ''::bytea)
+                    """, [.text(xid), .int(id)])
+            }
+        }
+        let keys = try await Self.events(pool).map(\.position.xid)
+        #expect(keys.prefix(4) == [9, 10, 99, 100], "\(keys)")
+        let head = try await pool.withConnection { try PaymentEventLog.head(on: $0) }
+        #expect(head.xid > 100, "the creation event, whose key is its transaction's id, is the newest")
+        let upTo = try await pool.withConnection { c in
+            try PaymentEventLog.read(after: PaymentEventPosition(xid: 9, id: 0), upTo: PaymentEventPosition(xid: 99, id: Int64.max), limit: 10, on: c)
+        }
+        #expect(upTo.map(\.position.xid) == [9, 10, 99])
+        await pool.close()
+    }
+
+    @Test func cursorsRoundTripAndOldBareIDsStillParse() {
+        let p = PaymentEventPosition(xid: 812_345, id: 77)
+        #expect(PaymentEventCursor.text(p) == "812345.77")
+        #expect(PaymentEventCursor.parse("812345.77") == p)
+        #expect(PaymentEventCursor.parse("41") == PaymentEventPosition(xid: 0, id: 41), "a cursor issued before positions had an xid")
+        #expect(PaymentEventCursor.text(PaymentEventPosition(xid: 0, id: 41)) == "41")
+        for bad in ["", ".", "1.", ".1", "0.5", "01.5", "1.05", "-1", "1.-2", "1.2.3", "x", "1.x", "18446744073709551616.1"] {
+            #expect(PaymentEventCursor.parse(bad) == nil, "\(bad)")
+        }
+        #expect(PaymentEventPosition(xid: 0, id: 99) < PaymentEventPosition(xid: 5, id: 1))
+        #expect(PaymentEventPosition(xid: 5, id: 1) < PaymentEventPosition(xid: 5, id: 2))
     }
 
     /// What a watcher received, in order.
@@ -133,15 +285,15 @@ import Testing
         let watchers = PaymentWatchers(hub: hub, pool: pool, configuration: wc)
         for _ in 0..<30 { _ = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) } }
         let before = try await Self.events(pool)
-        let resumeAt = before[9].cursor
+        let resumeAt = before[9].position
         let received = Received()
         let watch = Task {
-            try await watchers.watch(botID: 0, afterCursor: String(resumeAt), connection: "c1") { try received.add($0) }
+            try await watchers.watch(botID: 0, afterCursor: PaymentEventCursor.text(resumeAt), connection: "c1") { try received.add($0) }
         }
         // New events while it replays: they must come after the replayed ones, once each.
         for _ in 0..<30 { _ = try await pool.transaction { try PaymentRepository.insert(R.draft(), on: $0) } }
         try await Self.waitUntil("50 events") { received.events.count >= 50 }
-        let all = try await Self.events(pool).map { String($0.cursor) }
+        let all = try await Self.events(pool).map { PaymentEventCursor.text($0.position) }
         #expect(received.events.map { $0.string("cursor") } == Array(all[10...]))
         // Idle: a heartbeat carries the position.
         try await Self.waitUntil("a heartbeat") { received.all.contains { $0.message("payment") == nil } }

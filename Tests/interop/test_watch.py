@@ -95,9 +95,25 @@ class Watch:
         return self.events[-1][0].cursor if self.events else ""
 
 
-def log_events(db_url: str, bot_id: int, after: int = 0) -> list[tuple[str, int, str]]:
-    out = psql(f"SELECT id, payment_id, status FROM payment_events WHERE bot_id = {bot_id} AND id > {after} ORDER BY id", db_url)
+# The server's cursor text for a row: "<xid>.<id>", or the bare id for xid 0 (events written
+# before migration 104). The log's order is (xid, id).
+CURSOR_SQL = "CASE WHEN xid = '0'::xid8 THEN id::text ELSE xid::text || '.' || id::text END"
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    xid, _, eid = cursor.rpartition(".")
+    return (int(xid) if xid else 0, int(eid))
+
+
+def log_events(db_url: str, bot_id: int, after: str = "0") -> list[tuple[str, int, str]]:
+    xid, eid = cursor_key(after)
+    out = psql(f"SELECT {CURSOR_SQL}, payment_id, status FROM payment_events WHERE bot_id = {bot_id} "
+               f"AND (xid, id) > ('{xid}'::xid8, {eid}) ORDER BY xid, id", db_url)
     return [(c, int(p), s) for c, p, s in (line.split("|") for line in out.splitlines() if line)]
+
+
+def log_head(db_url: str) -> str:
+    return psql(f"SELECT coalesce((SELECT {CURSOR_SQL} FROM payment_events ORDER BY xid DESC, id DESC LIMIT 1), '0')", db_url)
 
 
 def pay(port: int, p: ppb.Payment):
@@ -124,7 +140,7 @@ def test_events_committed_on_one_instance_reach_a_watcher_on_the_other_in_order_
     got = [(e.cursor, e.payment.id, e.payment.status, e.previous_status) for e, _ in w.events]
     logged = log_events(db_url, bot.id)
     assert [g[0] for g in got] == [c for c, _, _ in logged], "the watcher's events differ from the log"
-    assert [int(c) for c, *_ in got] == sorted(int(c) for c, *_ in got)
+    assert [cursor_key(c) for c, *_ in got] == sorted(cursor_key(c) for c, *_ in got)
     for p in payments:
         mine = [(st, prev) for _, pid, st, prev in got if pid == p.id]
         assert mine == [(S.PAYMENT_STATUS_PENDING_VERIFICATION, S.PAYMENT_STATUS_UNSPECIFIED),
@@ -155,7 +171,7 @@ def test_cancel_and_resume_from_the_last_cursor_gets_exactly_the_missed_events(p
         pay(one.port, p)
     for p in missed:
         wait_until(lambda: c1.get(p.id).status == S.PAYMENT_STATUS_PAID, what="paid")
-    expected = [c for c, _, _ in log_events(db_url, bot.id, after=int(last))]
+    expected = [c for c, _, _ in log_events(db_url, bot.id, after=last)]
     assert len(expected) == 9
     r = Watch(c2, bot.id, after=last)
     wait_until(lambda: len(r.events) >= 9, what="the missed events")
@@ -163,13 +179,13 @@ def test_cancel_and_resume_from_the_last_cursor_gets_exactly_the_missed_events(p
     extra = c1.generate(bot.id, 2200, 900)
     wait_until(lambda: len(r.events) >= 11, what="live events after the replay")
     time.sleep(0.3)
-    assert r.cursors() == expected + [c for c, _, _ in log_events(db_url, bot.id, after=int(expected[-1]))]
+    assert r.cursors() == expected + [c for c, _, _ in log_events(db_url, bot.id, after=expected[-1])]
     assert len(set(r.cursors())) == len(r.cursors()) == 11
     assert {e.payment.id for e, _ in r.events[9:]} == {extra.id}
     assert first[0].id not in {e.payment.id for e, _ in r.events}
     # Heartbeats carry the position; a bad cursor is refused.
     wait_until(lambda: r.heartbeats, what="a heartbeat", timeout=5)
-    assert int(r.heartbeats[-1].cursor) >= int(r.cursors()[-1])
+    assert cursor_key(r.heartbeats[-1].cursor) >= cursor_key(r.cursors()[-1])
     r.cancel()
     with pytest.raises(grpc.RpcError) as e:
         next(iter(c2.pay.WatchPayments(ppb.WatchPaymentsRequest(after_cursor="not-a-cursor"), timeout=5)))
@@ -203,7 +219,7 @@ def test_1000_events_with_slow_and_stopped_readers_keep_server_memory_bounded(pa
     one, two = pair
     c1, c2 = clients
     bot = c1.bot("sandbox")
-    start_cursor = psql("SELECT coalesce(max(id), 0) FROM payment_events", db_url)
+    start_cursor = log_head(db_url)
     rss_before = rss_kib(two)
     # A reader that never reads: a raw HTTP/2 client whose 64 KiB windows are never opened.
     raw = support.H2Client(two.port, timeout=10)
@@ -212,8 +228,8 @@ def test_1000_events_with_slow_and_stopped_readers_keep_server_memory_bounded(pa
     slow = Watch(c2, bot.id, after=start_cursor, delay=0.003)
     make_events(c1, bot.id, 500)
     # A create that overran the gateway timeout is settled by the reconciler a little later.
-    wait_until(lambda: len(log_events(db_url, bot.id, after=int(start_cursor))) >= 1000, timeout=30, what="1000 events")
-    expected = [c for c, _, _ in log_events(db_url, bot.id, after=int(start_cursor))]
+    wait_until(lambda: len(log_events(db_url, bot.id, after=start_cursor)) >= 1000, timeout=30, what="1000 events")
+    expected = [c for c, _, _ in log_events(db_url, bot.id, after=start_cursor)]
     assert len(expected) == 1000
     time.sleep(3)  # longer than PIXTRACK_WATCH_STALL_MS: the stopped reader is cut off
     rss_during = rss_kib(two)
@@ -405,10 +421,10 @@ def test_a_receiver_that_is_down_is_parked_then_resent_by_the_operator(pair, cli
         assert res.returncode == 0 and "requeued 4 parked notifications" in res.stdout, res
         wait_until(lambda: state() == "delivered:1,delivered:1,delivered:1,delivered:1", timeout=20, what="re-sent")
         got = [h["pixtrack-event-id"] for h, _, _ in rx.posts]
-        assert sorted(got, key=int) == [c for c, _, _ in log_events(db_url, bot.id)], "something was lost"
+        assert sorted(got, key=cursor_key) == [c for c, _, _ in log_events(db_url, bot.id)], "something was lost"
         for p in ps:
             mine = [json.loads(b)["cursor"] for _, b, _ in rx.posts if json.loads(b)["payment"]["id"] == str(p.id)]
-            assert mine == sorted(mine, key=int), "not in order per payment"
+            assert mine == sorted(mine, key=cursor_key), "not in order per payment"
         assert all(verify(h, b, NOTIFY_SECRET) for h, b, _ in rx.posts)
     finally:
         rx.close()
