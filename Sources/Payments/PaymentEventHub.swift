@@ -82,7 +82,7 @@ public final class PaymentEventHub: Sendable {
     private func loop() async {
         // Events that committed behind a transaction still running become readable when it
         // ends, and that end may notify nobody: while some wait, look again soon (10 ms,
-        // doubling up to the poll interval) instead of at the next poll.
+        // doubling up to 100 ms) instead of at the next poll.
         var retry = Duration.milliseconds(10)
         while !state.withLock({ $0.stopping }) {
             var heldBack = false
@@ -94,7 +94,7 @@ public final class PaymentEventHub: Sendable {
             }
             if heldBack {
                 await wake.wait(timeout: min(retry, configuration.pollInterval))
-                retry = min(retry * 2, configuration.pollInterval)
+                retry = min(retry * 2, .milliseconds(100))
             } else {
                 retry = .milliseconds(10)
                 await wake.wait(timeout: configuration.pollInterval)
