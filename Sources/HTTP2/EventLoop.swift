@@ -80,26 +80,30 @@ final class EventLoop: @unchecked Sendable {
     /// the loop looks at its inbox before it sleeps (and then does not sleep), so work added from
     /// the loop itself, or behind work not yet taken, needs no wake-up.
     func execute(_ work: @escaping @Sendable () -> Void) {
-        let wasEmpty = queue.withLock { q in
-            let empty = q.isEmpty
-            q.work.append(work)
-            return empty
-        }
-        if wasEmpty && !inLoop { wake() }
+        _ = push { $0.work.append(work); return true }
     }
 
     /// Takes the job of a task that prefers this loop (`TaskExecutor`). After `stop`, jobs go
     /// to the global executor, so no task is left suspended for ever.
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let wasEmpty: Bool? = queue.withLock { q in
-            guard !q.closed else { return nil }
-            let empty = q.isEmpty
+        let taken = push { q in
+            guard !q.closed else { return false }
             q.jobs.append(job)
-            return empty
+            return true
         }
-        guard let wasEmpty else { return globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
-        if wasEmpty && !inLoop { wake() }
+        if !taken { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
+    /// Adds to the inbox with `add` (false: it added nothing) and wakes the loop when it may be
+    /// asleep: the inbox was empty and the caller is another thread.
+    private func push(_ add: (inout Inbox) -> Bool) -> Bool {
+        let (added, wasEmpty) = queue.withLock { q in
+            let empty = q.isEmpty
+            return (add(&q), empty)
+        }
+        if added && wasEmpty && !inLoop { wake() }
+        return added
     }
 
     /// True once the loop thread has left its loop (after `stop`).

@@ -372,7 +372,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // The task prefers this loop: a route that never blocks (`HTTPRoutes.add(onEventLoop:)`)
         // runs here and its answer is written without a hop; the others move to the global
         // executor before their handler starts.
-        Task(executorPreference: core.config.handlersOnEventLoop ? loop : nil) { [self] in
+        Task(executorPreference: handlerExecutor) { [self] in
             let response = await handler(request)
             onLoop { [self] in
                 h1Busy = false
@@ -382,6 +382,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             }
         }
     }
+
+    /// The executor handler tasks prefer: this connection's loop, unless
+    /// `PIXTRACK_HANDLERS_ON_LOOP=0` turned that off.
+    private var handlerExecutor: EventLoop? { core.config.handlersOnEventLoop ? loop : nil }
 
     /// Runs `work` now when called on this connection's loop (a task that ran there), else
     /// hands it over.
@@ -671,7 +675,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                                   headers: headers, body: s.httpBody, peer: peer)
         s.httpBody = []
         let id = s.id
-        s.task = Task(executorPreference: core.config.handlersOnEventLoop ? loop : nil) { [self] in
+        s.task = Task(executorPreference: handlerExecutor) { [self] in
             let response = await handler(request)
             onLoop { [self] in
                 guard let st = stream(id) else { return }
@@ -755,7 +759,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             if inline, case .unaryInline(let handler) = method.kind {
                 core.dispatcher.runInline(handler, request, context, s, on: self)
             } else if let handler = method.kind.unaryHandler {
-                core.dispatcher.runUnary(handler, request, context, stream: s, on: self, onEventLoop: method.runsOnEventLoop && core.config.handlersOnEventLoop)
+                core.dispatcher.runUnary(handler, request, context, stream: s, on: self, onEventLoop: method.runsOnEventLoop && handlerExecutor != nil)
             }
         case .answer(let a):
             answer(s, a)

@@ -71,7 +71,7 @@ public final class PaymentEventHub: Sendable {
     /// Something was (probably) appended: read now.
     public func wakeUp() { wake.signal() }
 
-    /// The newest event this hub has read (0 before the first read).
+    /// The newest event this hub has read (`.start` before the first read).
     public var head: PaymentEventPosition { state.withLock { $0.head } }
     public var isLoaded: Bool { state.withLock { $0.loaded } }
     /// `shutdown()` began: watchers end (UNAVAILABLE) so the server can drain.

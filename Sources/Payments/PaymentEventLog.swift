@@ -3,10 +3,11 @@ import Postgres
 import ProtoCodec
 import RPC
 
-/// Where an event stands in the log: the transaction that wrote it (`payment_events.xid`, a
-/// full 64-bit transaction id), then the event's id. Readers see only events of transactions
-/// older than every transaction still running, so nothing can later appear before a position
-/// already read (DESIGN §7). Events written before this order existed have `xid` 0.
+/// Where an event stands in the log: its order key (`payment_events.xid`: the writing
+/// transaction's 64-bit id, or the payment's previous key when higher; see `PaymentEventLog`),
+/// then the event's id. Readers see only keys below every transaction still running, so
+/// nothing can later appear before a position already read (DESIGN §7). Events written before
+/// this order existed have `xid` 0.
 public struct PaymentEventPosition: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var xid: UInt64
     public var id: Int64

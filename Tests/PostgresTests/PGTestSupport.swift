@@ -40,11 +40,16 @@ enum PGTestEnv {
     /// once the test has measured what it came for). Their session-level locks go with them.
     static func terminateSessions(running marker: String) async throws {
         let pool = try pool(maxConnections: 1)
-        defer { Task { await pool.close() } }
-        _ = try await pool.withConnection { c in
-            try c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
-                        [.text("%\(marker)%")])
+        do {
+            try await pool.withConnection { c in
+                try c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                              [.text("%\(marker)%")])
+            }
+        } catch {
+            await pool.close()
+            throw error
         }
+        await pool.close()
     }
 
     /// A table/object name no other test (or run) uses.
