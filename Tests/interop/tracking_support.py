@@ -147,7 +147,11 @@ def pixel_id() -> str:
 
 
 class TCPProxy:
-    """Forwards 127.0.0.1:port to a target; `cut()` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:port to a target; `cut()` drops every connection and refuses new ones.
+
+    A connection being accepted while `cut()` runs must not escape it (it would keep the server's
+    pool connected to a "cut" database): the open check and the bookkeeping share one lock, and
+    the check is made again after the upstream connect."""
 
     def __init__(self, target_port: int):
         self.target = target_port
@@ -156,9 +160,22 @@ class TCPProxy:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
         self.open = True
         self.conns: list = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _drop(*socks):
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
 
     def _accept(self):
         while True:
@@ -166,15 +183,24 @@ class TCPProxy:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            if not self.open:
-                c.close()
+            with self.lock:
+                refused = not self.open
+            if refused:
+                self._drop(c)
                 continue
             try:
                 up = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                up.settimeout(None)
             except OSError:
-                c.close()
+                self._drop(c)
                 continue
-            self.conns += [c, up]
+            with self.lock:
+                kept = self.open
+                if kept:
+                    self.conns += [c, up]
+            if not kept:
+                self._drop(c, up)
+                continue
             for a, b in ((c, up), (up, c)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -188,24 +214,17 @@ class TCPProxy:
                 b.sendall(data)
         except OSError:
             pass
-        for s in (a, b):
-            try:
-                s.close()
-            except OSError:
-                pass
+        TCPProxy._drop(a, b)
 
     def cut(self):
-        self.open = False
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self.conns = []
+        with self.lock:
+            self.open = False
+            conns, self.conns = self.conns, []
+        self._drop(*conns)
 
     def restore(self):
-        self.open = True
+        with self.lock:
+            self.open = True
 
     def close(self):
         self.cut()
