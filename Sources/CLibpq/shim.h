@@ -16,6 +16,23 @@ static inline int pixtrack_pq_wait_readable(const PGconn *conn, int timeout_ms) 
     }
 }
 
+/* Waits until the socket is readable or writable (while libpq still has output to flush) or
+ * timeout_ms passes. Returns a mask: 1 readable, 2 writable; 0 timed out, -1 error. */
+static inline int pixtrack_pq_wait_io(const PGconn *conn, int timeout_ms) {
+    struct pollfd p = { PQsocket(conn), POLLIN | POLLOUT, 0 };
+    if (p.fd < 0) return -1;
+    for (;;) {
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        int mask = 0;
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) mask |= 1;
+        if (p.revents & POLLOUT) mask |= 2;
+        return mask;
+    }
+}
+
 /* Notice processor that drops notices ("relation already exists, skipping", …) instead of
  * printing them on stderr, libpq's default. */
 static inline void pixtrack_pq_ignore_notice(void *arg, const char *message) {

@@ -130,24 +130,36 @@ public enum PaymentEventLog {
     /// outbound notification, and notifies listeners at COMMIT. Returns the event's position.
     @discardableResult
     public static func append(_ payment: Payment, previous: PaymentStatus?, on c: PGConnection) throws -> PaymentEventPosition {
-        let bytes: [UInt8]
-        do { bytes = try payment.message.serializedBytes() } catch { throw PGError(.invalidArgument, "payment does not encode") }
-        let rows = try c.query("""
-            WITH e AS (
-                INSERT INTO payment_events (id, xid, payment_id, bot_id, previous_status, status, payment)
-                VALUES (nextval('payment_events_id_seq'),
-                        greatest(pg_current_xact_id(),
-                                 (SELECT xid FROM payment_events WHERE payment_id = $1 ORDER BY xid DESC LIMIT 1)),
-                        $1, $2, $3, $4, $5)
-                RETURNING id, xid, payment_id, bot_id
-            ), n AS (
-                INSERT INTO payment_notifications (event_id, payment_id, bot_id) SELECT id, payment_id, bot_id FROM e
-            )
-            SELECT e.id, e.xid::text AS xid_text, pg_notify($6, '') FROM e
-            """, [.int(payment.id), .int(payment.botID), previous.map { .text($0.rawValue) }, .text(payment.status.rawValue),
-                  .bytes(bytes), .text(channel)])
+        let rows = try c.query(appendSQL + "\nSELECT e.id, e.xid::text AS xid_text, pg_notify($6, '') FROM e",
+                               try appendParameters(payment, previous))
         guard let row = rows.first, let id = try row.int64("id") else { throw PGError(.queryFailed, "event not appended") }
         return PaymentEventPosition(xid: try xid(row), id: id)
+    }
+
+    /// `append` without waiting for its answer (`PGConnection.enqueue`): in a transaction it goes
+    /// out with the next statement or the COMMIT. The CTE always inserts its row or fails.
+    public static func appendQueued(_ payment: Payment, previous: PaymentStatus?, on c: PGConnection) throws {
+        try c.enqueue(appendSQL + "\nSELECT pg_notify($6, '') FROM e", try appendParameters(payment, previous))
+    }
+
+    private static let appendSQL = """
+        WITH e AS (
+            INSERT INTO payment_events (id, xid, payment_id, bot_id, previous_status, status, payment)
+            VALUES (nextval('payment_events_id_seq'),
+                    greatest(pg_current_xact_id(),
+                             (SELECT xid FROM payment_events WHERE payment_id = $1 ORDER BY xid DESC LIMIT 1)),
+                    $1, $2, $3, $4, $5)
+            RETURNING id, xid, payment_id, bot_id
+        ), n AS (
+            INSERT INTO payment_notifications (event_id, payment_id, bot_id) SELECT id, payment_id, bot_id FROM e
+        )
+        """
+
+    private static func appendParameters(_ payment: Payment, _ previous: PaymentStatus?) throws -> [PGValue?] {
+        let bytes: [UInt8]
+        do { bytes = try payment.message.serializedBytes() } catch { throw PGError(.invalidArgument, "payment does not encode") }
+        return [.int(payment.id), .int(payment.botID), previous.map { .text($0.rawValue) }, .text(payment.status.rawValue),
+                .bytes(bytes), .text(channel)]
     }
 
     // The key is read as text under another name: `ORDER BY xid` must mean the column, not a

@@ -50,7 +50,7 @@ public enum PaymentRepository {
         if let row = rows.first {
             let payment = try Payment(row: row)
             try history(payment.id, from: nil, to: .pendingVerification, source: "generate", detail: "row committed before the gateway call", on: c)
-            try PaymentEventLog.append(payment, previous: nil, on: c)
+            try PaymentEventLog.appendQueued(payment, previous: nil, on: c)
             return (payment, true)
         }
         let existing = try c.query("SELECT \(Payment.columns) FROM payments WHERE bot_id = $1 AND idempotency_key = $2",
@@ -59,9 +59,10 @@ public enum PaymentRepository {
         return (try Payment(row: row), false)
     }
 
+    /// Queued (`PGConnection.enqueue`): in a transaction it goes out with the next statement.
     public static func history(_ id: Int64, from: PaymentStatus?, to: PaymentStatus, source: String, detail: String,
                                on c: PGConnection) throws {
-        try c.execute("""
+        try c.enqueue("""
             INSERT INTO payment_status_history (payment_id, from_status, to_status, source, detail) VALUES ($1, $2, $3, $4, $5)
             """, [.int(id), from.map { .text($0.rawValue) }, .text(to.rawValue), .text(source), .text(String(detail.prefix(500)))])
     }
@@ -98,7 +99,12 @@ public enum PaymentRepository {
     /// `payment_events`, all in the caller's transaction.
     public static func apply(_ event: PaymentMachine.Event, to id: Int64, facts: GatewayFacts, source: String,
                              detail: String, purchase: (Payment) throws -> Bool, on c: PGConnection) throws -> Applied? {
-        guard var p = try get(id: id, forUpdate: true, on: c) else { return nil }
+        // The row, locked, and the transaction's clock (`now()`, what `updated_at` will be set to).
+        guard let locked = try c.query("""
+            SELECT \(Payment.columns), (extract(epoch FROM now()) * 1000)::bigint AS now_ms FROM payments WHERE id = $1 FOR UPDATE
+            """, [.int(id)]).first else { return nil }
+        var p = try Payment(row: locked)
+        let nowMs = try locked.int64("now_ms") ?? p.updatedAtMs
         let original = p
         let previous = p.status
         var machine = p.machine
@@ -136,18 +142,18 @@ public enum PaymentRepository {
             return Applied(payment: p, previous: previous, action: action, purchaseQueued: false)
         }
         let paidAt: PGValue? = queuePurchase ? .int(facts.paidAtMs > 0 ? facts.paidAtMs : 0) : nil
-        let updated = try c.query("""
+        // Queued: nothing below needs its answer (`updated_at` is `now()`, read above).
+        try c.enqueue("""
             UPDATE payments SET status = $2, reconcile_done = $3, gateway_transaction_id = nullif($4, ''),
                 gateway_hash = $5, pix_code = $6, qr_code_base64 = $7, expires_at_ms = $8, gateway_message = $9,
                 flagged = $10, review_reason = $11, updated_at = now(),
                 paid_at = CASE WHEN $12::bigint IS NULL THEN paid_at
                                WHEN $12::bigint > 0 THEN to_timestamp($12::bigint / 1000.0) ELSE now() END
             WHERE id = $1
-            RETURNING (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
             """, [.int(id), .text(p.status.rawValue), .bool(p.reconcileDone), .text(p.transactionID), .text(p.gatewayHash),
                   .text(p.pixCode), .text(p.qrCodeBase64), .int(p.expiresAtMs), .text(p.gatewayMessage), .bool(p.flagged),
                   .text(p.reviewReason), paidAt])
-        p.updatedAtMs = try updated.first?.int64("updated_ms") ?? p.updatedAtMs
+        p.updatedAtMs = nowMs
         var queued = false
         if queuePurchase {
             guard let fresh = try get(id: id, on: c) else { return nil }
@@ -155,11 +161,11 @@ public enum PaymentRepository {
             let already = try c.query("SELECT purchase_queued FROM payments WHERE id = $1", [.int(id)]).first?.bool("purchase_queued") ?? false
             if !already {
                 queued = try purchase(p)
-                try c.execute("UPDATE payments SET purchase_queued = true WHERE id = $1", [.int(id)])
+                try c.enqueue("UPDATE payments SET purchase_queued = true WHERE id = $1", [.int(id)])
             }
         }
         // Under the row lock taken above: the event sorts after the payment's previous one.
-        if p.status != previous { try PaymentEventLog.append(p, previous: previous, on: c) }
+        if p.status != previous { try PaymentEventLog.appendQueued(p, previous: previous, on: c) }
         return Applied(payment: p, previous: previous, action: action, purchaseQueued: queued)
     }
 }

@@ -56,6 +56,25 @@ enum LibPQ {
         pixtrack_pq_wait_readable(conn, timeoutMs)
     }
 
+    /// `poll(2)` on `PQsocket` for reading and writing: a mask (1 readable, 2 writable), 0 timed
+    /// out, -1 error.
+    static func waitIO(_ conn: OpaquePointer, timeoutMs: Int32) -> Int32 { pixtrack_pq_wait_io(conn, timeoutMs) }
+
+    /// The corresponding C function is `PQenterPipelineMode` (libpq 14+); false unless idle.
+    static func enterPipelineMode(_ conn: OpaquePointer) -> Bool { PQenterPipelineMode(conn) == 1 }
+
+    /// The corresponding C function is `PQexitPipelineMode`; false while results are pending.
+    static func exitPipelineMode(_ conn: OpaquePointer) -> Bool { PQexitPipelineMode(conn) == 1 }
+
+    /// The corresponding C function is `PQpipelineSync` (queues a Sync; flushes unless non-blocking).
+    static func pipelineSync(_ conn: OpaquePointer) -> Bool { PQpipelineSync(conn) == 1 }
+
+    /// The corresponding C function is `PQsetnonblocking`.
+    static func setNonBlocking(_ conn: OpaquePointer, _ on: Bool) -> Bool { PQsetnonblocking(conn, on ? 1 : 0) == 0 }
+
+    /// The corresponding C function is `PQflush`: 0 all sent, 1 more to send, -1 failed.
+    static func flush(_ conn: OpaquePointer) -> Int32 { PQflush(conn) }
+
     /// The corresponding C functions are `PQnotifies` and `PQfreemem`: how many notifications
     /// libpq had read, each freed (their channel and payload are not needed: a wake-up only).
     static func drainNotifications(_ conn: OpaquePointer) -> Int {
@@ -79,11 +98,15 @@ enum LibPQ {
         case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY: .commandOK
         case PGRES_TUPLES_OK, PGRES_SINGLE_TUPLE: .tuples
         case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE: .error
+        case PGRES_PIPELINE_SYNC: .pipelineSync
+        case PGRES_PIPELINE_ABORTED: .pipelineAborted
         default: .unexpected
         }
     }
 
-    enum ResultKind { case commandOK, tuples, error, unexpected }
+    /// `pipelineSync`: a pipeline's Sync point; `pipelineAborted`: a statement skipped because
+    /// an earlier one of the same pipeline failed.
+    enum ResultKind { case commandOK, tuples, error, pipelineSync, pipelineAborted, unexpected }
 
     /// The corresponding C function is `PQresultErrorField`.
     static func errorField(_ result: OpaquePointer, _ field: Int32) -> String? {

@@ -73,25 +73,88 @@ public final class PGConnection {
     /// True when idle outside a transaction block (what a pooled connection must be).
     public var isIdle: Bool { handle.map(LibPQ.isIdle) ?? false }
 
-    /// Runs one parameterized statement and returns its rows (`$1`, `$2`, … in `sql`).
-    /// - Throws: `PGError`; `.invalidArgument` before sending when a text parameter holds a NUL byte.
+    /// Runs one parameterized statement and returns its rows (`$1`, `$2`, … in `sql`). Statements
+    /// queued by `enqueue` go out first, in the same pipeline (one write, one round trip).
+    /// - Throws: `PGError`; `.invalidArgument` before sending when a text parameter holds a NUL
+    ///   byte; the error of a queued statement when one failed (this one then did not run).
     @discardableResult
     public func query(_ sql: String, _ params: [PGValue?] = []) throws -> PGRows {
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
-        guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
-        var texts: [String?] = []
-        var types: [UInt32] = []
-        for (i, p) in params.enumerated() {
-            guard let p else { texts.append(nil); types.append(0); continue }
-            guard let text = p.textEncoding else {
-                throw PGError(.invalidArgument, "parameter $\(i + 1) contains a NUL byte (PostgreSQL text cannot hold one)")
-            }
-            texts.append(text)
-            types.append(p.typeOID)
+        let statement = try Statement(sql, params)
+        if !queued.isEmpty {
+            let batch = queued + [statement]
+            queued = []
+            return try runPipeline(conn, batch)
         }
-        let sent = withCStringArray(texts) { LibPQ.sendQueryParams(conn, sql, types, $0) }
+        let sent = withCStringArray(statement.texts) { LibPQ.sendQueryParams(conn, sql, statement.types, $0) }
         guard sent else { throw failure(PGError(result: nil, connection: conn)) }
         return try collectResults(conn)
+    }
+
+    /// Queues a statement whose answer the caller does not need: inside `PGPool.transaction` it
+    /// goes out with the next statement that needs one (`query`, `execute`, or the COMMIT), in one
+    /// pipeline, so a transaction's bookkeeping writes (history rows, event rows) cost no round
+    /// trip of their own. If it fails, that next statement throws its error and does not run (the
+    /// transaction fails as a whole, as it would have anyway). Outside a transaction it runs at
+    /// once, like `execute`. At most `maxQueued` wait; the next one sends them.
+    /// - Throws: `.invalidArgument` at once when a text parameter holds a NUL byte; when it ran at
+    ///   once, what `execute` throws.
+    public func enqueue(_ sql: String, _ params: [PGValue?] = []) throws {
+        guard pipelining else {
+            try execute(sql, params)
+            return
+        }
+        guard handle != nil else { throw PGError(.unavailable, "connection is closed") }
+        queued.append(try Statement(sql, params))
+        if queued.count >= Self.maxQueued { try sendQueued() }
+    }
+
+    /// The most statements `enqueue` holds back before sending them.
+    public static let maxQueued = 64
+
+    /// Statements `enqueue` holds, not yet sent.
+    public var queuedCount: Int { queued.count }
+
+    /// Sends what `enqueue` holds and waits for it (nothing when the queue is empty).
+    public func sendQueued() throws {
+        guard !queued.isEmpty else { return }
+        guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
+        let batch = queued
+        queued = []
+        _ = try runPipeline(conn, batch)
+    }
+
+    /// Forgets what `enqueue` holds (never sent): for a transaction that is being abandoned.
+    func discardQueued() { queued = [] }
+
+    /// True while `PGPool.transaction` runs its body: `enqueue` may then hold statements back.
+    var pipelining = false
+    private var queued: [Statement] = []
+
+    /// One statement, its parameters encoded as libpq wants them.
+    private struct Statement {
+        let sql: String
+        let texts: [String?]
+        let types: [UInt32]
+
+        init(_ sql: String, _ params: [PGValue?]) throws {
+            guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
+            var texts: [String?] = []
+            var types: [UInt32] = []
+            texts.reserveCapacity(params.count)
+            types.reserveCapacity(params.count)
+            for (i, p) in params.enumerated() {
+                guard let p else { texts.append(nil); types.append(0); continue }
+                guard let text = p.textEncoding else {
+                    throw PGError(.invalidArgument, "parameter $\(i + 1) contains a NUL byte (PostgreSQL text cannot hold one)")
+                }
+                texts.append(text)
+                types.append(p.typeOID)
+            }
+            self.sql = sql
+            self.texts = texts
+            self.types = types
+        }
     }
 
     /// Runs one parameterized statement and returns the number of rows it affected.
@@ -103,6 +166,7 @@ public final class PGConnection {
     /// Runs trusted SQL that may hold several statements, without parameters (simple query
     /// protocol). For migrations and fixed setup SQL only: never build `sql` from input.
     public func executeScript(_ sql: String) throws {
+        try sendQueued()
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
         guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
         guard LibPQ.sendQuery(conn, sql) else { throw failure(PGError(result: nil, connection: conn)) }
@@ -152,8 +216,7 @@ public final class PGConnection {
     // MARK: - Results
 
     private func collectResults(_ conn: OpaquePointer) throws -> PGRows {
-        let deadline: ContinuousClock.Instant? = statementTimeout == .zero
-            ? nil : .now + statementTimeout + clientTimeoutMargin
+        let deadline = clientDeadline()
         var rows: PGRows?
         var firstError: PGError?
         while true {
@@ -165,7 +228,7 @@ public final class PGConnection {
                 if firstError == nil { rows = Self.copyRows(result) }
             case .error:
                 if firstError == nil { firstError = PGError(result: result, connection: conn) }
-            case .unexpected:
+            case .unexpected, .pipelineSync, .pipelineAborted:
                 // COPY and other sub-protocols are not supported: the session cannot be resumed.
                 throw failure(PGError(.unavailable, "unsupported result (COPY?); connection dropped"), drop: true)
             }
@@ -175,19 +238,87 @@ public final class PGConnection {
         return rows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: "")
     }
 
+    /// Sends `statements` as one pipeline (libpq pipeline mode: every statement, then a Sync, in
+    /// one flush) and reads their results in order. Returns the last statement's rows; throws the
+    /// first failure (the statements after it were skipped by the server). Anything that breaks
+    /// the protocol midway drops the connection. While output is pending the socket is polled for
+    /// reading too, so a server busy answering never waits on us (no send/receive deadlock).
+    private func runPipeline(_ conn: OpaquePointer, _ statements: [Statement]) throws -> PGRows {
+        func broken(_ what: String) -> PGError {
+            failure(LibPQ.isConnectionOK(conn) ? PGError(.unavailable, "PostgreSQL pipeline failed: \(what)")
+                                               : PGError(result: nil, connection: conn), drop: true)
+        }
+        guard LibPQ.enterPipelineMode(conn) else { throw broken("could not enter pipeline mode") }
+        guard LibPQ.setNonBlocking(conn, true) else { throw broken("could not make the socket non-blocking") }
+        for statement in statements {
+            let sent = withCStringArray(statement.texts) { LibPQ.sendQueryParams(conn, statement.sql, statement.types, $0) }
+            guard sent else { throw broken("a statement could not be queued") }
+        }
+        guard LibPQ.pipelineSync(conn) else { throw broken("the sync could not be queued") }
+        var deadline = clientDeadline()
+        while true {
+            let pending = LibPQ.flush(conn)
+            if pending == 0 { break }
+            guard pending == 1 else { throw broken("sending failed") }
+            let ready = LibPQ.waitIO(conn, timeoutMs: try pollTimeout(until: deadline))
+            if ready < 0 { throw broken("waiting for the socket failed") }
+            if ready == 0 { continue }
+            if ready & 1 != 0, !LibPQ.consumeInput(conn) { throw broken("reading failed") }
+        }
+        guard LibPQ.setNonBlocking(conn, false) else { throw broken("could not restore blocking mode") }
+
+        // Results: each statement's end with a NULL from PQgetResult, the Sync's end the pipeline.
+        let last = statements.count - 1
+        var index = 0
+        var rows: PGRows?
+        var firstError: PGError?
+        while true {
+            try waitUntilNotBusy(conn, deadline: deadline)
+            guard let result = LibPQ.getResult(conn) else {
+                index += 1
+                if index > statements.count || !LibPQ.isConnectionOK(conn) { throw broken("ended without its sync") }
+                continue
+            }
+            defer { LibPQ.clear(result) }
+            deadline = clientDeadline()
+            switch LibPQ.resultKind(result) {
+            case .pipelineSync:
+                guard LibPQ.exitPipelineMode(conn) else { throw broken("results left after the sync") }
+                if let firstError { throw failure(firstError) }
+                return rows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: "")
+            case .commandOK, .tuples:
+                if index == last && firstError == nil { rows = Self.copyRows(result) }
+            case .error:
+                if firstError == nil { firstError = PGError(result: result, connection: conn) }
+            case .pipelineAborted:
+                continue
+            case .unexpected:
+                throw broken("unsupported result (COPY?)")
+            }
+        }
+    }
+
+    /// The client-side deadline for the next answer (nil when `statement_timeout` is off).
+    private func clientDeadline() -> ContinuousClock.Instant? {
+        statementTimeout == .zero ? nil : .now + statementTimeout + clientTimeoutMargin
+    }
+
+    /// Milliseconds left until `deadline` for `poll` (-1: none). When it has passed, the
+    /// connection is dropped (a late answer would belong to nobody) and `.timeout` thrown.
+    private func pollTimeout(until deadline: ContinuousClock.Instant?) throws -> Int32 {
+        guard let deadline else { return -1 }
+        let remaining = deadline - .now
+        if remaining <= .zero {
+            throw failure(PGError(.timeout, "no answer from PostgreSQL within the client deadline"), drop: true)
+        }
+        let (s, atto) = remaining.components
+        return Int32(clamping: s * 1000 + atto / 1_000_000_000_000_000 + 1)
+    }
+
     /// Waits with `poll` until libpq has a whole result, honouring the client-side deadline.
     private func waitUntilNotBusy(_ conn: OpaquePointer, deadline: ContinuousClock.Instant?) throws {
         while LibPQ.isBusy(conn) {
-            var timeoutMs: Int32 = -1
-            if let deadline {
-                let remaining = deadline - .now
-                if remaining <= .zero {
-                    throw failure(PGError(.timeout, "no answer from PostgreSQL within the client deadline"), drop: true)
-                }
-                let (s, atto) = remaining.components
-                timeoutMs = Int32(clamping: s * 1000 + atto / 1_000_000_000_000_000 + 1)
-            }
-            switch LibPQ.waitReadable(conn, timeoutMs: timeoutMs) {
+            switch LibPQ.waitReadable(conn, timeoutMs: try pollTimeout(until: deadline)) {
             case 0: continue
             case 1: if !LibPQ.consumeInput(conn) { return } // the next PQgetResult reports the failure
             default: throw failure(PGError(.unavailable, "waiting for PostgreSQL failed"), drop: true)

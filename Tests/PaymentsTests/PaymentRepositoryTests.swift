@@ -1,6 +1,7 @@
 import Foundation
 import MetaCAPI
 import PluginHost
+import PixTrackMessages
 import Postgres
 import RPC
 import Testing
@@ -59,9 +60,18 @@ import Testing
         snapshot.fbp = "fb.1.1.2"
         snapshot.fbclid = "IwAR1"
         let s = snapshot, f = facts
-        _ = try await pool.transaction { c in
+        let created = try await pool.transaction { c in
             try PaymentRepository.apply(.createAnswered(.created), to: id, facts: f, source: "test", detail: "", purchase: { _ in false }, on: c)
         }
+        // The UPDATE went out queued; the answer's updated_at is the row's, and the event's.
+        let stored = try await pool.withConnection { c in
+            (try PaymentRepository.get(id: id, on: c),
+             try c.query("SELECT payment FROM payment_events WHERE payment_id = $1 ORDER BY id DESC LIMIT 1", [.int(id)]).first?.bytes("payment"))
+        }
+        #expect(created?.payment.status == .pending && stored.0?.status == .pending && stored.0?.pixCode == "000201")
+        #expect(created?.payment.updatedAtMs == stored.0?.updatedAtMs && (stored.0?.updatedAtMs ?? 0) > 0)
+        let eventPayment = try stored.1.map { try Pixtrack_V1_Payment(serializedBytes: $0) }
+        #expect(eventPayment?.updatedAtUnixMs == stored.0?.updatedAtMs)
         for _ in 0..<3 {
             _ = try await pool.transaction { c in
                 try PaymentRepository.apply(.gatewayReported(.paid, amountCents: 1990), to: id, facts: GatewayFacts(), source: "test",
