@@ -152,6 +152,35 @@ import Testing
         #expect(pool.counts == (created: 1, idle: 1, waiting: 0))
     }
 
+    /// One timer serves all waiters: each still fails at its own deadline, not at the first one's,
+    /// and one served early leaves the others' deadlines as they were.
+    @Test func staggeredWaitersEachTimeOutAtTheirOwnDeadline() async throws {
+        let pool = Self.pool(capacity: 1, timeout: .milliseconds(1500))
+        let held = try await pool.acquire()
+        let start = ContinuousClock.now
+        let ended = Shared<[Int: Duration]>([:])
+        var tasks: [Task<Void, Never>] = []
+        for n in 0..<3 {
+            tasks.append(Task {
+                _ = try? await pool.acquire()
+                ended.update { $0[n] = ContinuousClock.now - start }
+            })
+            #expect(await Self.eventually { pool.counts.waiting == n + 1 })
+            if n < 2 { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        // Waiter 0 got in first (t≈0), 1 at ≈200 ms, 2 at ≈400 ms: they fail at ≈1500, ≈1700, ≈1900 ms
+        // (the 1.5 s timeout leaves room for a slow machine to queue all three before the first fails).
+        for t in tasks { await t.value }
+        let e = ended.value
+        #expect(pool.counts.waiting == 0)
+        for n in 0..<3 {
+            let due = Duration.milliseconds(1500 + 200 * n)
+            #expect((e[n] ?? .zero) >= due - .milliseconds(20), "waiter \(n) failed at \(String(describing: e[n])), before its \(due)")
+            #expect((e[n] ?? .seconds(99)) < due + .seconds(8), "waiter \(n) failed at \(String(describing: e[n]))")
+        }
+        pool.release(held)
+    }
+
     @Test func aWaiterServedBeforeItsTimeoutKeepsItsSlot() async throws {
         let pool = Self.pool(capacity: 1, timeout: .milliseconds(150))
         let held = try await pool.acquire()
