@@ -79,6 +79,7 @@ public enum JSON: Sendable, Hashable {
     /// Compact UTF-8 serialization (sorted keys).
     public var bytes: [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(256)
         write(to: &out, scriptSafe: false)
         return out
     }
@@ -89,15 +90,16 @@ public enum JSON: Sendable, Hashable {
     /// sit inside an HTML `<script>` block without ending it.
     public var scriptSafeSerialized: String {
         var out: [UInt8] = []
+        out.reserveCapacity(256)
         write(to: &out, scriptSafe: true)
         return String(decoding: out, as: UTF8.self)
     }
 
     private func write(to out: inout [UInt8], scriptSafe: Bool) {
         switch self {
-        case .null: out += Array("null".utf8)
-        case .bool(let b): out += Array((b ? "true" : "false").utf8)
-        case .number(let n): out += Array(n.utf8)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .number(let n): out.append(contentsOf: n.utf8)
         case .string(let s): Self.writeString(s, to: &out, scriptSafe: scriptSafe)
         case .array(let a):
             out.append(UInt8(ascii: "["))
@@ -110,11 +112,12 @@ public enum JSON: Sendable, Hashable {
             out.append(UInt8(ascii: "{"))
             // By UTF-8 bytes: Swift's String order compares canonically ("e\u{301}" and "é@" are
             // neither < nor > each other), which is not a total order on the bytes we write.
-            for (i, k) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+            // The pairs themselves are sorted: no second hash lookup per key.
+            for (i, pair) in o.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }).enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                Self.writeString(k, to: &out, scriptSafe: scriptSafe)
+                Self.writeString(pair.key, to: &out, scriptSafe: scriptSafe)
                 out.append(UInt8(ascii: ":"))
-                o[k]!.write(to: &out, scriptSafe: scriptSafe)
+                pair.value.write(to: &out, scriptSafe: scriptSafe)
             }
             out.append(UInt8(ascii: "}"))
         }

@@ -48,7 +48,7 @@ public struct TrustedProxies: Sendable, Equatable {
     public var isEmpty: Bool { networks.isEmpty }
 
     public func trusts(_ ip: String) -> Bool {
-        guard let bytes = IPAddress.parse(ip) else { return false }
+        guard !networks.isEmpty, let bytes = IPAddress.parse(ip) else { return false }
         return networks.contains { $0.contains(bytes) }
     }
 
@@ -108,14 +108,29 @@ enum IPAddress {
         return t
     }
 
+    /// Four decimal octets, 0–255, without leading zeros ("01" is refused: some parsers read it
+    /// as octal). One pass over the UTF-8 bytes, no allocation but the answer.
     private static func parse4(_ s: Substring) -> [UInt8]? {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
         var out: [UInt8] = []
-        for p in parts {
-            guard (1...3).contains(p.count), p.allSatisfy(\.isASCII), let v = UInt8(p), String(v) == p else { return nil }
-            out.append(v)
+        out.reserveCapacity(4)
+        var value = 0, digits = 0
+        for b in s.utf8 {
+            if b == UInt8(ascii: ".") {
+                guard digits > 0, out.count < 3 else { return nil }
+                out.append(UInt8(value))
+                value = 0
+                digits = 0
+            } else if b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") {
+                if digits > 0 && value == 0 { return nil }  // a leading zero
+                digits += 1
+                value = value * 10 + Int(b - UInt8(ascii: "0"))
+                guard digits <= 3, value <= 255 else { return nil }
+            } else {
+                return nil
+            }
         }
+        guard digits > 0, out.count == 3 else { return nil }
+        out.append(UInt8(value))
         return out
     }
 

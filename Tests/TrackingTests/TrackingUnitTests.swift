@@ -65,6 +65,17 @@ import Testing
         #expect(throws: TrackingConfigurationError.self) { try TrustedProxies(parsing: "10.0.0.0/33") }
         #expect(throws: TrackingConfigurationError.self) { try TrustedProxies(parsing: "example.com") }
     }
+
+    @Test func ipv4TextIsReadStrictly() {
+        #expect(IPAddress.parse("0.0.0.0") == [0, 0, 0, 0])
+        #expect(IPAddress.parse("255.255.255.255") == [255, 255, 255, 255])
+        #expect(IPAddress.parse("10.200.3.40") == [10, 200, 3, 40])
+        #expect(IPAddress.parse("::ffff:192.0.2.1") == [192, 0, 2, 1])
+        for bad in ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.04", "01.2.3.4", "1..3.4", ".1.2.3", "1.2.3.", "1.2.3.4 ",
+                    "+1.2.3.4", "1.2.3.1000", "a.b.c.d", "1.2.3.٤", "1.2.3.4\u{0}"] {
+            #expect(IPAddress.parse(bad) == nil, "\(bad.debugDescription) is not an IPv4 address")
+        }
+    }
 }
 
 @Suite struct SlugDistributorTests {
