@@ -42,6 +42,17 @@ enum LibPQ {
         PQsendQueryParams(conn, sql, Int32(types.count), types, values, nil, nil, 0) == 1
     }
 
+    /// The corresponding C function is `PQsendPrepare` (a named statement; `types` 0 = inferred).
+    static func sendPrepare(_ conn: OpaquePointer, _ name: String, _ sql: String, _ types: [UInt32]) -> Bool {
+        PQsendPrepare(conn, name, sql, Int32(types.count), types) == 1
+    }
+
+    /// The corresponding C function is `PQsendQueryPrepared` (text parameters, text results).
+    static func sendQueryPrepared(_ conn: OpaquePointer, _ name: String, _ count: Int,
+                                  _ values: UnsafePointer<UnsafePointer<CChar>?>) -> Bool {
+        PQsendQueryPrepared(conn, name, Int32(count), values, nil, nil, 0) == 1
+    }
+
     /// The corresponding C function is `PQsendQuery` (simple protocol: several statements, no parameters).
     static func sendQuery(_ conn: OpaquePointer, _ sql: String) -> Bool { PQsendQuery(conn, sql) == 1 }
 

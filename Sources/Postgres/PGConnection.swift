@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// Options applied to every connection a pool opens.
 public struct PGConnectionOptions: Sendable {
@@ -81,12 +82,17 @@ public final class PGConnection {
     public func query(_ sql: String, _ params: [PGValue?] = []) throws -> PGRows {
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
         let statement = try Statement(sql, params)
-        if !queued.isEmpty {
+        let name = prepared[statement.key]
+        if !queued.isEmpty || (name == nil && prepared.count < Self.maxPrepared) {
+            // With what is queued, or prepared first: one pipeline, one round trip either way.
             let batch = queued + [statement]
             queued = []
             return try runPipeline(conn, batch)
         }
-        let sent = withCStringArray(statement.texts) { LibPQ.sendQueryParams(conn, sql, statement.types, $0) }
+        let sent = withCStringArray(statement.texts) { values in
+            name.map { LibPQ.sendQueryPrepared(conn, $0, statement.texts.count, values) }
+                ?? LibPQ.sendQueryParams(conn, sql, statement.types, values)
+        }
         guard sent else { throw failure(PGError(result: nil, connection: conn)) }
         return try collectResults(conn)
     }
@@ -131,11 +137,34 @@ public final class PGConnection {
     var pipelining = false
     private var queued: [Statement] = []
 
+    /// Named prepared statements of this session, by SQL text and parameter types: each text is
+    /// parsed and analysed by the server once per connection, not at every call, and planned
+    /// as the server's `plan_cache_mode` says (PostgreSQL's default, `auto`: after five runs a
+    /// generic plan, kept only when it is estimated no costlier than the custom ones). Parsing
+    /// and planning were most of the server's CPU per payment; see docs/postgres.md for the
+    /// trade and how an operator turns generic plans off (`force_custom_plan` on the role).
+    private var prepared: [Statement.Key: String] = [:]
+
+    /// The most distinct statements a connection prepares; past it, statements run unnamed.
+    public static let maxPrepared = 256
+
+    /// Statements this connection has prepared so far.
+    public var preparedCount: Int { prepared.count }
+
     /// One statement, its parameters encoded as libpq wants them.
     private struct Statement {
         let sql: String
         let texts: [String?]
         let types: [UInt32]
+
+        /// What a prepared statement is known by: the text and the types it was prepared with
+        /// (a NULL's type is 0, left to the server: another type list is another statement).
+        struct Key: Hashable {
+            let sql: String
+            let types: [UInt32]
+        }
+
+        var key: Key { Key(sql: sql, types: types) }
 
         init(_ sql: String, _ params: [PGValue?]) throws {
             guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
@@ -250,9 +279,26 @@ public final class PGConnection {
         }
         guard LibPQ.enterPipelineMode(conn) else { throw broken("could not enter pipeline mode") }
         guard LibPQ.setNonBlocking(conn, true) else { throw broken("could not make the socket non-blocking") }
+        // Each statement runs under its prepared name; one not yet prepared (and under the cap)
+        // is prepared first, in the same pipeline. Its name counts once the server says so.
+        var steps: [(prepares: Statement.Key?, name: String)] = []
+        var named: [Statement.Key: String] = [:]
         for statement in statements {
-            let sent = withCStringArray(statement.texts) { LibPQ.sendQueryParams(conn, statement.sql, statement.types, $0) }
+            let key = statement.key
+            var name = prepared[key] ?? named[key]
+            if name == nil, prepared.count + named.count < Self.maxPrepared {
+                let fresh = "pixtrack_\(Self.nextStatementNumber())"
+                guard LibPQ.sendPrepare(conn, fresh, statement.sql, statement.types) else { throw broken("a statement could not be queued") }
+                steps.append((key, fresh))
+                named[key] = fresh
+                name = fresh
+            }
+            let sent = withCStringArray(statement.texts) { values in
+                name.map { LibPQ.sendQueryPrepared(conn, $0, statement.texts.count, values) }
+                    ?? LibPQ.sendQueryParams(conn, statement.sql, statement.types, values)
+            }
             guard sent else { throw broken("a statement could not be queued") }
+            steps.append((nil, ""))
         }
         guard LibPQ.pipelineSync(conn) else { throw broken("the sync could not be queued") }
         var deadline = clientDeadline()
@@ -268,7 +314,7 @@ public final class PGConnection {
         guard LibPQ.setNonBlocking(conn, false) else { throw broken("could not restore blocking mode") }
 
         // Results: each statement's end with a NULL from PQgetResult, the Sync's end the pipeline.
-        let last = statements.count - 1
+        let last = steps.count - 1
         var index = 0
         var rows: PGRows?
         var firstError: PGError?
@@ -276,7 +322,7 @@ public final class PGConnection {
             try waitUntilNotBusy(conn, deadline: deadline)
             guard let result = LibPQ.getResult(conn) else {
                 index += 1
-                if index > statements.count || !LibPQ.isConnectionOK(conn) { throw broken("ended without its sync") }
+                if index > steps.count || !LibPQ.isConnectionOK(conn) { throw broken("ended without its sync") }
                 continue
             }
             defer { LibPQ.clear(result) }
@@ -287,6 +333,8 @@ public final class PGConnection {
                 if let firstError { throw failure(firstError) }
                 return rows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: "")
             case .commandOK, .tuples:
+                // A statement prepared is the session's, even if the transaction later rolls back.
+                if index < steps.count, let key = steps[index].prepares { prepared[key] = steps[index].name }
                 if index == last && firstError == nil { rows = Self.copyRows(result) }
             case .error:
                 if firstError == nil { firstError = PGError(result: result, connection: conn) }
@@ -295,6 +343,15 @@ public final class PGConnection {
             case .unexpected:
                 throw broken("unsupported result (COPY?)")
             }
+        }
+    }
+
+    /// Statement names are unique in the process (a connection's own names never repeat).
+    private static let statementNumbers = Mutex<UInt64>(0)
+    private static func nextStatementNumber() -> UInt64 {
+        statementNumbers.withLock { n in
+            n += 1
+            return n
         }
     }
 

@@ -60,7 +60,7 @@ private struct Boom: Error {}
 
         // Failing at a later query: that query throws the queued statement's error and never runs.
         let atQuery = await pgError {
-            try await pool.transaction { c -> Int in
+            try await pool.transaction { c throws -> Int in
                 try c.enqueue("INSERT INTO \(table) VALUES (1)")
                 return try c.execute("INSERT INTO \(table) VALUES (12)")
             }
@@ -100,7 +100,7 @@ private struct Boom: Error {}
     @Test func outsideATransactionEnqueueRunsAtOnce() async throws {
         let pool = try PGTestEnv.pool()
         let table = PGTestEnv.uniqueName("pipe")
-        let queued = try await pool.withConnection { c -> Int in
+        let queued = try await pool.withConnection { c throws -> Int in
             try c.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY)")
             try c.enqueue("INSERT INTO \(table) VALUES (1)")
             return c.queuedCount
@@ -120,7 +120,7 @@ private struct Boom: Error {}
         let table = PGTestEnv.uniqueName("pipe")
         try await pool.withConnection { c in try c.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY, pad text)") }
         let pad = String(repeating: "x", count: 4000)  // ~1 MB in all: more than a socket buffer
-        let most = try await pool.transaction { c -> Int in
+        let most = try await pool.transaction { c throws -> Int in
             var most = 0
             for i in 0..<250 {
                 try c.enqueue("INSERT INTO \(table) VALUES ($1, $2)", [.int(Int64(i)), .text(pad)])
@@ -174,6 +174,86 @@ private struct Boom: Error {}
         #expect(elapsed >= .milliseconds(550) && elapsed < .seconds(20), "the 600 ms deadline (\(elapsed))")
         let newPid = try await pool.withConnection { try $0.query("SELECT pg_backend_pid() AS p").first!.int64("p")! }
         #expect(newPid != pid, "the stuck connection was dropped")
+        await pool.close()
+    }
+}
+
+/// The per-connection prepared-statement cache behind `query`/`execute`/`enqueue`.
+@Suite struct PGPreparedStatementTests {
+    @Test func aStatementIsPreparedOncePerConnectionAndTypesMakeAnother() async throws {
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        let (before, afterRepeats, afterOtherTypes, listed) = try await pool.withConnection { c in
+            let before = c.preparedCount
+            for i in 0..<5 { #expect(try c.query("SELECT $1::int8 + 1 AS n", [.int(Int64(i))]).first?.int64("n") == Int64(i + 1)) }
+            let afterRepeats = c.preparedCount
+            // The same text with a NULL (type left to the server) is another statement.
+            #expect(try c.query("SELECT $1::int8 + 1 AS n", [nil]).first?.int64("n") == nil)
+            let afterOtherTypes = c.preparedCount
+            // The session's own prepared statements, as the server lists them.
+            let listed = try c.query("SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'pixtrack\\_%'").first?.int("n")
+            return (before, afterRepeats, afterOtherTypes, listed)
+        }
+        #expect(afterRepeats == before + 1)
+        #expect(afterOtherTypes == afterRepeats + 1)
+        #expect(listed == afterOtherTypes + 1, "the server holds what the cache says (+1: the listing query itself)")
+        await pool.close()
+    }
+
+    @Test func aPreparedStatementOutlivesARolledBackTransactionAndAFailedOneIsNotKept() async throws {
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        let table = PGTestEnv.uniqueName("prep")
+        try await pool.withConnection { c in try c.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY)") }
+        struct Boom: Error {}
+        let insert = "INSERT INTO \(table) VALUES ($1)"
+        await #expect(throws: Boom.self) {
+            try await pool.transaction { c in
+                try c.execute(insert, [.int(1)])
+                throw Boom()
+            }
+        }
+        let (count, prepared) = try await pool.withConnection { c throws -> (Int?, Int) in
+            let n = c.preparedCount
+            try c.execute(insert, [.int(2)])  // prepared inside the rolled-back transaction: still there
+            #expect(c.preparedCount == n, "no second prepare for the same text")
+            // A statement the server refuses is not kept, and the connection goes on.
+            #expect(throws: PGError.self) { try c.query("SELEC 1") }
+            #expect(c.preparedCount == n)
+            return (try c.query("SELECT count(*) AS n FROM \(table)").first?.int("n"), c.preparedCount)
+        }
+        #expect(count == 1)
+        #expect(prepared >= 2)
+        try await pool.withConnection { c in try c.execute("DROP TABLE \(table)") }
+        await pool.close()
+    }
+
+    @Test func pastTheCapStatementsRunUnnamed() async throws {
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        let most = try await pool.withConnection { c throws -> Int in
+            for i in 0..<(PGConnection.maxPrepared + 20) {
+                #expect(try c.query("SELECT \(i)::int8 + $1::int8 AS n", [.int(1)]).first?.int64("n") == Int64(i + 1))
+            }
+            return c.preparedCount
+        }
+        #expect(most == PGConnection.maxPrepared)
+        await pool.close()
+    }
+
+    @Test func aTableRecreatedUnderAPreparedStatementIsFoundAgain() async throws {
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        let table = PGTestEnv.uniqueName("prep")
+        let select = "SELECT count(*) AS n FROM \(table) WHERE id > $1"
+        let counts = try await pool.withConnection { c throws -> [Int?] in
+            try c.execute("CREATE TABLE \(table) (id int8)")
+            try c.execute("INSERT INTO \(table) VALUES (1), (2)")
+            let first = try c.query(select, [.int(0)]).first?.int("n")
+            try c.execute("DROP TABLE \(table)")
+            try c.execute("CREATE TABLE \(table) (id int8, extra text)")
+            try c.execute("INSERT INTO \(table) VALUES (5, 'x')")
+            let second = try c.query(select, [.int(0)]).first?.int("n")
+            try c.execute("DROP TABLE \(table)")
+            return [first, second]
+        }
+        #expect(counts == [2, 1])
         await pool.close()
     }
 }
