@@ -46,7 +46,8 @@ public enum MetaOutbox {
         }
         sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id"
         var inserted = Set<MetaEvent.Key>()
-        for row in try connection.query(sql, params) {
+        // One text per batch size: only the single-event one earns a prepared statement.
+        for row in try connection.query(sql, params, prepare: events.count == 1) {
             inserted.insert(MetaEvent.Key(pixelID: try row.string("pixel_id") ?? "", eventName: try row.string("event_name") ?? "",
                                           eventID: try row.string("event_id") ?? ""))
         }

@@ -79,11 +79,13 @@ public final class PGConnection {
     /// - Throws: `PGError`; `.invalidArgument` before sending when a text parameter holds a NUL
     ///   byte; the error of a queued statement when one failed (this one then did not run).
     @discardableResult
-    public func query(_ sql: String, _ params: [PGValue?] = []) throws -> PGRows {
+    /// - Parameter prepare: false for a text made up per call (a multi-row INSERT sized to its
+    ///   batch): run unnamed, it does not take a place in the prepared-statement cache.
+    public func query(_ sql: String, _ params: [PGValue?] = [], prepare: Bool = true) throws -> PGRows {
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
-        let statement = try Statement(sql, params)
+        let statement = try Statement(sql, params, prepare: prepare)
         let name = prepared[statement.key]
-        if !queued.isEmpty || (name == nil && prepared.count < Self.maxPrepared) {
+        if !queued.isEmpty || (name == nil && prepare && prepared.count < Self.maxPrepared) {
             // With what is queued, or prepared first: one pipeline, one round trip either way.
             let batch = queued + [statement]
             queued = []
@@ -156,6 +158,8 @@ public final class PGConnection {
         let sql: String
         let texts: [String?]
         let types: [UInt32]
+        /// Whether it may be prepared (`query(_:_:prepare:)`).
+        let prepare: Bool
 
         /// What a prepared statement is known by: the text and the types it was prepared with
         /// (a NULL's type is 0, left to the server: another type list is another statement).
@@ -166,7 +170,7 @@ public final class PGConnection {
 
         var key: Key { Key(sql: sql, types: types) }
 
-        init(_ sql: String, _ params: [PGValue?]) throws {
+        init(_ sql: String, _ params: [PGValue?], prepare: Bool = true) throws {
             guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
             var texts: [String?] = []
             var types: [UInt32] = []
@@ -183,6 +187,7 @@ public final class PGConnection {
             self.sql = sql
             self.texts = texts
             self.types = types
+            self.prepare = prepare
         }
     }
 
@@ -286,7 +291,7 @@ public final class PGConnection {
         for statement in statements {
             let key = statement.key
             var name = prepared[key] ?? named[key]
-            if name == nil, prepared.count + named.count < Self.maxPrepared {
+            if name == nil, statement.prepare, prepared.count + named.count < Self.maxPrepared {
                 let fresh = "pixtrack_\(Self.nextStatementNumber())"
                 guard LibPQ.sendPrepare(conn, fresh, statement.sql, statement.types) else { throw broken("a statement could not be queued") }
                 steps.append((key, fresh))

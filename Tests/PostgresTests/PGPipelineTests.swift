@@ -238,6 +238,21 @@ private struct Boom: Error {}
         await pool.close()
     }
 
+    @Test func aTextMadeUpPerCallCanStayUnnamed() async throws {
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        let (before, after) = try await pool.withConnection { c throws -> (Int, Int) in
+            let before = c.preparedCount
+            for i in 1...5 {
+                let values = (1...i).map { "($\($0)::int8)" }.joined(separator: ", ")
+                let rows = try c.query("SELECT count(*) AS n FROM (VALUES \(values)) v", (1...i).map { .int(Int64($0)) }, prepare: false)
+                #expect(try rows.first?.int("n") == i)
+            }
+            return (before, c.preparedCount)
+        }
+        #expect(after == before)
+        await pool.close()
+    }
+
     @Test func aTableRecreatedUnderAPreparedStatementIsFoundAgain() async throws {
         let pool = try PGTestEnv.pool(maxConnections: 1)
         let table = PGTestEnv.uniqueName("prep")
