@@ -20,9 +20,10 @@ public struct PGConnectionOptions: Sendable {
 /// pool's body (`PGPool.withConnection`), never from Swift's cooperative pool, and never from two
 /// threads at once. That is why it is not `Sendable`.
 ///
-/// Only parameterized statements (`PQexecParams` semantics, sent with `PQsendQueryParams` and
-/// awaited with `poll` so a client-side deadline applies); `executeScript` is for trusted,
-/// parameterless SQL such as migrations.
+/// Only parameterized statements (extended protocol: prepared once per connection and run by
+/// name, or sent unnamed with `PQsendQueryParams`; awaited with `poll` so a client-side deadline
+/// applies); inside a transaction, statements queued with `enqueue` travel in one libpq pipeline
+/// (see docs/postgres.md). `executeScript` is for trusted, parameterless SQL such as migrations.
 public final class PGConnection {
     private var handle: OpaquePointer?
     /// The current session `statement_timeout` (`.zero`: none).
@@ -78,9 +79,9 @@ public final class PGConnection {
     /// queued by `enqueue` go out first, in the same pipeline (one write, one round trip).
     /// - Throws: `PGError`; `.invalidArgument` before sending when a text parameter holds a NUL
     ///   byte; the error of a queued statement when one failed (this one then did not run).
-    @discardableResult
     /// - Parameter prepare: false for a text made up per call (a multi-row INSERT sized to its
     ///   batch): run unnamed, it does not take a place in the prepared-statement cache.
+    @discardableResult
     public func query(_ sql: String, _ params: [PGValue?] = [], prepare: Bool = true) throws -> PGRows {
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
         let statement = try Statement(sql, params, prepare: prepare)
