@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 /// Options applied to every connection a pool opens.
 public struct PGConnectionOptions: Sendable {
@@ -147,6 +146,8 @@ public final class PGConnection {
     /// and planning were most of the server's CPU per payment; see docs/postgres.md for the
     /// trade and how an operator turns generic plans off (`force_custom_plan` on the role).
     private var prepared: [Statement.Key: String] = [:]
+    /// Names given so far: names only need to be unique within the session.
+    private var statementsNamed = 0
 
     /// The most distinct statements a connection prepares; past it, statements run unnamed.
     public static let maxPrepared = 256
@@ -293,7 +294,8 @@ public final class PGConnection {
             let key = statement.key
             var name = prepared[key] ?? named[key]
             if name == nil, statement.prepare, prepared.count + named.count < Self.maxPrepared {
-                let fresh = "pixtrack_\(Self.nextStatementNumber())"
+                statementsNamed += 1
+                let fresh = "pixtrack_\(statementsNamed)"
                 guard LibPQ.sendPrepare(conn, fresh, statement.sql, statement.types) else { throw broken("a statement could not be queued") }
                 steps.append((key, fresh))
                 named[key] = fresh
@@ -349,15 +351,6 @@ public final class PGConnection {
             case .unexpected:
                 throw broken("unsupported result (COPY?)")
             }
-        }
-    }
-
-    /// Statement names are unique in the process (a connection's own names never repeat).
-    private static let statementNumbers = Mutex<UInt64>(0)
-    private static func nextStatementNumber() -> UInt64 {
-        statementNumbers.withLock { n in
-            n += 1
-            return n
         }
     }
 
