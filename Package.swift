@@ -124,7 +124,7 @@ let package = Package(
         .target(name: "Payments", dependencies: ["JSONKit", "RPC", "ProtoCodec", "PixTrackMessages", "MessageRPC", "Postgres", "PluginHost", "MetaCAPI", "HTTPClient"]),
         // END payments targets
 
-        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims",
+        .executableTarget(name: "pixtrackd", dependencies: ["HTTP2", "TLS", "RPC", "StandardServices", "ProtoCodec", "WebRoutes", "JSONKit", "CSystemShims", "SystemCalls",
                                                             "Postgres", "Redis", "MetaCAPI", "Tracking",
                                                             "Payments", "PluginHost", "Secrets"]),
 
@@ -136,7 +136,7 @@ let package = Package(
         // The lease machinery alone (no connection behind the slots, nothing external).
         .testTarget(name: "LeasingTests", dependencies: ["Leasing"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC", "SystemTestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "RPC", "SystemCalls", "SystemTestSupport"]),
         .testTarget(name: "ProtoCodecTests", dependencies: ["ProtoCodec"]),
         .testTarget(name: "PixTrackMessagesTests", dependencies: ["PixTrackMessages", "ProtoCodec"]),
         .testTarget(name: "StandardServicesTests", dependencies: ["StandardServices", "ProtoCodec", "RPC"]),

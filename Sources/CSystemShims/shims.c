@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -67,4 +68,25 @@ size_t pt_current_thread_stack_size(void) {
     pthread_attr_getstacksize(&attr, &size);
     pthread_attr_destroy(&attr);
     return size;
+}
+
+int pt_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+
+int pt_timerfd_arm(int fd, long ms) {
+    struct itimerspec spec = {0};
+    if (ms >= 0) {
+        /* An all-zero it_value disarms: "at once" is one nanosecond. */
+        spec.it_value.tv_sec = ms / 1000;
+        spec.it_value.tv_nsec = ms % 1000 * 1000000L;
+        if (ms == 0) spec.it_value.tv_nsec = 1;
+    }
+    return timerfd_settime(fd, 0, &spec, NULL);
+}
+
+void pt_timerfd_drain(int fd) {
+    uint64_t expirations;
+    ssize_t n;
+    do {
+        n = read(fd, &expirations, sizeof expirations);
+    } while (n < 0 && errno == EINTR);
 }

@@ -47,6 +47,8 @@ final class EventLoop: @unchecked Sendable {
     private var dirty: [EventLoopHandler] = []
     private var flushing: [EventLoopHandler] = []
     private let stopped = Atomic<Bool>(false)
+    /// Components this loop drives (`host`); loop thread only.
+    private var hosted: [any HostedPoller] = []
     private var thread: Thread?
     /// The loop thread's id, once it runs (0 before): what `inLoop` compares with.
     private let loopThreadID = Atomic<UInt>(0)
@@ -135,6 +137,21 @@ final class EventLoop: @unchecked Sendable {
         handlers[fd] = nil
     }
 
+    /// Drives `poller` on this loop's thread from now on (`HostedPoller`): its descriptor is
+    /// watched like a socket's. Safe from any thread. When the loop ends, or cannot watch the
+    /// descriptor, the poller is told (`hostEnded`) and goes on by itself.
+    func host(_ poller: any HostedPoller) {
+        execute { [self] in
+            do {
+                try register(poller.pollDescriptor, HostedPollerHandler(poller), events: EPOLLIN.rawValue)
+                hosted.append(poller)
+                poller.runReady()  // the component learns its thread now, not at its first event
+            } catch {
+                poller.hostEnded()
+            }
+        }
+    }
+
     func forEachHandler(_ body: (EventLoopHandler) -> Void) {
         for h in Array(handlers.values) { body(h) }
     }
@@ -194,14 +211,28 @@ final class EventLoop: @unchecked Sendable {
                 flushing.removeAll(keepingCapacity: true)
             }
         }
-        // Tasks that were to resume here finish on the global executor instead.
-        let left = queue.withLock { q -> [UnownedJob] in
+        // Work handed over before the end still runs here (a `host` among it); tasks that were
+        // to resume here finish on the global executor instead.
+        let left = queue.withLock { q -> Inbox in
             q.closed = true
-            defer { q.jobs = [] }
-            return q.jobs
+            defer { q.work = []; q.jobs = [] }
+            return q
         }
-        for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+        for w in left.work { w() }
+        for poller in hosted {
+            unregister(poller.pollDescriptor)
+            poller.hostEnded()
+        }
+        hosted = []
+        for job in left.jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }
 
 extension EventLoop: TaskExecutor {}
+
+/// Forwards a hosted component's readiness to it.
+private final class HostedPollerHandler: EventLoopHandler {
+    let poller: any HostedPoller
+    init(_ poller: any HostedPoller) { self.poller = poller }
+    func handleEvents(_ events: UInt32) { poller.runReady() }
+}

@@ -260,6 +260,16 @@ public final class HTTP2Server: Sendable {
         return port
     }
 
+    /// Has the event loops drive `pollers` on their own threads, one loop each in turn (e.g. a
+    /// Redis client's I/O loops: a handler running on a loop then reaches Redis, and is resumed,
+    /// without a thread hop). When the server stops, each poller goes on by itself.
+    public func host(_ pollers: [any HostedPoller]) {
+        for (i, poller) in pollers.enumerated() { loops[i % loops.count].host(poller) }
+    }
+
+    /// How many event loops (I/O threads) the server runs.
+    public var eventLoopCount: Int { loops.count }
+
     /// Graceful shutdown: stop accepting, GOAWAY every connection, let open calls finish for up
     /// to `grace`, then close what is left. Returns true when everything drained in time.
     public func shutdown(grace: Duration) async -> Bool {

@@ -1,4 +1,7 @@
+import Glibc
 import RPC
+import Synchronization
+import SystemCalls
 
 /// A Redis client with an async API, non-blocking underneath.
 ///
@@ -18,21 +21,44 @@ import RPC
 /// `reconnectBackoff`. A cancelled caller returns at once with `CancellationError` (a command
 /// already written still gets its reply read, and dropped).
 ///
+/// A client may have several I/O loops (`loops:`), each with its share of the connections, and
+/// hand them to hosts that drive them on their own threads (`pollersForHosting()`, e.g. the HTTP
+/// event loops): a call made on a thread that drives one of the loops goes to that loop, with no
+/// thread hop either way; other calls take the loops in turn.
+///
 /// Blocking commands (`BLPOP`, `BRPOP`, `BLMOVE`, `WAIT`, `XREAD … BLOCK`…) get a connection to
 /// themselves while they block; `SUBSCRIBE`, `MONITOR` and the like would break the
 /// one-reply-per-command rule and are refused.
 public final class RedisClient: Sendable {
-    private let loop: RedisEventLoop
+    private let loops: [RedisEventLoop]
+    private let turn = Atomic<Int>(0)
 
-    /// Creates the client; the I/O thread starts and connections open on first use.
-    public init(_ configuration: RedisConfiguration, logger: Logger = Logger()) {
+    /// Creates the client; an I/O thread starts and connections open on first use.
+    /// - Parameter loops: how many I/O loops share `poolSize` (each gets at least one connection).
+    public init(_ configuration: RedisConfiguration, logger: Logger = Logger(), loops: Int = 1) {
         var configuration = configuration
-        configuration.poolSize = max(1, configuration.poolSize)
+        let count = max(1, loops)
+        configuration.poolSize = (max(1, configuration.poolSize) + count - 1) / count
         configuration.maxCommandsPerConnection = max(1, configuration.maxCommandsPerConnection)
-        loop = RedisEventLoop(configuration: configuration, logger: logger)
+        let shared = configuration
+        self.loops = (0..<count).map { _ in RedisEventLoop(configuration: shared, logger: logger) }
     }
 
-    deinit { loop.requestClose() }
+    deinit { for loop in loops { loop.requestClose() } }
+
+    /// The I/O loops that have not started yet, to be driven by hosts on their threads (see
+    /// `HostedPoller`) instead of threads of their own. Call once, before the first command;
+    /// a loop already running keeps its thread.
+    public func pollersForHosting() -> [any HostedPoller] {
+        loops.compactMap { $0.hostedPoller() }
+    }
+
+    /// The caller's own loop when its thread drives one, else the next in turn.
+    private var loop: RedisEventLoop {
+        if loops.count == 1 { return loops[0] }
+        for loop in loops where loop.runsOnCurrentThread { return loop }
+        return loops[turn.add(1, ordering: .relaxed).newValue % loops.count]
+    }
 
     /// Parses `url` (`redis://host:port/db`) and creates the client with the other settings default.
     public convenience init(url: String, logger: Logger = Logger()) throws {
@@ -132,16 +158,34 @@ public final class RedisClient: Sendable {
 
     /// Connections open or opening, idle ones (nothing outstanding), and calls waiting for room.
     public var statistics: (created: Int, idle: Int, waiting: Int) {
-        let counts = loop.counters
+        let counts = counters
         return (counts.created, counts.idle, counts.waiting)
     }
 
-    /// What the I/O thread counted (tests): commands written, `send` calls, the largest batch.
-    var counters: RedisEventLoop.Counts { loop.counters }
+    /// What the I/O loops counted (tests): commands written, `send` calls, the largest batch.
+    var counters: RedisEventLoop.Counts {
+        loops.map(\.counters).reduce(into: RedisEventLoop.Counts()) { sum, c in
+            sum.created += c.created
+            sum.idle += c.idle
+            sum.waiting += c.waiting
+            sum.commandsWritten += c.commandsWritten
+            sum.writes += c.writes
+            sum.largestWrite = max(sum.largestWrite, c.largestWrite)
+            sum.outstanding += c.outstanding
+        }
+    }
+
+    /// Each loop's counts, in loop order (tests).
+    var loopCounters: [RedisEventLoop.Counts] { loops.map(\.counters) }
+
+    /// The thread each loop runs on now (0: not running yet), in loop order (tests).
+    var loopThreads: [UInt] { loops.map(\.thread) }
 
     /// Refuses new calls; connections close once their outstanding replies arrived (bounded by
-    /// the command timeout). Returns when the I/O thread has ended.
-    public func close() async { await loop.close() }
+    /// the command timeout). Returns when every I/O loop has ended.
+    public func close() async {
+        for loop in loops { await loop.close() }
+    }
 }
 
 /// How the client treats a command, by its name (checked without allocating for short names).

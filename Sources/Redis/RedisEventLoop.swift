@@ -13,6 +13,11 @@ import Synchronization
 /// connection in one `send` (automatic pipelining), reads replies as they come and resumes each
 /// caller's continuation from this thread.
 ///
+/// The loop runs on a thread of its own, or, hosted (`HostedPoller`), on the thread of an HTTP
+/// event loop that watches its epoll descriptor: then a handler on that loop reaches Redis and is
+/// resumed without any thread hop, and a timerfd in the set stands in for the epoll timeout.
+/// When the host stops, the loop moves to a thread of its own and goes on.
+///
 /// Connects are the exception: a short-lived thread runs the blocking connect (TCP or the TLS
 /// tunnel, `AUTH`, `SELECT`, all bounded by `connectTimeout`/`commandTimeout`) and hands the
 /// descriptor to the loop, so a slow connect never stalls commands on the other connections.
@@ -70,6 +75,10 @@ final class RedisEventLoop: @unchecked Sendable {
     /// Made with the loop (so callers may signal without a race) and closed with it.
     private let epfd: Int32
     private let wakeFD: Int32
+    /// Hosted loops sleep in their host's epoll_wait: this timer wakes them for deadlines.
+    private let timerFD: Int32
+    /// The thread that runs the loop now (0: none yet), for `RedisClient` to pick the caller's own loop.
+    private let ownerID = Atomic<UInt>(0)
 
     // Everything below is confined to the loop thread.
     private var owner = pthread_t()
@@ -83,6 +92,12 @@ final class RedisEventLoop: @unchecked Sendable {
     private var counts = Counts()
     private var now = ContinuousClock.now
     private var readBuffer = [UInt8](repeating: 0, count: 64 << 10)
+    private var eventFDs = [Int32](repeating: 0, count: 64)
+    private var eventMasks = [UInt32](repeating: 0, count: 64)
+    /// When the timerfd is due (hosted), nil when disarmed.
+    private var timerDue: ContinuousClock.Instant?
+    /// The loop has finished (loop-confined mirror of `Inbox.exited`).
+    private var finished = false
     /// Spread to another connection only when the best one already has this many outstanding.
     private let spreadAt = 32
 
@@ -115,14 +130,48 @@ final class RedisEventLoop: @unchecked Sendable {
         self.logger = logger
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        timerFD = pt_timerfd_create()
     }
 
     deinit {
         if epfd >= 0 { Glibc.close(epfd) }
         if wakeFD >= 0 { Glibc.close(wakeFD) }
+        if timerFD >= 0 { Glibc.close(timerFD) }
+    }
+
+    /// The thread running the loop now, 0 when none.
+    var thread: UInt { ownerID.load(ordering: .relaxed) }
+
+    /// True when the calling thread is the one running this loop.
+    var runsOnCurrentThread: Bool {
+        let id = ownerID.load(ordering: .relaxed)
+        return id != 0 && id == UInt(pthread_self())
+    }
+
+    /// Hands the loop to a host instead of starting its own thread. Nil when it already runs
+    /// (its first command came first), is closed, or the descriptors could not be made.
+    func hostedPoller() -> (any HostedPoller)? {
+        guard epfd >= 0, wakeFD >= 0, timerFD >= 0 else { return nil }
+        let taken: Bool = inbox.withLock { box in
+            guard !box.started, !box.closed else { return false }
+            box.started = true
+            return true
+        }
+        guard taken else { return nil }
+        guard pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0 else {
+            failEverything(RedisError.unavailable("cannot start the Redis I/O loop"))
+            return nil
+        }
+        guard pt_epoll_add(epfd, timerFD, EPOLLIN.rawValue) == 0 else {
+            spawn()  // no timer, no hosting: a thread of its own, as if never offered
+            return nil
+        }
+        return HostedRedisLoop(self)
     }
 
     var counters: Counts { published.withLock { $0 } }
+
+    fileprivate var pollDescriptor: Int32 { epfd }
 
     // MARK: - Caller side (any thread)
 
@@ -203,26 +252,49 @@ final class RedisEventLoop: @unchecked Sendable {
 
     /// Starts the thread (first call only).
     private func start() {
+        guard epfd >= 0, wakeFD >= 0, pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0 else {
+            failEverything(RedisError.unavailable("cannot start the Redis I/O thread"))
+            return
+        }
+        spawn()
+    }
+
+    /// Runs the loop on a new thread (at start, or when the host stopped driving it). False when
+    /// no thread could be made (the inbox's calls then failed).
+    @discardableResult
+    private func spawn() -> Bool {
         var thread = pthread_t()
         let box = Unmanaged.passRetained(self).toOpaque()
-        guard epfd >= 0, wakeFD >= 0, pt_epoll_add(epfd, wakeFD, EPOLLIN.rawValue) == 0,
-              pthread_create(&thread, nil, { raw in
+        guard pthread_create(&thread, nil, { raw in
                   Unmanaged<RedisEventLoop>.fromOpaque(raw!).takeRetainedValue().loop()
                   return nil
               }, box) == 0
         else {
             Unmanaged<RedisEventLoop>.fromOpaque(box).release()
-            let jobs: [Job] = inbox.withLock { box in
-                box.exited = true
-                defer { box.jobs = [] }
-                return box.jobs
-            }
-            let error = RedisError.unavailable("cannot start the Redis I/O thread")
-            for case .submit(let call) in jobs { call.continuation.resume(throwing: error) }
-            return
+            failEverything(RedisError.unavailable("cannot start the Redis I/O thread"))
+            return false
         }
         pthread_detach(thread)
-        signal()  // the first job is already in the inbox
+        signal()  // the first job may already be in the inbox
+        return true
+    }
+
+    /// No loop can run: every call waiting in the inbox fails, later ones are refused.
+    private func failEverything(_ error: RedisError) {
+        let jobs: [Job] = inbox.withLock { box in
+            box.exited = true
+            defer { box.jobs = [] }
+            return box.jobs
+        }
+        for job in jobs {
+            switch job {
+            case .submit(let call): call.continuation.resume(throwing: error)
+            case .close(let continuation?): continuation.resume()
+            default: break
+            }
+        }
+        for continuation in closeWaiters { continuation.resume() }
+        closeWaiters = []
     }
 
     // MARK: - The loop (its own thread)
@@ -233,30 +305,44 @@ final class RedisEventLoop: @unchecked Sendable {
     }
 
     private func loop() {
+        ownerID.store(UInt(pthread_self()), ordering: .relaxed)
         owner = pthread_self()
-        var fds = [Int32](repeating: 0, count: 64)
-        var events = [UInt32](repeating: 0, count: 64)
-        while true {
-            let n = pt_epoll_wait(epfd, &fds, &events, Int32(fds.count), timeoutMs())
-            now = .now
-            for i in 0..<max(0, Int(n)) {
-                if fds[i] == wakeFD {
-                    Syscalls.drainEventFD(wakeFD)
-                } else if let link = links.first(where: { $0.fd == fds[i] }) {
-                    ready(link, events: events[i])
-                }
+        while !turn(timeoutMs: timeoutMs()) {}
+        finish()
+    }
+
+    /// One turn of the loop: waits up to `timeoutMs` for readiness, then handles events, jobs,
+    /// deadlines and writes. True when the loop is done (closed, nothing left open).
+    private func turn(timeoutMs: Int32) -> Bool {
+        let n = pt_epoll_wait(epfd, &eventFDs, &eventMasks, Int32(eventFDs.count), timeoutMs)
+        now = .now
+        for i in 0..<max(0, Int(n)) {
+            if eventFDs[i] == wakeFD {
+                Syscalls.drainEventFD(wakeFD)
+            } else if eventFDs[i] == timerFD {
+                pt_timerfd_drain(timerFD)
+                timerDue = nil
+            } else if let link = links.first(where: { $0.fd == eventFDs[i] }) {
+                ready(link, events: eventMasks[i])
             }
-            let jobs: [Job] = inbox.withLock { box in
-                box.signalled = false
-                defer { box.jobs.removeAll(keepingCapacity: true) }
-                return box.jobs
-            }
-            for job in jobs { handle(job) }
-            expire()
-            for link in links where link.fd >= 0 && link.sent < link.output.count { flush(link) }
-            publish()
-            if closing && links.isEmpty && connectsInFlight == 0 { break }
         }
+        let jobs: [Job] = inbox.withLock { box in
+            box.signalled = false
+            defer { box.jobs.removeAll(keepingCapacity: true) }
+            return box.jobs
+        }
+        for job in jobs { handle(job) }
+        expire()
+        for link in links where link.fd >= 0 && link.sent < link.output.count { flush(link) }
+        publish()
+        return closing && links.isEmpty && connectsInFlight == 0
+    }
+
+    /// The loop is done: late jobs are answered, `close()` callers resumed.
+    private func finish() {
+        finished = true
+        if timerDue != nil { _ = pt_timerfd_arm(timerFD, -1) }
+        timerDue = nil
         let late: [Job] = inbox.withLock { box in
             box.exited = true
             defer { box.jobs = [] }
@@ -265,19 +351,70 @@ final class RedisEventLoop: @unchecked Sendable {
         for case .close(let continuation?) in late { closeWaiters.append(continuation) }
         publish()
         for continuation in closeWaiters { continuation.resume() }
+        closeWaiters = []
     }
 
-    /// Milliseconds until the earliest deadline (a reply due, a waiter's acquire timeout); -1: none.
-    private func timeoutMs() -> Int32 {
+    // MARK: Hosted (on an event loop's thread)
+
+    /// `HostedPoller.runReady`: one turn without waiting, then the timer set for the next deadline.
+    fileprivate func hostedTurn() {
+        guard !finished else { return }
+        if !runsOnCurrentThread {
+            ownerID.store(UInt(pthread_self()), ordering: .relaxed)
+            owner = pthread_self()
+        }
+        if turn(timeoutMs: 0) {
+            finish()
+            return
+        }
+        armTimer()
+    }
+
+    /// `HostedPoller.hostEnded`: the loop goes on on a thread of its own.
+    fileprivate func hostDetached() {
+        guard !finished else { return }
+        ownerID.store(0, ordering: .relaxed)
+        if spawn() { return }
+        // No thread to go on with: what was waiting on a connection fails too, nothing hangs.
+        finished = true
+        let error = RedisError.unavailable("cannot start the Redis I/O thread")
+        for waiting in waiters.removeAll() { waiting.call.continuation.resume(throwing: error) }
+        for link in links {
+            for waiter in link.machine.failed() { waiter.resume(throwing: error) }
+            remove(link)
+        }
+    }
+
+    /// Arms the timerfd for the earliest deadline. A deadline that moved later (a reply reset a
+    /// connection's clock) keeps the earlier expiry: the spurious turn re-arms for the new one.
+    private func armTimer() {
+        guard let due = earliestDeadline() else { return }
+        if let armed = timerDue, armed <= due { return }
+        let left = due - now
+        let ms: Int64 = left <= .zero ? 0 : Self.roundedUpMs(left)
+        if pt_timerfd_arm(timerFD, Int(ms)) == 0 { timerDue = due }
+    }
+
+    private static func roundedUpMs(_ d: Duration) -> Int64 {
+        let (s, atto) = d.components
+        return s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
+    }
+
+    /// The earliest deadline: a reply due, a waiter's acquire timeout; nil: none.
+    private func earliestDeadline() -> ContinuousClock.Instant? {
         var earliest = waiters.first?.deadline
         for link in links {
             if let d = link.machine.deadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         }
-        guard let earliest else { return -1 }
+        return earliest
+    }
+
+    /// Milliseconds until the earliest deadline; -1: none.
+    private func timeoutMs() -> Int32 {
+        guard let earliest = earliestDeadline() else { return -1 }
         let left = earliest - .now
         if left <= .zero { return 0 }
-        let (s, atto) = left.components
-        return Int32(clamping: s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000)
+        return Int32(clamping: Self.roundedUpMs(left))
     }
 
     private func handle(_ job: Job) {
@@ -626,6 +763,15 @@ final class RedisEventLoop: @unchecked Sendable {
         let snapshot = counts
         published.withLock { $0 = snapshot }
     }
+}
+
+/// What an event loop drives (`RedisEventLoop.hostedPoller()`).
+private final class HostedRedisLoop: HostedPoller {
+    let loop: RedisEventLoop
+    init(_ loop: RedisEventLoop) { self.loop = loop }
+    var pollDescriptor: Int32 { loop.pollDescriptor }
+    func runReady() { loop.hostedTurn() }
+    func hostEnded() { loop.hostDetached() }
 }
 
 /// RESP2 request encoding: `*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per argument (binary-safe).

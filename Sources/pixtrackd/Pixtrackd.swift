@@ -79,7 +79,7 @@ enum Pixtrackd {
         let payments: PaymentWiring
         let retention: RetentionJob?
         do {
-            storage = try Storage(options: storageOptions, logger: logger)
+            storage = try Storage(options: storageOptions, eventLoops: options.eventLoops, logger: logger)
             let applied = try await storage.migrate(extra: PaymentMigrations.all)
             logger.info("migrations_done", ("applied", applied.map(String.init).joined(separator: ",")))
             if options.migrateOnly { exit(0) }
@@ -163,6 +163,7 @@ enum Pixtrackd {
                                                       "POST /webhooks/{gateway}/{secret}", "GET /healthz"])
             server = try HTTP2Server(configuration: config, router: router, httpHandler: routes.handler,
                                      publicHTTPHandler: publicRoutes.handler, logger: logger, metrics: metrics)
+            storage.hostRedis(on: server)
             port = try server.start()
         } catch {
             logger.error("startup_failed", ("error", String(describing: error)))

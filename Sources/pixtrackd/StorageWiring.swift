@@ -1,7 +1,9 @@
+import HTTP2
 import Postgres
 import Redis
 import RPC
 import Synchronization
+import SystemCalls
 import Tracking
 import WebRoutes
 
@@ -66,7 +68,10 @@ final class Storage: Sendable {
     /// For connections of their own (the payment events listener).
     var databaseURL: String { options.databaseURL }
 
-    init(options: StorageOptions, logger: Logger) throws {
+    /// The Redis client's loops, until an HTTP server drives them.
+    private let redisPollers: [any HostedPoller]
+
+    init(options: StorageOptions, eventLoops: Int, logger: Logger) throws {
         var pg = PGPoolConfiguration(url: options.databaseURL)
         pg.maxConnections = options.pgPoolSize
         pg.connection.connectTimeout = .seconds(2)
@@ -74,7 +79,10 @@ final class Storage: Sendable {
         var rc = try RedisConfiguration(url: options.redisURL)
         rc.poolSize = options.redisPoolSize
         rc.caFile = options.redisCAFile
-        redis = RedisClient(rc, logger: logger)
+        // One Redis I/O loop per HTTP event loop, driven by it (`hostRedis(on:)`): a click's
+        // Redis round trip then starts and resumes on the click's own thread.
+        redis = RedisClient(rc, logger: logger, loops: eventLoops)
+        redisPollers = redis.pollersForHosting()
         self.options = options
         self.logger = logger
     }
@@ -135,6 +143,11 @@ final class Storage: Sendable {
     var readiness: [StandardRoutes.ReadinessCheck] {
         [(name: "postgres", check: { [self] in status.withLock { $0.postgres } }),
          (name: "redis", check: { [self] in status.withLock { $0.redis } })]
+    }
+
+    /// Has `server`'s event loops drive the Redis loops (before `start()`; until then, calls wait).
+    func hostRedis(on server: HTTP2Server) {
+        server.host(redisPollers)
     }
 
     func close() async {

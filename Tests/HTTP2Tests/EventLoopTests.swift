@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SystemCalls
 import Testing
 @testable import HTTP2
 
@@ -96,5 +97,58 @@ import Testing
         gate.withLock { $0!.resume() }
         let ranOnLoop = await task.value
         #expect(!ranOnLoop, "finished elsewhere")
+    }
+}
+
+/// A poller that counts what its host did: readable while its eventfd is signalled.
+private final class CountingPoller: HostedPoller, @unchecked Sendable {
+    let fd: Int32
+    let loop: EventLoop
+    /// (ran on the loop's thread, after hostEnded) per call.
+    let calls = Mutex<(ready: [Bool], ended: Int, readyAfterEnd: Int)>(([], 0, 0))
+    init(loop: EventLoop) throws {
+        fd = try Syscalls.eventFD()
+        self.loop = loop
+    }
+    deinit { Syscalls.close(fd) }
+    var pollDescriptor: Int32 { fd }
+    func runReady() {
+        Syscalls.drainEventFD(fd)
+        let inLoop = loop.inLoop
+        calls.withLock { c in
+            if c.ended > 0 { c.readyAfterEnd += 1 }
+            c.ready.append(inLoop)
+        }
+    }
+    func hostEnded() { calls.withLock { $0.ended += 1 } }
+}
+
+@Suite struct EventLoopHostingTests {
+    /// What `RedisClient` relies on: its loop is driven on the event loop's thread, once at
+    /// once and then whenever its descriptor is readable, and told exactly once when the loop ends.
+    @Test func aHostedPollerRunsOnTheLoopThreadUntilTheLoopEnds() async throws {
+        let loop = try EventLoop(index: 12)
+        let poller = try CountingPoller(loop: loop)
+        loop.host(poller)  // before start, as pixtrackd does
+        loop.start()
+        func readyCount() -> Int { poller.calls.withLock { $0.ready.count } }
+        var waited = 0
+        while readyCount() < 1 && waited < 2000 { try await Task.sleep(for: .milliseconds(1)); waited += 1 }
+        #expect(readyCount() == 1, "run once when taken, before anything is ready")
+        for n in 2...4 {
+            Syscalls.signalEventFD(poller.fd)
+            waited = 0
+            while readyCount() < n && waited < 2000 { try await Task.sleep(for: .milliseconds(1)); waited += 1 }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(readyCount() == 4, "once per readiness, not spinning")
+        loop.stop()
+        waited = 0
+        while !loop.hasEnded && waited < 2000 { try await Task.sleep(for: .milliseconds(1)); waited += 1 }
+        Syscalls.signalEventFD(poller.fd)
+        try await Task.sleep(for: .milliseconds(50))
+        let calls = poller.calls.withLock { $0 }
+        #expect(calls.ready.allSatisfy { $0 }, "always on the loop's thread")
+        #expect(calls.ended == 1 && calls.readyAfterEnd == 0, "told once, never driven after: \(calls)")
     }
 }

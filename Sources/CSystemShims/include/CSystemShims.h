@@ -1,6 +1,6 @@
 #ifndef PIXTRACK_CSYSTEMSHIMS_H
 #define PIXTRACK_CSYSTEMSHIMS_H
-/* Linux calls that Swift's Glibc module does not export (epoll, eventfd, accept4). */
+/* Linux calls that Swift's Glibc module does not export (epoll, eventfd, timerfd, accept4). */
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -14,6 +14,13 @@ int pt_epoll_mod(int epfd, int fd, uint32_t events);
 int pt_epoll_del(int epfd, int fd);
 /// Waits for up to `max` events; writes their fds and event masks to the two arrays.
 int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms);
+
+/// A non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC; -1 with errno set on failure.
+int pt_timerfd_create(void);
+/// Arms `fd` to expire once, `ms` milliseconds from now (0: at once); a negative `ms` disarms it.
+int pt_timerfd_arm(int fd, long ms);
+/// Reads the expiry count so the timer stops being readable (never blocks).
+void pt_timerfd_drain(int fd);
 
 /// Process hardening: no core files (RLIMIT_CORE 0) and not dumpable (PR_SET_DUMPABLE 0: no core,
 /// no ptrace attach or /proc/<pid>/mem by other users), because the memory of pixtrackd holds
