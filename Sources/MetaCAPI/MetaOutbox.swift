@@ -1,5 +1,6 @@
 import JSONKit
 import Postgres
+import Synchronization
 
 /// The durable queue in front of the Conversions API (`meta_events`). An event is queued in
 /// PostgreSQL before the caller answers; `MetaSender` delivers it later, possibly from another
@@ -35,16 +36,13 @@ public enum MetaOutbox {
     /// - Returns: the keys of the rows that were new.
     static func enqueueReturningNew(_ events: [MetaEvent], on connection: PGConnection) throws -> Set<MetaEvent.Key> {
         guard !events.isEmpty else { return [] }
-        var sql = "INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, test_event_code) VALUES "
+        let sql = BatchInsertTexts.text(rows: events.count)
         var params: [PGValue?] = []
         params.reserveCapacity(events.count * 6)
-        for (i, e) in events.enumerated() {
-            let n = i * 6
-            sql += (i == 0 ? "" : ", ") + "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4), $\(n + 5)::jsonb, $\(n + 6))"
+        for e in events {
             params += [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
                        .text(e.payload.serialized), .text(e.testEventCode)]
         }
-        sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id"
         var inserted = Set<MetaEvent.Key>()
         // One text per batch size: only the single-event one earns a prepared statement.
         for row in try connection.query(sql, params, prepare: events.count == 1) {
@@ -116,5 +114,24 @@ extension MetaOutbox {
                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
             DELETE FROM meta_events m USING due WHERE m.id = due.id
             """, [.int(Int64(days)), .int(Int64(limit))])
+    }
+}
+
+/// The multi-row INSERT texts of `MetaOutbox.enqueueReturningNew`, one per row count, made once
+/// each (up to `cached` rows; larger batches, which a configuration may allow, are made per call).
+enum BatchInsertTexts {
+    static let cached = 256
+    private static let texts = Mutex<[String?]>(Array(repeating: nil, count: cached + 1))
+
+    static func text(rows: Int) -> String {
+        if rows <= cached, let known = texts.withLock({ $0[rows] }) { return known }
+        var sql = "INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, test_event_code) VALUES "
+        for i in 0..<rows {
+            let n = i * 6
+            sql += (i == 0 ? "" : ", ") + "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4), $\(n + 5)::jsonb, $\(n + 6))"
+        }
+        sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id"
+        if rows <= cached { texts.withLock { $0[rows] = sql } }
+        return sql
     }
 }

@@ -173,7 +173,7 @@ public final class PGConnection {
         var key: Key { Key(sql: sql, types: types) }
 
         init(_ sql: String, _ params: [PGValue?], prepare: Bool = true) throws {
-            guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
+            guard !sql.containsNUL else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
             var texts: [String?] = []
             var types: [UInt32] = []
             texts.reserveCapacity(params.count)
@@ -204,7 +204,7 @@ public final class PGConnection {
     public func executeScript(_ sql: String) throws {
         try sendQueued()
         guard let conn = handle else { throw PGError(.unavailable, "connection is closed") }
-        guard !sql.utf8.contains(0) else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
+        guard !sql.containsNUL else { throw PGError(.invalidArgument, "SQL text contains a NUL byte") }
         guard LibPQ.sendQuery(conn, sql) else { throw failure(PGError(result: nil, connection: conn)) }
         _ = try collectResults(conn)
     }

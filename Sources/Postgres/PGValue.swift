@@ -1,3 +1,5 @@
+import Glibc
+
 /// One statement parameter, sent in PostgreSQL's text format. `nil` in a parameter list is SQL
 /// `NULL`.
 ///
@@ -31,7 +33,7 @@ public enum PGValue: Sendable, Hashable {
     /// PostgreSQL text cannot hold one and libpq would silently cut the string there).
     var textEncoding: String? {
         switch self {
-        case .text(let s): s.utf8.contains(0) ? nil : s
+        case .text(let s): s.containsNUL ? nil : s
         case .int(let i): String(i)
         case .bool(let b): b ? "t" : "f"
         case .double(let d):
@@ -64,4 +66,18 @@ extension PGValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Expr
 extension PGValue {
     /// Convenience for `Int` values.
     public static func int(_ value: Int) -> PGValue { .int(Int64(value)) }
+}
+
+extension String {
+    /// True when the text holds a NUL byte (PostgreSQL text cannot): one `memchr` over the UTF-8
+    /// bytes, not a walk through a generic sequence (batch INSERT texts run to many kilobytes).
+    var containsNUL: Bool {
+        func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard let base = bytes.baseAddress, !bytes.isEmpty else { return false }
+            return memchr(base, 0, bytes.count) != nil
+        }
+        if let found = utf8.withContiguousStorageIfAvailable(scan) { return found }
+        var copy = self
+        return copy.withUTF8(scan)
+    }
 }

@@ -28,6 +28,12 @@ import Testing
         #expect(error?.description.contains("NUL") == true)
         let sqlError = await pgError { try await pool.withConnection { try $0.query("SELECT 1\u{0}") } }
         #expect(sqlError?.code == .invalidArgument)
+        // Found anywhere, in long texts too (a batch INSERT's text runs to kilobytes).
+        let long = String(repeating: "é", count: 5000)
+        let lateParam = await pgError { try await pool.withConnection { try $0.query("SELECT $1::text", [.text(long + "\u{0}")]) } }
+        #expect(lateParam?.code == .invalidArgument)
+        let lateSQL = await pgError { try await pool.withConnection { try $0.query("SELECT '\(long)'\u{0}") } }
+        #expect(lateSQL?.code == .invalidArgument)
         let one = try await pool.withConnection { try $0.query("SELECT 1 AS one").first?.int64("one") }
         #expect(one == 1)
         await pool.close()
