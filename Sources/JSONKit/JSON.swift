@@ -129,7 +129,7 @@ public enum JSON: Sendable, Hashable {
     /// one piece (most strings are one run). A Swift string is valid UTF-8, so the bytes to
     /// escape are exactly the scalars to escape: controls, `"` and `\\`; with `scriptSafe`
     /// also `<`, `>`, `&` and U+2028/U+2029 (E2 80 A8/A9), which end a `<script>` or a line.
-    private static func writeString(_ s: String, to out: inout [UInt8], scriptSafe: Bool) {
+    static func writeString(_ s: String, to out: inout [UInt8], scriptSafe: Bool) {
         out.append(UInt8(ascii: "\""))
         var s = s
         s.withUTF8 { bytes in

@@ -52,6 +52,31 @@ public struct TrackingData: Sendable, Equatable {
         return .object(o)
     }
 
+    /// `json.bytes`, written directly (the value every click stores in Redis).
+    public var jsonBytes: [UInt8] {
+        var w = JSONObjectWriter(capacity: 384 + userAgent.utf8.count + eventSourceURL.utf8.count)
+        w.int("bot_id", botID)
+        w.nonEmpty("client_ip", clientIP)
+        w.nonEmpty("event_source_url", eventSourceURL)
+        w.nonEmpty("fbc", fbc)
+        w.nonEmpty("fbc_origin", fbcOrigin.rawValue)
+        w.nonEmpty("fbclid", fbclid)
+        w.nonEmpty("fbp", fbp)
+        w.nonEmpty("grim", grim)
+        w.nonEmpty("meta_pixel_id", metaPixelID)
+        w.string("pageview_event_id", pageviewEventID)
+        w.int("pageview_ts_unix_ms", pageviewTsMs)
+        w.nonEmpty("slug", slug)
+        w.string("token", token)
+        w.nonEmpty("user_agent", userAgent)
+        w.nonEmpty("utm_campaign", utmCampaign)
+        w.nonEmpty("utm_content", utmContent)
+        w.nonEmpty("utm_medium", utmMedium)
+        w.nonEmpty("utm_source", utmSource)
+        w.nonEmpty("utm_term", utmTerm)
+        return w.finish()
+    }
+
     /// Reads a stored payload defensively: missing or oddly typed keys stay empty (another
     /// writer, or an older version, may have stored less). Nil when it is not a JSON object.
     public init?(json bytes: [UInt8]) {

@@ -22,7 +22,7 @@ public struct TrackingStore: Sendable {
     /// Writes `tracking:{token}` and, when there is an fbclid, `tracking:fbclid:{fbclid}`, in one
     /// pipelined round trip.
     public func storePageView(_ data: TrackingData) async throws {
-        var entries: [(key: String, value: [UInt8])] = [(Self.dataKey(data.token), data.json.bytes)]
+        var entries: [(key: String, value: [UInt8])] = [(Self.dataKey(data.token), data.jsonBytes)]
         if !data.fbclid.isEmpty { entries.append((Self.fbclidKey(data.fbclid), Array(data.token.utf8))) }
         try await redis.set(entries, ttlSeconds: ttlSeconds)
     }
@@ -43,7 +43,7 @@ public struct TrackingStore: Sendable {
     public func mergeBrowserCookies(token: String, fbp: String, fbc: String) async throws -> TrackingData? {
         guard var data = try await data(for: token) else { return nil }
         if data.mergeBrowserCookies(fbp: fbp, fbc: fbc) {
-            let reply = try await redis.command([Array("SET".utf8), Array(Self.dataKey(token).utf8), data.json.bytes,
+            let reply = try await redis.command([Array("SET".utf8), Array(Self.dataKey(token).utf8), data.jsonBytes,
                                                  Array("KEEPTTL".utf8), Array("XX".utf8)])
             if reply.isNull { return nil }  // expired between the GET and the SET
         }

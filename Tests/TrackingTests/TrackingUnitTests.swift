@@ -160,3 +160,25 @@ import Testing
         #expect(a.count == 32 && a != b && a.allSatisfy(\.isHexDigit))
     }
 }
+
+/// The click's Redis value is written without a dictionary: it must be the very bytes the
+/// generic JSON value writes, and read back the same.
+@Suite struct TrackingDataBytesTests {
+    @Test func directBytesAreTheGenericJSONsBytes() throws {
+        var full = TrackingData()
+        full.token = "tok_abc"; full.pageviewEventID = "pv-1"; full.pageviewTsMs = 1_764_000_000_123
+        full.fbp = "fb.1.1764000000123.42"; full.fbc = "fb.1.1764000000123.IwAR\"x\\y"; full.fbcOrigin = .builtFromFbclid
+        full.fbclid = "IwAR_1"; full.utmSource = "face\u{1}book"; full.utmMedium = "cpc\n"; full.utmCampaign = "promoção"
+        full.utmContent = "a\u{2028}b"; full.utmTerm = "<t>&"; full.grim = "g"; full.clientIP = "2001:db8::1"
+        full.userAgent = "Mozilla/5.0 \"quoted\""; full.eventSourceURL = "https://go.example.com/go/x?a=1&b=2"
+        full.slug = "x"; full.botID = -7; full.metaPixelID = "123"
+        var sparse = TrackingData()
+        sparse.token = "t"; sparse.botID = 1
+        var cookie = sparse
+        cookie.fbc = "fb.1.2.c"; cookie.fbcOrigin = .cookie
+        for data in [full, sparse, cookie, TrackingData()] {
+            #expect(data.jsonBytes == data.json.bytes, "\(String(decoding: data.jsonBytes, as: UTF8.self))")
+            #expect(TrackingData(json: data.jsonBytes) == data)
+        }
+    }
+}
