@@ -94,36 +94,58 @@ public final class MetaOutboxBatcher: Sendable {
 
     /// One writer: writes `batch`, answers its waiters, then takes the next pending batch until
     /// none is left. Every waiter it took is resumed exactly once.
+    ///
+    /// The writer keeps its pooled connection from batch to batch and answers each batch's
+    /// waiters from the connection's thread: under load a batch costs one round trip and no
+    /// lease, queue hop or task switch of its own. A connection that broke is given back and the
+    /// next batch gets a fresh one.
     private func drain(startingWith first: [Waiter]) async {
-        var batch = first
-        while true {
-            let outcomes = await write(batch.map(\.event))
-            let next: [Waiter]? = state.withLock { s in
-                s.statistics.batches += 1
-                s.statistics.events += batch.count
-                if case .failure = outcomes { s.statistics.failedBatches += 1 }
-                if s.pending.isEmpty {
-                    s.statistics.inFlight -= 1
-                    return nil
+        var batch: [Waiter]? = first
+        while let current = batch {
+            do {
+                batch = try await pool.withConnection { connection -> [Waiter]? in
+                    var writing = current
+                    while true {
+                        let outcomes = self.write(writing.map(\.event), on: connection)
+                        guard let next = self.finish(writing, outcomes) else { return nil }
+                        guard connection.isUsable else { return next }
+                        writing = next
+                    }
                 }
-                let next = s.take(maxBatchSize)
-                s.statistics.pending = s.pending.count
-                return next
+            } catch {
+                // No connection for this batch (pool closed or timed out, PostgreSQL down).
+                batch = finish(current, .failure(Self.pgError(error)))
             }
-            switch outcomes {
-            case .success(let results):
-                for (waiter, result) in zip(batch, results) { waiter.continuation.resume(with: result) }
-            case .failure(let error):
-                for waiter in batch { waiter.continuation.resume(throwing: error) }
-            }
-            guard let next else { return }
-            batch = next
         }
     }
 
-    /// Writes one batch on one pooled connection: the whole batch's failure, or one outcome per
-    /// event (in order).
-    private func write(_ events: [MetaEvent]) async -> Result<[Result<Bool, PGError>], PGError> {
+    /// Counts a written batch, answers its waiters, and takes the next batch (nil: none is
+    /// pending, and this writer is done).
+    private func finish(_ batch: [Waiter], _ outcomes: Result<[Result<Bool, PGError>], PGError>) -> [Waiter]? {
+        let next: [Waiter]? = state.withLock { s in
+            s.statistics.batches += 1
+            s.statistics.events += batch.count
+            if case .failure = outcomes { s.statistics.failedBatches += 1 }
+            if s.pending.isEmpty {
+                s.statistics.inFlight -= 1
+                return nil
+            }
+            let next = s.take(maxBatchSize)
+            s.statistics.pending = s.pending.count
+            return next
+        }
+        switch outcomes {
+        case .success(let results):
+            for (waiter, result) in zip(batch, results) { waiter.continuation.resume(with: result) }
+        case .failure(let error):
+            for waiter in batch { waiter.continuation.resume(throwing: error) }
+        }
+        return next
+    }
+
+    /// Writes one batch on `connection`: the whole batch's failure, or one outcome per event (in
+    /// order).
+    private func write(_ events: [MetaEvent], on connection: PGConnection) -> Result<[Result<Bool, PGError>], PGError> {
         // The earliest request per key is the candidate; later ones are duplicates (first wins).
         var firstIndex: [MetaEvent.Key: Int] = [:]
         var candidates: [MetaEvent] = []
@@ -131,28 +153,23 @@ public final class MetaOutboxBatcher: Sendable {
             firstIndex[e.key] = i
             candidates.append(e)
         }
-        let candidateBatch = candidates, first = firstIndex
         do {
-            return .success(try await pool.withConnection { connection -> [Result<Bool, PGError>] in
+            let inserted = try MetaOutbox.enqueueReturningNew(candidates, on: connection)
+            return .success(events.enumerated().map { i, e in .success(firstIndex[e.key] == i && inserted.contains(e.key)) })
+        } catch let error as PGError where candidates.count > 1 && Self.isStatementRefusal(error) && connection.isUsable {
+            // Isolate the bad event: each candidate alone, as the single insert did.
+            var single: [MetaEvent.Key: Result<Bool, PGError>] = [:]
+            for e in candidates {
                 do {
-                    let inserted = try MetaOutbox.enqueueReturningNew(candidateBatch, on: connection)
-                    return events.enumerated().map { i, e in .success(first[e.key] == i && inserted.contains(e.key)) }
-                } catch let error as PGError where candidateBatch.count > 1 && Self.isStatementRefusal(error) && connection.isUsable {
-                    // Isolate the bad event: each candidate alone, as the single insert did.
-                    var single: [MetaEvent.Key: Result<Bool, PGError>] = [:]
-                    for e in candidateBatch {
-                        do {
-                            single[e.key] = .success(try MetaOutbox.enqueue([e], on: connection) == 1)
-                        } catch {
-                            single[e.key] = .failure(Self.pgError(error))
-                        }
-                    }
-                    // A later duplicate shares its candidate's failure, else it is a duplicate.
-                    return events.enumerated().map { i, e in
-                        let own = single[e.key] ?? .success(false)
-                        return first[e.key] == i ? own : own.map { _ in false }
-                    }
+                    single[e.key] = .success(try MetaOutbox.enqueue([e], on: connection) == 1)
+                } catch {
+                    single[e.key] = .failure(Self.pgError(error))
                 }
+            }
+            // A later duplicate shares its candidate's failure, else it is a duplicate.
+            return .success(events.enumerated().map { i, e in
+                let own = single[e.key] ?? .success(false)
+                return firstIndex[e.key] == i ? own : own.map { _ in false }
             })
         } catch {
             return .failure(Self.pgError(error))
