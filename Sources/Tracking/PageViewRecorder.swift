@@ -106,9 +106,10 @@ public struct PageViewRecorder: Sendable {
         data.metaPixelID = bot.metaPixelID
 
         let snapshot = data
+        // Redis in a child task, the outbox in this one: both at once, one task made per click.
         async let stored = storeTracking(snapshot)
-        async let queued = queuePageView(snapshot, bot: bot)
-        let (wasStored, queueError) = await (stored, queued)
+        let queueError = await queuePageView(snapshot, bot: bot)
+        let wasStored = await stored
         if let queueError {
             guard degradeOnQueueFailure else { throw queueError }
             count("degraded")
