@@ -34,9 +34,17 @@ public final class TrackingService: Sendable {
         directory = BotDirectory(pool: pool, secrets: secrets)
         store = TrackingStore(redis: redis, ttlSeconds: configuration.ttlSeconds)
         cache = SlugCache(ttl: configuration.slugCacheTTL)
+        let outbox = MetaOutboxBatcher(pool: pool)
         recorder = PageViewRecorder(directory: directory, store: store, cache: cache, distributor: SlugDistributor(),
                                     configuration: configuration, metrics: metrics, logger: logger,
-                                    outbox: MetaOutboxBatcher(pool: pool), onQueued: onQueued)
+                                    outbox: outbox, onQueued: onQueued)
+        // Group commit at work: events per INSERT is events ÷ batches.
+        metrics.gauge("pixtrack_pageview_outbox_batches_total", help: "Multi-row INSERTs that queued click PageViews (committed or failed).") {
+            [([], Double(outbox.statistics.batches))]
+        }
+        metrics.gauge("pixtrack_pageview_outbox_events_total", help: "Click PageViews those INSERTs carried.") {
+            [([], Double(outbox.statistics.events))]
+        }
         binder = StartBinder(pool: pool, store: store, metrics: metrics, logger: logger)
         resolver = TokenResolver(pool: pool, store: store, metrics: metrics, logger: logger)
     }
