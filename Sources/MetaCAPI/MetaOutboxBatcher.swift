@@ -60,7 +60,10 @@ public final class MetaOutboxBatcher: Sendable {
     /// - Parameters:
     ///   - maxBatchSize: the most events in one INSERT (6 parameters each).
     ///   - maxInFlight: the most batches written at once (each holds one pooled connection).
-    public init(pool: PGPool, maxBatchSize: Int = 256, maxInFlight: Int = 2) {
+    ///     One by default: clicks that arrive during an INSERT all go in the next one, so under
+    ///     load the batches are larger and a click costs less (measured on `/go` under wrk: 68–90
+    ///     µs of CPU per click with one writer, 78–100 with two; p99 9–11 ms against 11–17).
+    public init(pool: PGPool, maxBatchSize: Int = 256, maxInFlight: Int = 1) {
         self.pool = pool
         self.maxBatchSize = max(1, min(maxBatchSize, 10_000))
         self.maxInFlight = max(1, maxInFlight)

@@ -75,7 +75,7 @@ import RPC
 
     @Test func duplicatesKeepTheFirst() async throws {
         let (url, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool)
+        let batcher = MetaOutboxBatcher(pool: pool, maxInFlight: 2)  // two writers: two blockers at once
         #expect(try await batcher.enqueue(testEvent("old")))
         #expect(try await batcher.enqueue(testEvent("old")) == false)   // already queued
 
@@ -158,7 +158,7 @@ import RPC
 
     @Test func aBadEventFailsAloneInItsBatch() async throws {
         let (url, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool)
+        let batcher = MetaOutboxBatcher(pool: pool, maxInFlight: 2)
         let lock = try Self.lockOutbox(url)
         let blockers = [Task { try await batcher.enqueue(testEvent("b1")) }, Task { try await batcher.enqueue(testEvent("b2")) }]
         try await Self.until(batcher) { $0.inFlight == 2 }
