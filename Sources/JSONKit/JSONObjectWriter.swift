@@ -32,6 +32,21 @@ public struct JSONObjectWriter {
         out.append(contentsOf: String(value).utf8)
     }
 
+    /// `"key":{…}`: the nested object's members are written by `body` (same key-order rule).
+    public mutating func object(_ key: StaticString, _ body: (inout JSONObjectWriter) -> Void) {
+        self.key(key)
+        var buffer: [UInt8] = []
+        swap(&buffer, &out)
+        var inner = JSONObjectWriter(continuing: buffer)
+        body(&inner)
+        out = inner.finish()
+    }
+
+    private init(continuing buffer: consuming [UInt8]) {
+        out = buffer
+        out.append(UInt8(ascii: "{"))
+    }
+
     /// The object's bytes (the writer is done).
     public consuming func finish() -> [UInt8] {
         out.append(UInt8(ascii: "}"))

@@ -16,17 +16,52 @@ public struct MetaEvent: Sendable, Equatable {
     /// Unix seconds (UTC).
     public var eventTime: Int64
     /// The whole event object (`event_name`, `event_time`, `event_id`, `user_data`, …).
-    public var payload: JSON
+    public var payload: JSON {
+        get {
+            switch body {
+            case .value(let v): v
+            case .text(let t): (try? JSON.parse(Array(t.utf8))) ?? .null
+            }
+        }
+        set { body = .value(newValue) }
+    }
     /// Meta's test_event_code for test deliveries; empty in production.
     public var testEventCode: String
 
+    /// The event object as a value, or already as its JSON text (a click's PageView is written
+    /// straight to text: it is only ever stored, never read back in this process).
+    private enum Body: Sendable {
+        case value(JSON)
+        case text(String)
+    }
+    private var body: Body
+
+    /// The event object's JSON text (what the outbox stores).
+    public var payloadText: String {
+        switch body {
+        case .value(let v): v.serialized
+        case .text(let t): t
+        }
+    }
+
     public init(pixelID: String, eventName: String, eventID: String, eventTime: Int64, payload: JSON, testEventCode: String = "") {
+        self.init(pixelID: pixelID, eventName: eventName, eventID: eventID, eventTime: eventTime, body: .value(payload),
+                  testEventCode: testEventCode)
+    }
+
+    private init(pixelID: String, eventName: String, eventID: String, eventTime: Int64, body: Body, testEventCode: String) {
         self.pixelID = pixelID
         self.eventName = eventName
         self.eventID = eventID
         self.eventTime = eventTime
-        self.payload = payload
+        self.body = body
         self.testEventCode = testEventCode
+    }
+
+    /// Equal when every field and the event object are (whichever form each holds).
+    public static func == (a: MetaEvent, b: MetaEvent) -> Bool {
+        a.pixelID == b.pixelID && a.eventName == b.eventName && a.eventID == b.eventID && a.eventTime == b.eventTime
+            && a.testEventCode == b.testEventCode && a.payload == b.payload
     }
 
     /// What a website event knows about the visitor. Empty strings are left out of `user_data`.
@@ -76,13 +111,25 @@ public struct MetaEvent: Sendable, Equatable {
 
     /// The PageView of a click: `event_id` = the pageview_event_id, external_id = SHA-256 of
     /// the fbclid when there is one.
+    ///
+    /// Written straight to JSON text (one per click): the same text `website(…)` serializes to.
     public static func pageView(pixelID: String, eventID: String, eventTime: Int64, eventSourceURL: String,
                                 clientIP: String, userAgent: String, fbp: String, fbc: String, fbclid: String,
                                 testEventCode: String = "") -> MetaEvent {
-        website(pixelID: pixelID, eventName: pageViewName, eventID: eventID, eventTime: eventTime,
-                eventSourceURL: eventSourceURL,
-                visitor: WebsiteVisitor(clientIP: clientIP, userAgent: userAgent, fbp: fbp, fbc: fbc,
-                                        externalIDs: fbclid.isEmpty ? [] : [fbclid]),
-                testEventCode: testEventCode)
+        var w = JSONObjectWriter(capacity: 320 + userAgent.utf8.count + eventSourceURL.utf8.count)
+        w.string("action_source", "website")
+        w.string("event_id", eventID)
+        w.string("event_name", pageViewName)
+        w.nonEmpty("event_source_url", eventSourceURL)
+        w.int("event_time", eventTime)
+        w.object("user_data") { u in
+            u.nonEmpty("client_ip_address", clientIP)
+            u.nonEmpty("client_user_agent", userAgent)
+            if !fbclid.isEmpty { u.string("external_id", SHA256Hex.of(fbclid)) }
+            u.nonEmpty("fbc", fbc)
+            u.nonEmpty("fbp", fbp)
+        }
+        return MetaEvent(pixelID: pixelID, eventName: pageViewName, eventID: eventID, eventTime: eventTime,
+                         body: .text(String(decoding: w.finish(), as: UTF8.self)), testEventCode: testEventCode)
     }
 }

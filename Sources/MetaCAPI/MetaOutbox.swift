@@ -18,7 +18,7 @@ public enum MetaOutbox {
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
                 ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING
                 """, [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
-                      .text(e.payload.serialized), .text(e.testEventCode)])
+                      .text(e.payloadText), .text(e.testEventCode)])
         }
         return inserted
     }
@@ -41,7 +41,7 @@ public enum MetaOutbox {
         params.reserveCapacity(events.count * 6)
         for e in events {
             params += [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
-                       .text(e.payload.serialized), .text(e.testEventCode)]
+                       .text(e.payloadText), .text(e.testEventCode)]
         }
         var inserted = Set<MetaEvent.Key>()
         // One text per batch size: only the single-event one earns a prepared statement.

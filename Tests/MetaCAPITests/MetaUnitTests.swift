@@ -43,4 +43,25 @@ import Testing
         #expect(ud?["client_ip_address"] == "1.2.3.4" && ud?["client_user_agent"] == "UA" && ud?["fbp"] == "fb.1.1.2")
         #expect(ud?["fbc"] == nil && ud?["external_id"] == .string(SHA256Hex.of("abc")))
     }
+
+    /// The click's PageView is written straight to text: the very text the generic event
+    /// builder serializes to, whichever fields are empty.
+    @Test func pageViewTextIsTheGenericEventsText() {
+        let cases: [(ip: String, ua: String, fbp: String, fbc: String, fbclid: String, url: String)] = [
+            ("203.0.113.7", "Mozilla/5.0 \"q\" \\ é\u{1}", "fb.1.2.3", "fb.1.2.IwAR", "IwAR_x", "https://go.example.com/go/s?a=1&b=<2>"),
+            ("", "", "", "", "", ""),
+            ("::1", "UA", "", "fb.1.2.c", "", "https://a/go/s"),
+        ]
+        for c in cases {
+            let direct = MetaEvent.pageView(pixelID: "123", eventID: "pageview_1", eventTime: 1_764_000_000, eventSourceURL: c.url,
+                                            clientIP: c.ip, userAgent: c.ua, fbp: c.fbp, fbc: c.fbc, fbclid: c.fbclid, testEventCode: "T1")
+            let generic = MetaEvent.website(pixelID: "123", eventName: MetaEvent.pageViewName, eventID: "pageview_1", eventTime: 1_764_000_000,
+                                            eventSourceURL: c.url,
+                                            visitor: .init(clientIP: c.ip, userAgent: c.ua, fbp: c.fbp, fbc: c.fbc,
+                                                           externalIDs: c.fbclid.isEmpty ? [] : [c.fbclid]),
+                                            testEventCode: "T1")
+            #expect(direct.payloadText == generic.payloadText, "\(direct.payloadText)")
+            #expect(direct == generic && direct.payload == generic.payload)
+        }
+    }
 }
