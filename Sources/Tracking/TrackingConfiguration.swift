@@ -50,10 +50,26 @@ extension String {
         return out
     }
 
+    /// True when the text holds a C0 control, DEL or a C1 control (U+0080–U+009F, UTF-8 C2 80–C2 9F):
+    /// one pass over the bytes, since most clicks' fields have none.
+    var hasControlCharacters: Bool {
+        var text = self
+        return text.withUTF8 { b in
+            var i = 0
+            while i < b.count {
+                let c = b[i]
+                if c < 0x20 || c == 0x7F { return true }
+                if c == 0xC2, i + 1 < b.count, b[i + 1] >= 0x80, b[i + 1] <= 0x9F { return true }
+                i += 1
+            }
+            return false
+        }
+    }
+
     /// Without control characters (C0, DEL, C1): for free-text fields that end up in headers,
     /// logs and JSON.
     func withoutControlCharacters() -> String {
-        guard unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else { return self }
+        guard hasControlCharacters else { return self }
         return String(String.UnicodeScalarView(unicodeScalars.filter { !($0.value < 0x20 || (0x7F...0x9F).contains($0.value)) }))
     }
 }

@@ -182,3 +182,15 @@ import Testing
         }
     }
 }
+
+@Suite struct ControlCharacterTests {
+    @Test func c0DelAndC1AreRemovedAndCleanTextIsKept() {
+        for clean in ["", "Mozilla/5.0 (X11)", "promoção ¡ÿ €", "\u{A0}\u{100}"] {
+            #expect(!clean.hasControlCharacters && clean.withoutControlCharacters() == clean)
+        }
+        #expect("a\u{0}b\tc\u{1F}".withoutControlCharacters() == "abc")
+        #expect("a\u{7F}b".withoutControlCharacters() == "ab")
+        #expect("a\u{80}b\u{85}c\u{9F}d".withoutControlCharacters() == "abcd")
+        #expect("é\u{9F}".hasControlCharacters && !"é\u{A0}".hasControlCharacters)
+    }
+}
