@@ -4,13 +4,28 @@
 struct FormFields {
     private var values: [String: [UInt8]] = [:]
 
+    /// One pass over the bytes: fields split at `&` (empty ones skipped), name and value at the
+    /// first `=`.
     init(query: String?) {
-        guard let query else { return }
-        for pair in query.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = String(decoding: Self.decode(parts[0]), as: UTF8.self)
-            if values[name] == nil { values[name] = parts.count > 1 ? Self.decode(parts[1]) : [] }
+        guard var query, !query.isEmpty else { return }
+        var found: [String: [UInt8]] = [:]
+        query.withUTF8 { b in
+            var start = 0
+            while start < b.count {
+                var end = start
+                while end < b.count && b[end] != UInt8(ascii: "&") { end += 1 }
+                if end > start {
+                    var eq = start
+                    while eq < end && b[eq] != UInt8(ascii: "=") { eq += 1 }
+                    let name = String(decoding: Self.decode(UnsafeBufferPointer(rebasing: b[start..<eq])), as: UTF8.self)
+                    if found[name] == nil {
+                        found[name] = eq < end ? Self.decode(UnsafeBufferPointer(rebasing: b[(eq + 1)..<end])) : []
+                    }
+                }
+                start = end + 1
+            }
         }
+        values = found
     }
 
     init(cookieHeaders: [String]) {
@@ -40,8 +55,12 @@ struct FormFields {
 
     /// Percent-decoding with `+` as space; a malformed escape is kept literally.
     static func decode(_ s: Substring) -> [UInt8] {
+        Array(s.utf8).withUnsafeBufferPointer { decode($0) }
+    }
+
+    static func decode(_ u: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
-        let u = Array(s.utf8)
+        out.reserveCapacity(u.count)
         var i = 0
         while i < u.count {
             let b = u[i]

@@ -134,6 +134,10 @@ import Testing
         let f = FormFields(query: "a=1+2%2B3&b=%FF&c&a=second&d=%zz")
         #expect(f.strict("a") == "1 2+3" && f.strict("b") == nil && f.lossy("b") == "\u{FFFD}")
         #expect(f.has("c") && f.strict("c") == "" && f.lossy("d") == "%zz" && !f.has("e"))
+        // Empty fields are skipped, the first `=` splits, an escaped `&` or `=` stays in the value.
+        let g = FormFields(query: "&&a==b&=x&k%26=v%26w%3D&&")
+        #expect(g.strict("a") == "=b" && g.strict("") == "x" && g.strict("k&") == "v&w=")
+        #expect(FormFields(query: "").has("") == false && FormFields(query: nil).has("a") == false)
         let c = FormFields(cookieHeaders: ["_ga=1; _fbp=fb.1.2.3", "_fbc=\"fb.1.2.x\""])
         #expect(c.strict("_fbp") == "fb.1.2.3" && c.strict("_fbc") == "fb.1.2.x")
     }
