@@ -44,10 +44,10 @@ public struct HTTPRoutes: Sendable {
     }
 
     func route(_ request: HTTPRequest) async -> HTTPResponse {
-        let parts = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let parts = Array(request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
         var pathMatched = false
         for r in routes {
-            guard let params = Self.match(r.segments, Array(parts)) else { continue }
+            guard r.segments.count == parts.count, let params = Self.match(r.segments, parts) else { continue }
             pathMatched = true
             if r.method == request.method || (r.method == "GET" && request.method == "HEAD") {
                 var response = r.onEventLoop ? await r.handler(request, params)
