@@ -82,11 +82,3 @@ int pt_timerfd_arm(int fd, long ms) {
     }
     return timerfd_settime(fd, 0, &spec, NULL);
 }
-
-void pt_timerfd_drain(int fd) {
-    uint64_t expirations;
-    ssize_t n;
-    do {
-        n = read(fd, &expirations, sizeof expirations);
-    } while (n < 0 && errno == EINTR);
-}

@@ -267,9 +267,6 @@ public final class HTTP2Server: Sendable {
         for (i, poller) in pollers.enumerated() { loops[i % loops.count].host(poller) }
     }
 
-    /// How many event loops (I/O threads) the server runs.
-    public var eventLoopCount: Int { loops.count }
-
     /// Graceful shutdown: stop accepting, GOAWAY every connection, let open calls finish for up
     /// to `grace`, then close what is left. Returns true when everything drained in time.
     public func shutdown(grace: Duration) async -> Bool {

@@ -72,12 +72,10 @@ extension String {
     /// True when the text holds a NUL byte (PostgreSQL text cannot): one `memchr` over the UTF-8
     /// bytes, not a walk through a generic sequence (batch INSERT texts run to many kilobytes).
     var containsNUL: Bool {
-        func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var text = self  // withUTF8 copies only a string that is not already contiguous UTF-8
+        return text.withUTF8 { bytes in
             guard let base = bytes.baseAddress, !bytes.isEmpty else { return false }
             return memchr(base, 0, bytes.count) != nil
         }
-        if let found = utf8.withContiguousStorageIfAvailable(scan) { return found }
-        var copy = self
-        return copy.withUTF8(scan)
     }
 }

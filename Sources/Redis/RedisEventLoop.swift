@@ -320,7 +320,7 @@ final class RedisEventLoop: @unchecked Sendable {
             if eventFDs[i] == wakeFD {
                 Syscalls.drainEventFD(wakeFD)
             } else if eventFDs[i] == timerFD {
-                pt_timerfd_drain(timerFD)
+                Syscalls.drainEventFD(timerFD)  // a timerfd's expiry count reads like an eventfd's
                 timerDue = nil
             } else if let link = links.first(where: { $0.fd == eventFDs[i] }) {
                 ready(link, events: eventMasks[i])

@@ -190,7 +190,7 @@ public enum Syscalls {
         _ = try? retrying("write", wouldBlock: true, { withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) } })
     }
 
-    /// Resets an eventfd counter after a wake-up.
+    /// Resets an eventfd counter after a wake-up (or a timerfd's expiry count: the same 8-byte read).
     public static func drainEventFD(_ fd: Int32) {
         var buf: UInt64 = 0
         _ = try? retrying("read", wouldBlock: true, { withUnsafeMutableBytes(of: &buf) { Glibc.read(fd, $0.baseAddress, 8) } })

@@ -54,10 +54,6 @@ struct FormFields {
     func has(_ name: String) -> Bool { values[name] != nil }
 
     /// Percent-decoding with `+` as space; a malformed escape is kept literally.
-    static func decode(_ s: Substring) -> [UInt8] {
-        Array(s.utf8).withUnsafeBufferPointer { decode($0) }
-    }
-
     static func decode(_ u: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(u.count)

@@ -18,9 +18,8 @@ int pt_epoll_wait(int epfd, int *fds, uint32_t *events, int max, int timeout_ms)
 /// A non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC; -1 with errno set on failure.
 int pt_timerfd_create(void);
 /// Arms `fd` to expire once, `ms` milliseconds from now (0: at once); a negative `ms` disarms it.
+/// Its 8-byte expiry count is read like an eventfd's (`Syscalls.drainEventFD`).
 int pt_timerfd_arm(int fd, long ms);
-/// Reads the expiry count so the timer stops being readable (never blocks).
-void pt_timerfd_drain(int fd);
 
 /// Process hardening: no core files (RLIMIT_CORE 0) and not dumpable (PR_SET_DUMPABLE 0: no core,
 /// no ptrace attach or /proc/<pid>/mem by other users), because the memory of pixtrackd holds
