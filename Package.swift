@@ -70,7 +70,7 @@ let package = Package(
         // Storage wrappers: one thin, safe Swift layer per C library (blocking calls stay off the
         // cooperative pool).
         .target(name: "Leasing"),
-        .target(name: "Postgres", dependencies: ["CLibpq", "Leasing", "RPC"]),
+        .target(name: "Postgres", dependencies: ["CLibpq", "CSystemShims", "SystemCalls", "Leasing", "RPC"]),
         .target(name: "Redis", dependencies: ["CHiredis", "CSystemShims", "SystemCalls", "RPC", "TLS"]),
 
         // grpc.health.v1 and grpc.reflection (v1, v1alpha).
@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(name: "TLSTests", dependencies: ["TLS", "SystemTestSupport"]),
         .testTarget(name: "SecretsTests", dependencies: ["Secrets"]),
         // Process/socket helpers for the storage suites (test-only; nothing in Sources uses it).
-        .target(name: "SystemTestSupport", path: "Tests/SystemTestSupport"),
+        .target(name: "SystemTestSupport", dependencies: ["SystemCalls"], path: "Tests/SystemTestSupport"),
         // The lease machinery alone (no connection behind the slots, nothing external).
         .testTarget(name: "LeasingTests", dependencies: ["Leasing"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "RPC", "SystemTestSupport"]),

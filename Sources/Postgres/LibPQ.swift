@@ -56,6 +56,9 @@ enum LibPQ {
     /// The corresponding C function is `PQsendQuery` (simple protocol: several statements, no parameters).
     static func sendQuery(_ conn: OpaquePointer, _ sql: String) -> Bool { PQsendQuery(conn, sql) == 1 }
 
+    /// The corresponding C function is `PQsocket` (-1 when there is none).
+    static func socket(_ conn: OpaquePointer) -> Int32 { PQsocket(conn) }
+
     /// The corresponding C function is `PQisBusy`.
     static func isBusy(_ conn: OpaquePointer) -> Bool { PQisBusy(conn) == 1 }
 

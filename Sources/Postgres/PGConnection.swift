@@ -68,6 +68,13 @@ public final class PGConnection {
         handle = nil
     }
 
+    /// Hands the `PGconn *` over to a new owner (`PGPipelineLoop`), which then must `PQfinish`
+    /// it; this object is closed from then on. Nil when already closed.
+    func takeHandle() -> OpaquePointer? {
+        defer { handle = nil }
+        return handle
+    }
+
     /// False once closed or broken.
     public var isUsable: Bool { handle.map(LibPQ.isConnectionOK) ?? false }
 
@@ -155,8 +162,9 @@ public final class PGConnection {
     /// Statements this connection has prepared so far.
     public var preparedCount: Int { prepared.count }
 
-    /// One statement, its parameters encoded as libpq wants them.
-    private struct Statement {
+    /// One statement, its parameters encoded as libpq wants them (also what `PGPipelineLoop`
+    /// sends).
+    struct Statement {
         let sql: String
         let texts: [String?]
         let types: [UInt32]
@@ -388,7 +396,7 @@ public final class PGConnection {
         return error
     }
 
-    private static func copyRows(_ result: OpaquePointer) -> PGRows {
+    static func copyRows(_ result: OpaquePointer) -> PGRows {
         let width = LibPQ.columnCount(result)
         let count = LibPQ.rowCount(result)
         let columns = PGColumns(names: (0..<width).map { LibPQ.columnName(result, $0) },
