@@ -267,6 +267,11 @@ public final class HTTP2Server: Sendable {
         for (i, poller) in pollers.enumerated() { loops[i % loops.count].host(poller) }
     }
 
+    /// Has event loop `index` (modulo their number) drive `poller`.
+    public func host(_ poller: any HostedPoller, on index: Int) {
+        loops[index % loops.count].host(poller)
+    }
+
     /// Graceful shutdown: stop accepting, GOAWAY every connection, let open calls finish for up
     /// to `grace`, then close what is left. Returns true when everything drained in time.
     public func shutdown(grace: Duration) async -> Bool {

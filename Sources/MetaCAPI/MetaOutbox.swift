@@ -36,16 +36,26 @@ public enum MetaOutbox {
     /// - Returns: the keys of the rows that were new.
     static func enqueueReturningNew(_ events: [MetaEvent], on connection: PGConnection) throws -> Set<MetaEvent.Key> {
         guard !events.isEmpty else { return [] }
-        let sql = BatchInsertTexts.text(rows: events.count)
+        let (sql, params) = batchInsert(events)
+        // One text per batch size: only the single-event one earns a prepared statement.
+        return try insertedKeys(connection.query(sql, params, prepare: events.count == 1))
+    }
+
+    /// The multi-row INSERT for `events` (not empty) and its parameters, 6 per event.
+    static func batchInsert(_ events: [MetaEvent]) -> (sql: String, params: [PGValue?]) {
         var params: [PGValue?] = []
         params.reserveCapacity(events.count * 6)
         for e in events {
             params += [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
                        .text(e.payloadText), .text(e.testEventCode)]
         }
+        return (BatchInsertTexts.text(rows: events.count), params)
+    }
+
+    /// The keys the batch INSERT's `RETURNING` named: the rows that were new.
+    static func insertedKeys(_ rows: PGRows) throws -> Set<MetaEvent.Key> {
         var inserted = Set<MetaEvent.Key>()
-        // One text per batch size: only the single-event one earns a prepared statement.
-        for row in try connection.query(sql, params, prepare: events.count == 1) {
+        for row in rows {
             inserted.insert(MetaEvent.Key(pixelID: try row.string("pixel_id") ?? "", eventName: try row.string("event_name") ?? "",
                                           eventID: try row.string("event_id") ?? ""))
         }

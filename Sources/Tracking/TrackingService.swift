@@ -23,8 +23,11 @@ public final class TrackingService: Sendable {
     let pool: PGPool
     let onQueued: @Sendable () -> Void
 
-    /// - Parameter onQueued: called after a Meta event was queued (wake the sender).
-    public init(pool: PGPool, redis: RedisClient, configuration: TrackingConfiguration = TrackingConfiguration(),
+    /// - Parameters:
+    ///   - outboxPipeline: the connection the click PageViews' group-committed INSERTs go out on
+    ///     (`pixtrackd` hosts it on an event loop); nil: a pooled connection.
+    ///   - onQueued: called after a Meta event was queued (wake the sender).
+    public init(pool: PGPool, redis: RedisClient, outboxPipeline: PGPipelineLoop? = nil, configuration: TrackingConfiguration = TrackingConfiguration(),
                 metrics: Metrics, logger: Logger, secrets: SecretKeyring?, onQueued: @escaping @Sendable () -> Void = {}) {
         self.configuration = configuration
         self.metrics = metrics
@@ -34,7 +37,7 @@ public final class TrackingService: Sendable {
         directory = BotDirectory(pool: pool, secrets: secrets)
         store = TrackingStore(redis: redis, ttlSeconds: configuration.ttlSeconds)
         cache = SlugCache(ttl: configuration.slugCacheTTL)
-        let outbox = MetaOutboxBatcher(pool: pool)
+        let outbox = MetaOutboxBatcher(pool: pool, pipeline: outboxPipeline)
         recorder = PageViewRecorder(directory: directory, store: store, cache: cache, distributor: SlugDistributor(),
                                     configuration: configuration, metrics: metrics, logger: logger,
                                     outbox: outbox, onQueued: onQueued)

@@ -163,7 +163,7 @@ enum Pixtrackd {
                                                       "POST /webhooks/{gateway}/{secret}", "GET /healthz"])
             server = try HTTP2Server(configuration: config, router: router, httpHandler: routes.handler,
                                      publicHTTPHandler: publicRoutes.handler, logger: logger, metrics: metrics)
-            storage.hostRedis(on: server)
+            storage.hostStorage(on: server)
             port = try server.start()
         } catch {
             logger.error("startup_failed", ("error", String(describing: error)))

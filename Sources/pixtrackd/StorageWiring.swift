@@ -70,12 +70,20 @@ final class Storage: Sendable {
 
     /// The Redis client's loops, until an HTTP server drives them.
     private let redisPollers: [any HostedPoller]
+    /// The click PageViews' outbox INSERTs: one non-blocking pipelined connection, driven by the
+    /// first HTTP event loop (`hostStorage(on:)`), instead of a pooled connection on a thread.
+    let outbox: PGPipelineLoop
+    private let outboxPoller: (any HostedPoller)?
 
     init(options: StorageOptions, eventLoops: Int, logger: Logger) throws {
         var pg = PGPoolConfiguration(url: options.databaseURL)
         pg.maxConnections = options.pgPoolSize
         pg.connection.connectTimeout = .seconds(2)
         pool = try PGPool(pg, logger: logger)
+        var pipeline = PGPipelineLoop.Configuration(url: options.databaseURL)
+        pipeline.connection = pg.connection
+        outbox = try PGPipelineLoop(pipeline, logger: logger)
+        outboxPoller = outbox.hostedPoller()
         var rc = try RedisConfiguration(url: options.redisURL)
         rc.poolSize = options.redisPoolSize
         rc.caFile = options.redisCAFile
@@ -145,13 +153,16 @@ final class Storage: Sendable {
          (name: "redis", check: { [self] in status.withLock { $0.redis } })]
     }
 
-    /// Has `server`'s event loops drive the Redis loops (before `start()`; until then, calls wait).
-    func hostRedis(on server: HTTP2Server) {
+    /// Has `server`'s event loops drive the Redis loops, one each, and the outbox connection, on
+    /// the first (before `start()`; until then, calls wait).
+    func hostStorage(on server: HTTP2Server) {
         server.host(redisPollers)
+        if let outboxPoller { server.host(outboxPoller, on: 0) }
     }
 
     func close() async {
         monitorTask.withLock { $0?.cancel() }
+        await outbox.close()
         await pool.close()
         await redis.close()
     }

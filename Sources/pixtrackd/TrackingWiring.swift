@@ -76,8 +76,8 @@ struct TrackingWiring {
             ? MetaSender(pool: storage.pool, configuration: meta, tokens: BotAccessTokens(secrets: secrets, logger: logger), metrics: metrics, logger: logger)
             : nil
         self.sender = sender
-        service = TrackingService(pool: storage.pool, redis: storage.redis, configuration: tracking, metrics: metrics,
-                                  logger: logger, secrets: secrets, onQueued: { sender?.wakeUp() })
+        service = TrackingService(pool: storage.pool, redis: storage.redis, outboxPipeline: storage.outbox, configuration: tracking,
+                                  metrics: metrics, logger: logger, secrets: secrets, onQueued: { sender?.wakeUp() })
     }
 
     func installRoutes(into routes: inout HTTPRoutes) { service.installRoutes(into: &routes) }

@@ -11,7 +11,7 @@ import RPC
     /// A fresh schema with a migrated outbox: its URL (for a lock-holding connection) and a pool.
     /// `lockTimeoutMs`: lock waits fail after that long (a slow statement on a loaded machine
     /// does not).
-    static func isolated(statementTimeout: Duration = .seconds(10), lockTimeoutMs: Int? = nil) async throws -> (url: String, pool: PGPool) {
+    static func isolated(statementTimeout: Duration = .seconds(10), lockTimeoutMs: Int? = nil) async throws -> (url: String, pool: PGPool, poolURL: String) {
         let base = try MetaTestEnv.databaseURL()
         let schema = "mb_\(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF)"
         let admin = try PGPool(PGPoolConfiguration(url: base), logger: Logger(minimum: .error))
@@ -22,10 +22,25 @@ import RPC
         let migrating = try PGPool(PGPoolConfiguration(url: url), logger: Logger(minimum: .error))
         _ = try await PGMigrator(pool: migrating, migrations: MetaMigrations.all, logger: Logger(minimum: .error)).migrate()
         await migrating.close()
-        var config = PGPoolConfiguration(url: url + (lockTimeoutMs.map { "%20-clock_timeout%3D\($0)" } ?? ""))
+        let poolURL = url + (lockTimeoutMs.map { "%20-clock_timeout%3D\($0)" } ?? "")
+        var config = PGPoolConfiguration(url: poolURL)
         config.maxConnections = 4
         config.connection.statementTimeout = statementTimeout
-        return (url, try PGPool(config, logger: Logger(minimum: .error)))
+        return (url, try PGPool(config, logger: Logger(minimum: .error)), poolURL)
+    }
+
+    /// A batcher on `pool`, or (`pipelined`) on a `PGPipelineLoop` to the same database with the
+    /// same settings: every test runs on both paths.
+    static func batcher(pool: PGPool, url: String, pipelined: Bool, maxInFlight: Int = 1) throws -> MetaOutboxBatcher {
+        guard pipelined else { return MetaOutboxBatcher(pool: pool, maxInFlight: maxInFlight) }
+        var configuration = PGPipelineLoop.Configuration(url: url)
+        configuration.connection.statementTimeout = .seconds(10)  // as `isolated` gives the pool
+        return MetaOutboxBatcher(pool: pool, pipeline: try PGPipelineLoop(configuration, logger: Logger(minimum: .error)), maxInFlight: maxInFlight)
+    }
+
+    static func close(_ batcher: MetaOutboxBatcher, _ pool: PGPool) async {
+        await batcher.pipeline?.close()
+        await pool.close()
     }
 
     /// Holds `ACCESS EXCLUSIVE` on the outbox until `commit()`: inserts wait behind it.
@@ -49,9 +64,9 @@ import RPC
         Issue.record("batcher never reached the expected state: \(batcher.statistics)")
     }
 
-    @Test func concurrentEnqueuesShareCommits() async throws {
-        let (_, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool)
+    @Test(arguments: [false, true]) func concurrentEnqueuesShareCommits(pipelined: Bool) async throws {
+        let (_, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
         let inserted = try await withThrowingTaskGroup(of: Bool.self) { group in
             for i in 0..<500 { group.addTask { try await batcher.enqueue(testEvent("c\(i)")) } }
             return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
@@ -61,21 +76,21 @@ import RPC
         let stats = batcher.statistics
         #expect(stats.events == 500 && stats.failedBatches == 0 && stats.pending == 0 && stats.inFlight == 0)
         #expect(stats.batches < 500, "500 requests took \(stats.batches) commits")
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 
-    @Test func firstRequestGoesAloneWhenIdle() async throws {
-        let (_, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool)
+    @Test(arguments: [false, true]) func firstRequestGoesAloneWhenIdle(pipelined: Bool) async throws {
+        let (_, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
         #expect(try await batcher.enqueue(testEvent("solo")))
         #expect(batcher.statistics.batches == 1)
         #expect(try await Self.rows(pool) == 1)
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 
-    @Test func duplicatesKeepTheFirst() async throws {
-        let (url, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool, maxInFlight: 2)  // two writers: two blockers at once
+    @Test(arguments: [false, true]) func duplicatesKeepTheFirst(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined, maxInFlight: 2)  // two writers: two blockers at once
         #expect(try await batcher.enqueue(testEvent("old")))
         #expect(try await batcher.enqueue(testEvent("old")) == false)   // already queued
 
@@ -101,14 +116,14 @@ import RPC
         }
         #expect(time == 1_000)
         #expect(try await Self.rows(pool) == 4)
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 
-    @Test func failedBatchFailsEveryWaiterThenTheNextBatchWorks() async throws {
+    @Test(arguments: [false, true]) func failedBatchFailsEveryWaiterThenTheNextBatchWorks(pipelined: Bool) async throws {
         // The batches fail on the lock held below (lock_timeout), not on a statement timeout
         // that a slow insert on a loaded machine could hit after the lock is gone.
-        let (url, pool) = try await Self.isolated(lockTimeoutMs: 300)
-        let batcher = MetaOutboxBatcher(pool: pool)
+        let (url, pool, poolURL) = try await Self.isolated(lockTimeoutMs: 300)
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
         let lock = try Self.lockOutbox(url)
         let outcomes = await withTaskGroup(of: PGError.Code?.self) { group in
             for i in 0..<40 {
@@ -137,13 +152,13 @@ import RPC
         #expect(inserted == 40)
         #expect(try await Self.rows(pool) == 40)
         #expect(batcher.statistics.failedBatches == failed.failedBatches)
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 
-    @Test func closedPoolFailsEveryWaiter() async throws {
-        let (_, pool) = try await Self.isolated()
-        await pool.close()
-        let batcher = MetaOutboxBatcher(pool: pool)
+    @Test(arguments: [false, true]) func closedPoolFailsEveryWaiter(pipelined: Bool) async throws {
+        let (_, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
+        await Self.close(batcher, pool)
         let codes = await withTaskGroup(of: PGError.Code?.self) { group in
             for i in 0..<20 {
                 group.addTask {
@@ -156,9 +171,9 @@ import RPC
         #expect(batcher.statistics.inFlight == 0 && batcher.statistics.pending == 0)
     }
 
-    @Test func aBadEventFailsAloneInItsBatch() async throws {
-        let (url, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool, maxInFlight: 2)
+    @Test(arguments: [false, true]) func aBadEventFailsAloneInItsBatch(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined, maxInFlight: 2)
         let lock = try Self.lockOutbox(url)
         let blockers = [Task { try await batcher.enqueue(testEvent("b1")) }, Task { try await batcher.enqueue(testEvent("b2")) }]
         try await Self.until(batcher) { $0.inFlight == 2 }
@@ -175,12 +190,12 @@ import RPC
         await #expect(throws: PGError.self) { try await tasks[1].value }
         #expect(try await tasks[2].value)
         #expect(try await Self.rows(pool) == 4)
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 
-    @Test func aCancelledCallerStillGetsItsEventQueued() async throws {
-        let (url, pool) = try await Self.isolated()
-        let batcher = MetaOutboxBatcher(pool: pool)
+    @Test(arguments: [false, true]) func aCancelledCallerStillGetsItsEventQueued(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
         let lock = try Self.lockOutbox(url)
         let task = Task { try await batcher.enqueue(testEvent("cancelled")) }
         try await Self.until(batcher) { $0.inFlight == 1 }
@@ -188,6 +203,6 @@ import RPC
         try lock.execute("COMMIT")
         #expect(try await task.value)
         #expect(try await Self.rows(pool) == 1)
-        await pool.close()
+        await Self.close(batcher, pool)
     }
 }
