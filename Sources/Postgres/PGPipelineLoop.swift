@@ -113,8 +113,8 @@ public final class PGPipelineLoop: @unchecked Sendable {
     private var eventMasks = [UInt32](repeating: 0, count: 8)
 
     public init(_ configuration: Configuration, logger: Logger) throws {
-        if let problem = LibPQ.conninfoError(configuration.url) {
-            _ = problem  // libpq's text may quote the URL: not repeated
+        // libpq's own text may quote the URL: it is not repeated.
+        if LibPQ.conninfoError(configuration.url) != nil {
             throw PGError(.invalidArgument, "DATABASE_URL is not a valid PostgreSQL connection string")
         }
         self.configuration = configuration
@@ -241,18 +241,10 @@ public final class PGPipelineLoop: @unchecked Sendable {
     /// Runs the loop on a new thread (at the first statement, or when the host stopped).
     @discardableResult
     private func spawn() -> Bool {
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        guard pthread_create(&thread, nil, { raw in
-                  Unmanaged<PGPipelineLoop>.fromOpaque(raw!).takeRetainedValue().runOwnThread()
-                  return nil
-              }, box) == 0
-        else {
-            Unmanaged<PGPipelineLoop>.fromOpaque(box).release()
+        guard Syscalls.detachedThread({ self.runOwnThread() }) else {
             failEverything(PGError(.unavailable, "cannot start the PostgreSQL pipeline thread"))
             return false
         }
-        pthread_detach(thread)
         signal()
         return true
     }
@@ -373,18 +365,13 @@ public final class PGPipelineLoop: @unchecked Sendable {
         guard let due = machine.deadline else { return }
         if let armed = timerDue, armed <= due { return }
         let left = due - now
-        if pt_timerfd_arm(timerFD, left <= .zero ? 0 : Int(Self.roundedUpMs(left))) == 0 { timerDue = due }
-    }
-
-    private static func roundedUpMs(_ d: Duration) -> Int64 {
-        let (s, atto) = d.components
-        return s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
+        if pt_timerfd_arm(timerFD, left <= .zero ? 0 : Int(left.roundedUpMilliseconds)) == 0 { timerDue = due }
     }
 
     private func timeoutMs() -> Int32 {
         guard let due = machine.deadline else { return -1 }
         let left = due - .now
-        return left <= .zero ? 0 : Int32(clamping: Self.roundedUpMs(left))
+        return left <= .zero ? 0 : Int32(clamping: left.roundedUpMilliseconds)
     }
 
     // MARK: Jobs
@@ -427,7 +414,7 @@ public final class PGPipelineLoop: @unchecked Sendable {
     private func startConnect() {
         connectInFlight = true
         let configuration = self.configuration
-        let attempt = ConnectAttempt { [self] in
+        let started = Syscalls.detachedThread { [self] in
             do {
                 let connection = try PGConnection.connect(url: configuration.url, options: configuration.connection)
                 guard let conn = connection.takeHandle() else { throw PGError(.unavailable, "connection is closed") }
@@ -438,22 +425,7 @@ public final class PGPipelineLoop: @unchecked Sendable {
                 post(.connectFailed(PGError(.unavailable, "could not connect to PostgreSQL")))
             }
         }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(attempt).toOpaque()
-        if pthread_create(&thread, nil, { raw in
-            Unmanaged<ConnectAttempt>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, box) == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<ConnectAttempt>.fromOpaque(box).release()
-            handle(.connectFailed(PGError(.unavailable, "cannot start a PostgreSQL connect thread")))
-        }
-    }
-
-    private final class ConnectAttempt: @unchecked Sendable {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
+        if !started { handle(.connectFailed(PGError(.unavailable, "cannot start a PostgreSQL connect thread"))) }
     }
 
     private func connected(_ handle: OpaquePointer) {

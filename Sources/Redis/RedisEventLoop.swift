@@ -263,18 +263,10 @@ final class RedisEventLoop: @unchecked Sendable {
     /// no thread could be made (the inbox's calls then failed).
     @discardableResult
     private func spawn() -> Bool {
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        guard pthread_create(&thread, nil, { raw in
-                  Unmanaged<RedisEventLoop>.fromOpaque(raw!).takeRetainedValue().loop()
-                  return nil
-              }, box) == 0
-        else {
-            Unmanaged<RedisEventLoop>.fromOpaque(box).release()
+        guard Syscalls.detachedThread({ self.loop() }) else {
             failEverything(RedisError.unavailable("cannot start the Redis I/O thread"))
             return false
         }
-        pthread_detach(thread)
         signal()  // the first job may already be in the inbox
         return true
     }
@@ -391,14 +383,10 @@ final class RedisEventLoop: @unchecked Sendable {
         guard let due = earliestDeadline() else { return }
         if let armed = timerDue, armed <= due { return }
         let left = due - now
-        let ms: Int64 = left <= .zero ? 0 : Self.roundedUpMs(left)
+        let ms: Int64 = left <= .zero ? 0 : left.roundedUpMilliseconds
         if pt_timerfd_arm(timerFD, Int(ms)) == 0 { timerDue = due }
     }
 
-    private static func roundedUpMs(_ d: Duration) -> Int64 {
-        let (s, atto) = d.components
-        return s * 1000 + (atto + 999_999_999_999_999) / 1_000_000_000_000_000
-    }
 
     /// The earliest deadline: a reply due, a waiter's acquire timeout; nil: none.
     private func earliestDeadline() -> ContinuousClock.Instant? {
@@ -414,7 +402,7 @@ final class RedisEventLoop: @unchecked Sendable {
         guard let earliest = earliestDeadline() else { return -1 }
         let left = earliest - .now
         if left <= .zero { return 0 }
-        return Int32(clamping: Self.roundedUpMs(left))
+        return Int32(clamping: left.roundedUpMilliseconds)
     }
 
     private func handle(_ job: Job) {
@@ -543,15 +531,7 @@ final class RedisEventLoop: @unchecked Sendable {
         links.append(link)
         connectsInFlight += 1
         let attempt = ConnectAttempt(loop: self, link: link.id)
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(attempt).toOpaque()
-        if pthread_create(&thread, nil, { raw in
-            Unmanaged<ConnectAttempt>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box) == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<ConnectAttempt>.fromOpaque(box).release()
+        if !Syscalls.detachedThread({ attempt.run() }) {
             attempt.finish(.connectFailed(link: link.id, .unavailable("cannot start a Redis connect thread")))
         }
         return link
