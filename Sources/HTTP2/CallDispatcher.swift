@@ -42,7 +42,7 @@ final class CallDispatcher: Sendable {
                   onEventLoop: Bool = false) {
         let id = s.id
         let logger = self.logger
-        s.task = Task(executorPreference: onEventLoop ? c.loop : nil) {
+        let call: () async -> Void = {
             let result: Result<[UInt8], RPCError>
             do {
                 result = .success(try await handler(request, context))
@@ -52,6 +52,7 @@ final class CallDispatcher: Sendable {
             }
             c.onLoop { c.handlerAnswered(stream: id, result) }
         }
+        s.task = onEventLoop ? c.loop.startTask(call) : Task(operation: call)
     }
 
     /// Starts a streaming call's handler (at END_HEADERS): it reads request messages from an

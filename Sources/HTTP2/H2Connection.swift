@@ -54,6 +54,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     private var h1: H1Session?
     private var h1Queue: [H1Session.Completed] = []
     private var h1Busy = false
+    /// True while `pumpHTTP1` runs (a re-entry from a handler that answered at once returns).
+    private var h1Pumping = false
     private var closeAfterWrite = false
 
     init(fd: Int32, loop: EventLoop, core: ServerCore, peer: String, peerAddress: String, isPublic: Bool = false,
@@ -346,39 +348,47 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         pumpHTTP1()
     }
 
-    /// Starts the next queued request, or answers a parse failure once the queue is empty.
+    /// Starts the queued requests in order, one at a time, or answers a parse failure once the
+    /// queue is empty. A handler that answers without suspending (it began at once on this loop)
+    /// comes back here through its completion while this call is still running: `h1Pumping`
+    /// turns that into the next turn of the loop below, not a deeper call, so a read holding
+    /// thousands of pipelined requests never grows the stack.
     private func pumpHTTP1() {
-        guard mode == .http1, !h1Busy, let h1 else { return }
-        if h1Queue.isEmpty {
-            if let failure = h1.failure {
-                let response: HTTPResponse = switch failure {
-                case .badRequest(let m): .jsonError(400, code: "invalid_argument", message: m)
-                case .headersTooLarge: .jsonError(431, code: "resource_exhausted", message: "request headers exceed \(core.config.http1Limits.maxHeaderBytes) bytes")
-                case .bodyTooLarge: .jsonError(413, code: "resource_exhausted", message: "request body exceeds \(core.config.http1Limits.maxBodyBytes) bytes")
-                case .versionNotSupported: .jsonError(505, code: "unimplemented", message: "only HTTP/1.0, HTTP/1.1 and HTTP/2 (prior knowledge) are spoken here")
+        guard !h1Pumping else { return }
+        h1Pumping = true
+        defer { h1Pumping = false }
+        while mode == .http1, !h1Busy, let h1 {
+            if h1Queue.isEmpty {
+                if let failure = h1.failure {
+                    let response: HTTPResponse = switch failure {
+                    case .badRequest(let m): .jsonError(400, code: "invalid_argument", message: m)
+                    case .headersTooLarge: .jsonError(431, code: "resource_exhausted", message: "request headers exceed \(core.config.http1Limits.maxHeaderBytes) bytes")
+                    case .bodyTooLarge: .jsonError(413, code: "resource_exhausted", message: "request body exceeds \(core.config.http1Limits.maxBodyBytes) bytes")
+                    case .versionNotSupported: .jsonError(505, code: "unimplemented", message: "only HTTP/1.0, HTTP/1.1 and HTTP/2 (prior knowledge) are spoken here")
+                    }
+                    writeHTTP1(response, keepAlive: false)
                 }
-                writeHTTP1(response, keepAlive: false)
+                return
             }
-            return
-        }
-        let next = h1Queue.removeFirst()
-        guard let handler = isPublic ? core.publicHTTPHandler : core.httpHandler else {
-            writeHTTP1(.jsonError(404, code: "not_found", message: "no HTTP routes"), keepAlive: next.keepAlive)
-            return pumpHTTP1()
-        }
-        h1Busy = true
-        let request = next.request
-        let keepAlive = next.keepAlive && !draining
-        // The task prefers this loop: a route that never blocks (`HTTPRoutes.add(onEventLoop:)`)
-        // runs here and its answer is written without a hop; the others move to the global
-        // executor before their handler starts.
-        Task(executorPreference: handlerExecutor) { [self] in
-            let response = await handler(request)
-            onLoop { [self] in
-                h1Busy = false
-                guard mode == .http1 else { return }
-                writeHTTP1(response, keepAlive: keepAlive)
-                pumpHTTP1()
+            let next = h1Queue.removeFirst()
+            guard let handler = isPublic ? core.publicHTTPHandler : core.httpHandler else {
+                writeHTTP1(.jsonError(404, code: "not_found", message: "no HTTP routes"), keepAlive: next.keepAlive)
+                continue
+            }
+            h1Busy = true
+            let request = next.request
+            let keepAlive = next.keepAlive && !draining
+            // The task prefers this loop: a route that never blocks (`HTTPRoutes.add(onEventLoop:)`)
+            // runs here and its answer is written without a hop; the others move to the global
+            // executor before their handler starts.
+            startHandlerTask { [self] in
+                let response = await handler(request)
+                onLoop { [self] in
+                    h1Busy = false
+                    guard mode == .http1 else { return }
+                    writeHTTP1(response, keepAlive: keepAlive)
+                    pumpHTTP1()
+                }
             }
         }
     }
@@ -386,6 +396,14 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// The executor handler tasks prefer: this connection's loop, unless
     /// `PIXTRACK_HANDLERS_ON_LOOP=0` turned that off.
     private var handlerExecutor: EventLoop? { core.config.handlersOnEventLoop ? loop : nil }
+
+    /// A handler's task: begun at once on this loop (`EventLoop.startTask`), or, with handlers
+    /// kept off the loop, a task on the cooperative pool.
+    @discardableResult
+    private func startHandlerTask(_ operation: sending @escaping () async -> Void) -> Task<Void, Never> {
+        if let loop = handlerExecutor { return loop.startTask(operation) }
+        return Task(operation: operation)
+    }
 
     /// Runs `work` now when called on this connection's loop (a task that ran there), else
     /// hands it over.
@@ -675,7 +693,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                                   headers: headers, body: s.httpBody, peer: peer)
         s.httpBody = []
         let id = s.id
-        s.task = Task(executorPreference: handlerExecutor) { [self] in
+        s.task = startHandlerTask { [self] in
             let response = await handler(request)
             onLoop { [self] in
                 guard let st = stream(id) else { return }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 
 import grpc
@@ -170,6 +171,25 @@ def test_keep_alive_and_pipelining_answer_in_order(srv):
     assert got.count(b"HTTP/1.1 200 OK") == 3
     assert got.rfind(b"HTTP/1.1 404") > got.rfind(b"HTTP/1.1 200")
     assert closed
+
+
+def test_thousands_of_pipelined_requests_answered_at_once_keep_the_server_up(srv):
+    # A 404 never suspends, so each one is answered while its read is still being handled:
+    # one 64 KiB read holds ~2,000 of them, and answering each must not nest a call deeper.
+    n = 20000
+    reqs = b"".join(f"GET /nope-{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(n))
+    reqs += b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    got = bytearray()
+    with socket.create_connection((support.HOST, srv.port), timeout=30) as s:
+        # Read while writing: the server stops reading while its answers go unread.
+        reader = threading.Thread(target=lambda: got.extend(support.read_until_closed(s, 60)[0]))
+        reader.start()
+        s.sendall(reqs)
+        reader.join(70)
+    assert got.count(b"HTTP/1.1 404") == n
+    assert got.rfind(b"HTTP/1.1 200") > got.rfind(b"HTTP/1.1 404")
+    code, _ = curl(srv, "/healthz")
+    assert code == 200
 
 
 def test_chunked_body(srv):
