@@ -411,15 +411,24 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         if loop.inLoop { work() } else { loop.execute(work) }
     }
 
+    /// The response's head and body, appended to `out` as bytes: no `String` is built for the
+    /// head (each interpolated line used to allocate one).
     private func writeHTTP1(_ r: HTTPResponse, keepAlive: Bool) {
-        var head = "HTTP/1.1 \(r.status) \(HTTPResponse.reason(r.status))\r\n"
+        out.reserveCapacity(out.count + 256 + r.body.count)
+        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        out.append(contentsOf: String(r.status).utf8)  // a small string: no allocation
+        out.append(UInt8(ascii: " "))
+        out.append(contentsOf: HTTPResponse.reason(r.status).utf8)
+        out.append(contentsOf: "\r\n".utf8)
         for (n, v) in r.headers where n != "content-length" && n != "connection" {
-            head += "\(n): \(v)\r\n"
+            out.append(contentsOf: n.utf8)
+            out.append(contentsOf: ": ".utf8)
+            out.append(contentsOf: v.utf8)
+            out.append(contentsOf: "\r\n".utf8)
         }
-        head += "content-length: \(r.body.count)\r\n"
-        if !keepAlive { head += "connection: close\r\n" }
-        head += "\r\n"
-        out.append(contentsOf: head.utf8)
+        out.append(contentsOf: "content-length: ".utf8)
+        out.append(contentsOf: String(r.body.count).utf8)
+        out.append(contentsOf: keepAlive ? "\r\n\r\n".utf8 : "\r\nconnection: close\r\n\r\n".utf8)
         out.append(contentsOf: r.body)
         if !keepAlive { closeAfterWrite = true }
         writeOut()

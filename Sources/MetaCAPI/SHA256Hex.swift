@@ -4,7 +4,18 @@ import CSHA256
 /// outbound payment notifications. The rounds are the shared C implementation (`CSHA256`, also
 /// used to pin plugin files).
 public enum SHA256Hex {
-    public static func of(_ text: String) -> String { of(Array(text.utf8)) }
+    public static func of(_ text: String) -> String {
+        // Hashed straight from the string's UTF-8 into a stack digest: one allocation, the hex.
+        var text = text
+        var ctx = pt_sha256_ctx()
+        pt_sha256_init(&ctx)
+        text.withUTF8 { if let base = $0.baseAddress { pt_sha256_update(&ctx, base, $0.count) } }
+        var digest: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &digest) { d in
+            pt_sha256_final(&ctx, d.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            return hex(UnsafeRawBufferPointer(d))
+        }
+    }
 
     public static func of(_ message: [UInt8]) -> String { hex(digest([message])) }
 
@@ -29,11 +40,17 @@ public enum SHA256Hex {
         return digest
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
+    static func hex(_ bytes: [UInt8]) -> String { bytes.withUnsafeBytes { hex($0) } }
+
+    static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            let digits: StaticString = "0123456789abcdef"
+            let hex = digits.utf8Start
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = hex[Int(b >> 4)]
+                out[2 * i + 1] = hex[Int(b & 15)]
+            }
+            return bytes.count * 2
+        }
     }
 }

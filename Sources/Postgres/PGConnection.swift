@@ -415,8 +415,32 @@ public final class PGConnection {
 /// extra NULL entry (the terminator libpq's keyword arrays need; never a dangling empty array).
 /// nil entries stay NULL. The copies live exactly as long as the call.
 func withCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.flatMap { strdup($0) } } + [nil]
-    defer { for p in copies { free(p) } }
-    let pointers = copies.map { UnsafePointer($0) }
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    // Every statement's parameters pass through here: one buffer holds them all, NUL-terminated
+    // one after another, instead of a copy (and a bridging array) per parameter.
+    var total = 0
+    for s in strings { if let s { total += s.utf8.count + 1 } }
+    return withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: strings.count + 1) { pointers in
+        withUnsafeTemporaryAllocation(byteCount: max(total, 1), alignment: 1) { bytes in
+            // libpq has copied them once `body` returns; a password or a customer's data is not
+            // left behind in freed memory.
+            defer { memset(bytes.baseAddress!, 0, bytes.count) }
+            var offset = 0
+            for (i, string) in strings.enumerated() {
+                guard var string else {
+                    pointers[i] = nil
+                    continue
+                }
+                let start = bytes.baseAddress! + offset
+                let n = string.withUTF8 { u -> Int in
+                    if let base = u.baseAddress { start.copyMemory(from: base, byteCount: u.count) }
+                    return u.count
+                }
+                start.storeBytes(of: 0, toByteOffset: n, as: UInt8.self)
+                pointers[i] = UnsafePointer(start.assumingMemoryBound(to: CChar.self))
+                offset += n + 1
+            }
+            pointers[strings.count] = nil
+            return body(UnsafePointer(pointers.baseAddress!))
+        }
+    }
 }

@@ -133,14 +133,20 @@ public final class RedisClient: Sendable {
         try await set(key, Array(value.utf8), ttlSeconds: ttlSeconds)
     }
 
+    private static let setName = Array("SET".utf8)
+    private static let exName = Array("EX".utf8)
+
     /// Sets several keys, all with the same TTL, in one pipelined round trip.
     /// - Throws: `RedisError.server` when any SET was refused (the others may have been applied).
     public func set(_ entries: [(key: String, value: [UInt8])], ttlSeconds: Int? = nil) async throws {
         if let ttl = ttlSeconds, ttl < 1 { throw RedisError.invalidArgument("TTL must be at least 1 second") }
-        let commands: [[[UInt8]]] = entries.map { entry in
-            var args: [[UInt8]] = [Array("SET".utf8), Array(entry.key.utf8), entry.value]
-            if let ttl = ttlSeconds { args += [Array("EX".utf8), Array(String(ttl).utf8)] }
-            return args
+        // On every click: the constant arguments are shared, not rebuilt per key.
+        let ttl = ttlSeconds.map { Array(String($0).utf8) }
+        var commands: [[[UInt8]]] = []
+        commands.reserveCapacity(entries.count)
+        for entry in entries {
+            commands.append(ttl.map { [Self.setName, Array(entry.key.utf8), entry.value, Self.exName, $0] }
+                ?? [Self.setName, Array(entry.key.utf8), entry.value])
         }
         for reply in try await pipeline(commands) {
             if let message = reply.errorMessage { throw RedisError.server(reply: message) }

@@ -82,9 +82,10 @@ public struct Slug: Sendable, Equatable {
 
     /// Lowercase letters, digits, `-` and `_`, 1–64 characters, starting with a letter or digit.
     public static func isValidName(_ s: String) -> Bool {
-        let u = Array(s.utf8)
+        let u = s.utf8
         func ok(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D || b == 0x5F }
-        return (1...64).contains(u.count) && ok(u[0]) && u[0] != 0x2D && u[0] != 0x5F && u.allSatisfy(ok)
+        guard let first = u.first, (1...64).contains(u.count) else { return false }
+        return first != 0x2D && first != 0x5F && u.allSatisfy(ok)
     }
 }
 

@@ -17,11 +17,12 @@ extension TrackingService {
         let slug = rawSlug.lowercased()
         guard Slug.isValidName(slug) else { return page(404, LandingPage.notFound(), result: "not_found") }
         let query = FormFields(query: request.query)
-        let cookies = FormFields(cookieHeaders: request.headers.filter { $0.name == "cookie" }.map(\.value))
+        // Most clicks carry neither header: no arrays built for them.
+        let cookies = FormFields(cookieHeaders: Self.values(of: "cookie", in: request.headers))
         var input = PageViewInput()
         input.slug = slug
         input.clientIP = configuration.trustedProxies.clientIP(
-            peer: request.peer, forwardedFor: request.headers.filter { $0.name == "x-forwarded-for" }.map(\.value))
+            peer: request.peer, forwardedFor: Self.values(of: "x-forwarded-for", in: request.headers))
         input.userAgent = request.header("user-agent") ?? ""
         input.eventSourceURL = eventSourceURL(request)
         let fbclid = query.strict("fbclid") ?? ""
@@ -53,14 +54,16 @@ extension TrackingService {
             return page(503, LandingPage.unavailable(), result: "unavailable")
         }
 
-        var headers: [(name: String, value: String)] = [("cache-control", "no-store"), ("referrer-policy", "no-referrer"),
-                                                        ("x-content-type-options", "nosniff")]
+        var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(7)
+        headers += [("cache-control", "no-store"), ("referrer-policy", "no-referrer"), ("x-content-type-options", "nosniff")]
         if !result.setFbpCookie.isEmpty {
             headers.append(("set-cookie", "_fbp=\(result.setFbpCookie); Max-Age=7776000; Path=/; SameSite=Lax"))
         }
         guard let data = result.data, result.route.mode == .page else {
             countGo(result.crawler ? "crawler" : result.degraded ? "degraded" : "redirect")
-            return HTTPResponse(status: 302, headers: headers + [("location", result.redirectURL), ("content-length", "0")])
+            headers.append(("location", result.redirectURL))
+            return HTTPResponse(status: 302, headers: headers)
         }
         countGo("page")
         let nonce = LandingPage.newNonce()
@@ -97,6 +100,12 @@ extension TrackingService {
             logger.warning("tracking_redis_failed", ("operation", "merge_cookies"), ("error", String(describing: error)))
             return .jsonError(503, code: "unavailable", message: "cache unavailable")
         }
+    }
+
+    /// The values of every `name` header (lowercase), in order.
+    static func values(of name: String, in headers: [(name: String, value: String)]) -> [String] {
+        guard headers.contains(where: { $0.name == name }) else { return [] }
+        return headers.filter { $0.name == name }.map(\.value)
     }
 
     /// The landing URL as the visitor sent it, for Meta's `event_source_url`.

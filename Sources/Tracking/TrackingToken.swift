@@ -7,15 +7,33 @@ public enum TrackingToken {
     public static let legacyPrefix = "tracking_"
 
     /// A new UUIDv4 as 32 lowercase hex digits.
-    static func generate() -> String {
-        var bytes = SecureRandom.bytes(16)
-        bytes[6] = (bytes[6] & 0x0F) | 0x40  // version 4
-        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
-        return hex(bytes)
-    }
+    static func generate() -> String { generate(prefix: "") }
 
     /// `pageview_` + 32 hex: the event id shared by the browser and server PageView.
-    static func newPageViewEventID() -> String { "pageview_" + generate() }
+    static func newPageViewEventID() -> String { generate(prefix: "pageview_") }
+
+    /// `prefix` + a fresh token, written straight into the string's storage: on every click,
+    /// so no intermediate arrays.
+    private static func generate(prefix: StaticString) -> String {
+        var bytes: (UInt64, UInt64) = (0, 0)
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            SecureRandom.fill(raw)
+            raw[6] = (raw[6] & 0x0F) | 0x40  // version 4
+            raw[8] = (raw[8] & 0x3F) | 0x80  // RFC 4122 variant
+            let p = prefix.utf8Start
+            let n = prefix.utf8CodeUnitCount
+            return String(unsafeUninitializedCapacity: n + 32) { out in
+                for i in 0..<n { out[i] = p[i] }
+                for (i, b) in raw.enumerated() {
+                    out[n + 2 * i] = hexDigits[Int(b >> 4)]
+                    out[n + 2 * i + 1] = hexDigits[Int(b & 0xF)]
+                }
+                return n + 32
+            }
+        }
+    }
+
+    private static let hexDigits: InlineArray<16, UInt8> = [48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99, 100, 101, 102]
 
     /// True for exactly 32 lowercase hex digits.
     public static func isValid(_ s: String) -> Bool {
@@ -23,13 +41,6 @@ public enum TrackingToken {
         return u.count == 32 && u.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
 }
 
 /// What the bot's `/start` parameter says (DESIGN §1): a token, `{token}__px_{pixel_id}`, or

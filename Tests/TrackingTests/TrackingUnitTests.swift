@@ -6,6 +6,8 @@ import Testing
         let t = TrackingToken.generate()
         #expect(TrackingToken.isValid(t) && Array(t)[12] == "4" && "89ab".contains(Array(t)[16]))
         #expect(TrackingToken.newPageViewEventID().hasPrefix("pageview_") && TrackingToken.newPageViewEventID().count == 41)
+        let event = TrackingToken.newPageViewEventID()
+        #expect(TrackingToken.isValid(String(event.dropFirst(9))) && Array(event)[9 + 12] == "4" && "89ab".contains(Array(event)[9 + 16]))
         #expect(Set((0..<1000).map { _ in TrackingToken.generate() }).count == 1000)
         for bad in ["", "ABCDEF0123456789ABCDEF0123456789", String(t.dropLast()), t + "0", "g" + t.dropFirst()] {
             #expect(!TrackingToken.isValid(bad), "\(bad)")
