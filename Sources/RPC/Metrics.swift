@@ -27,6 +27,8 @@ public final class Metrics: Sendable {
         var help: [String: (type: String, help: String)] = [:]
         var order: [String] = []
         var counters: [Key: Double] = [:]
+        /// Series counted through a `Counter` handle; rendered together with `counters`.
+        var handles: [Key: Counter] = [:]
         var histograms: [Key: Histogram] = [:]
         var gauges: [String: @Sendable () -> [(Labels, Double)]] = [:]
     }
@@ -56,6 +58,20 @@ public final class Metrics: Sendable {
         state.withLock { s in
             Self.declare(&s, name, "counter", help)
             s.counters[Self.key(name, labels), default: 0] += amount
+        }
+    }
+
+    /// The handle of one counter series, created on first use: a hot path keeps it and counts
+    /// with one relaxed atomic add (no lock, no hash, no allocation per event). The series is
+    /// the same one `increment` with this name and these labels adds to.
+    public func counter(_ name: String, help: String, labels: Labels = []) -> Counter {
+        state.withLock { s in
+            Self.declare(&s, name, "counter", help)
+            let k = Self.key(name, labels)
+            if let c = s.handles[k] { return c }
+            let c = Counter()
+            s.handles[k] = c
+            return c
         }
     }
 
@@ -139,7 +155,9 @@ public final class Metrics: Sendable {
             out += "# HELP \(name) \(meta.help)\n# TYPE \(name) \(meta.type)\n"
             switch meta.type {
             case "counter":
-                for (k, v) in s.counters where k.name == name { out += "\(name)\(Self.braces(k.labels)) \(Self.format(v))\n" }
+                var series = s.counters.filter { $0.key.name == name }
+                for (k, c) in s.handles where k.name == name { series[k, default: 0] += Double(c.value) }
+                for (k, v) in series { out += "\(name)\(Self.braces(k.labels)) \(Self.format(v))\n" }
             case "histogram":
                 for (k, h) in s.histograms where k.name == name {
                     // counts[i] is already cumulative: observe() adds to every bucket >= value.
@@ -187,5 +205,38 @@ public final class Metrics: Sendable {
             }
         }
         return out
+    }
+}
+
+/// One counter series held by its user (`Metrics.counter`): a relaxed atomic, read at scrape.
+public final class Counter: Sendable {
+    private let count = Atomic<UInt64>(0)
+
+    public func increment(by amount: UInt64 = 1) { count.add(amount, ordering: .relaxed) }
+
+    var value: UInt64 { count.load(ordering: .relaxed) }
+}
+
+/// The series of one counter that differ in one label whose values are known up front (a
+/// result, an outcome): their handles made once, found by a short linear search on each event.
+/// A value not listed still counts, through `Metrics.counter`.
+public struct CounterFamily: Sendable {
+    private let metrics: Metrics
+    private let name: String
+    private let help: String
+    private let label: String
+    private let known: [(value: String, counter: Counter)]
+
+    public init(_ metrics: Metrics, _ name: String, help: String, label: String, values: [String]) {
+        self.metrics = metrics
+        self.name = name
+        self.help = help
+        self.label = label
+        known = values.map { ($0, metrics.counter(name, help: help, labels: [(label, $0)])) }
+    }
+
+    public func increment(_ value: String) {
+        for k in known where k.value == value { return k.counter.increment() }
+        metrics.counter(name, help: help, labels: [(label, value)]).increment()
     }
 }

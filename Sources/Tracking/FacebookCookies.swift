@@ -18,6 +18,7 @@ public enum FacebookCookies {
 
     /// `fb.{digit}.{digits}.{digits}`, at most 64 characters.
     public static func isValidFbp(_ s: String) -> Bool {
+        guard s.utf8.count >= 7 else { return false }  // most clicks have none: no split for ""
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         return s.utf8.count <= 64 && parts.count == 4 && parts[0] == "fb" && parts[1].count == 1
             && [parts[1], parts[2], parts[3]].allSatisfy { !$0.isEmpty && $0.utf8.count <= 20 && $0.utf8.allSatisfy(isDigit) }
@@ -25,6 +26,7 @@ public enum FacebookCookies {
 
     /// `fb.{digit}.{digits}.{fbclid}` with a valid fbclid.
     public static func isValidFbc(_ s: String) -> Bool {
+        guard s.utf8.count >= 7 else { return false }
         let parts = s.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
         return parts.count == 4 && parts[0] == "fb" && parts[1].count == 1 && parts[1].utf8.allSatisfy(isDigit)
             && !parts[2].isEmpty && parts[2].utf8.count <= 20 && parts[2].utf8.allSatisfy(isDigit)
@@ -49,23 +51,26 @@ public enum CrawlerDetector {
 
     public static func isCrawler(userAgent: String) -> Bool {
         guard !userAgent.isEmpty else { return false }
-        // Bytes, ASCII case folded: on every click, so no String search (which costs more than
-        // the rest of the click's CPU put together) and no lowercased copy of the String.
-        var ua = Array(userAgent.utf8)
-        for i in ua.indices where ua[i] >= 0x41 && ua[i] <= 0x5A { ua[i] |= 0x20 }
-        return ua.withUnsafeBufferPointer { hay in markerBytes.contains { Self.find($0, in: hay) } }
+        // Bytes, ASCII case folded as they are compared: on every click, so no String search (which
+        // costs more than the rest of the click's CPU put together) and no lowercased copy.
+        var ua = userAgent
+        return ua.withUTF8 { hay in markerBytes.contains { Self.find($0, in: hay) } }
     }
 
     private static let markerBytes = markers.map { Array($0.utf8) }
+
+    /// ASCII letters lowercased (the markers are lowercase); every other byte as it is.
+    @inline(__always)
+    private static func folded(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
     private static func find(_ needle: [UInt8], in hay: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let first = needle.first, needle.count <= hay.count else { return false }
         var i = 0
         let last = hay.count - needle.count
         while i <= last {
-            if hay[i] == first {
+            if folded(hay[i]) == first {
                 var j = 1
-                while j < needle.count && hay[i + j] == needle[j] { j += 1 }
+                while j < needle.count && folded(hay[i + j]) == needle[j] { j += 1 }
                 if j == needle.count { return true }
             }
             i += 1

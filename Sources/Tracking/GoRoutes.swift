@@ -129,6 +129,6 @@ extension TrackingService {
     }
 
     private func countGo(_ result: String) {
-        metrics.increment("pixtrack_go_requests_total", help: "GET /go/{slug} answers by result.", labels: [("result", result)])
+        goResults.increment(result)
     }
 }

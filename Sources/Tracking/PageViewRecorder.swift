@@ -54,6 +54,11 @@ public struct PageViewRecorder: Sendable {
     /// Group commit for the PageView inserts (one commit for many concurrent clicks).
     let outbox: MetaOutboxBatcher
     let onQueued: @Sendable () -> Void
+    /// `pixtrack_tracking_pageviews_total` by result (handles made once, not looked up per click).
+    let results: CounterFamily
+
+    static let resultsName = "pixtrack_tracking_pageviews_total"
+    static let resultsHelp = "Clicks handled by RecordPageView and /go, by result."
 
     /// - Parameter degradeOnQueueFailure: `/go` passes true: when the outbox is unavailable
     ///   the visitor still reaches the bot (without a token). RPC callers get UNAVAILABLE.
@@ -152,8 +157,7 @@ public struct PageViewRecorder: Sendable {
     }
 
     private func count(_ result: String) {
-        metrics.increment("pixtrack_tracking_pageviews_total", help: "Clicks handled by RecordPageView and /go, by result.",
-                          labels: [("result", result)])
+        results.increment(result)
     }
 
     /// Normalizes a click: bad slug or fbclid → INVALID_ARGUMENT (the `/go` route drops a bad

@@ -19,6 +19,8 @@ public final class TrackingService: Sendable {
     public let resolver: TokenResolver
     let cache: SlugCache
     let metrics: Metrics
+    /// `pixtrack_go_requests_total` by result.
+    let goResults: CounterFamily
     let logger: Logger
     let pool: PGPool
     let onQueued: @Sendable () -> Void
@@ -31,6 +33,8 @@ public final class TrackingService: Sendable {
                 metrics: Metrics, logger: Logger, secrets: SecretKeyring?, onQueued: @escaping @Sendable () -> Void = {}) {
         self.configuration = configuration
         self.metrics = metrics
+        goResults = CounterFamily(metrics, "pixtrack_go_requests_total", help: "GET /go/{slug} answers by result.", label: "result",
+                                  values: ["redirect", "page", "crawler", "degraded", "not_found", "no_bot", "unavailable"])
         self.logger = logger
         self.pool = pool
         self.onQueued = onQueued
@@ -40,7 +44,9 @@ public final class TrackingService: Sendable {
         let outbox = MetaOutboxBatcher(pool: pool, pipeline: outboxPipeline)
         recorder = PageViewRecorder(directory: directory, store: store, cache: cache, distributor: SlugDistributor(),
                                     configuration: configuration, metrics: metrics, logger: logger,
-                                    outbox: outbox, onQueued: onQueued)
+                                    outbox: outbox, onQueued: onQueued,
+                                    results: CounterFamily(metrics, PageViewRecorder.resultsName, help: PageViewRecorder.resultsHelp,
+                                                           label: "result", values: ["recorded", "crawler", "degraded"]))
         // Group commit at work: events per INSERT is events ÷ batches.
         metrics.gauge("pixtrack_pageview_outbox_batches_total", help: "Multi-row INSERTs that queued click PageViews (committed or failed).") {
             [([], Double(outbox.statistics.batches))]

@@ -3,6 +3,30 @@ import Testing
 import RPC
 
 @Suite struct MetricsTests {
+    @Test func counterHandlesAndFamiliesShareTheirSeriesWithIncrement() {
+        let metrics = Metrics()
+        let results = CounterFamily(metrics, "clicks_total", help: "Clicks.", label: "result", values: ["ok", "bad"])
+        #expect(metrics.counter("clicks_total", help: "Clicks.", labels: [("result", "ok")])
+            === metrics.counter("clicks_total", help: "Clicks.", labels: [("result", "ok")]), "one handle per series")
+        // Four threads count at once through the family; none may be lost without a lock.
+        let done = DispatchGroup()
+        for _ in 0..<4 {
+            done.enter()
+            Thread.detachNewThread {
+                for i in 0..<10_000 { results.increment(i % 5 == 0 ? "bad" : "ok") }
+                done.leave()
+            }
+        }
+        done.wait()
+        metrics.increment("clicks_total", help: "Clicks.", labels: [("result", "ok")], by: 2)  // the same series
+        results.increment("unlisted")  // a value not declared up front still counts
+        let text = metrics.render()
+        #expect(text.contains(#"clicks_total{result="ok"} 32002"#))
+        #expect(text.contains(#"clicks_total{result="bad"} 8000"#))
+        #expect(text.contains(#"clicks_total{result="unlisted"} 1"#))
+        #expect(text.components(separatedBy: "# TYPE clicks_total counter").count == 2, "one family header")
+    }
+
     @Test func callSeriesCountEveryCallFromManyThreads() async throws {
         let metrics = Metrics()
         let grpc = metrics.calls(method: "/a.S/M", transport: "grpc")
