@@ -76,7 +76,10 @@ final class H1Session {
     fileprivate func messageBegin() -> Int32 {
         messageStarted = .now
         headersDone = false
-        url.removeAll(); field.removeAll(); value.removeAll(); headers.removeAll(); body.removeAll()
+        // The scratch buffers keep their storage from one request to the next (each request's
+        // strings are copies); headers and body were handed over with the last request.
+        url.removeAll(keepingCapacity: true); field.removeAll(keepingCapacity: true); value.removeAll(keepingCapacity: true)
+        headers.removeAll(); body.removeAll()
         inValue = false
         headerBytes = 0
         return 0
@@ -113,7 +116,10 @@ final class H1Session {
     }
 
     private func finishHeader() {
-        headers.append((name: String(decoding: field, as: UTF8.self).lowercased(), value: String(decoding: value, as: UTF8.self)))
+        // Names lowercased in place (ASCII: the parser accepts only token characters in them).
+        for i in field.indices where field[i] >= 0x41 && field[i] <= 0x5A { field[i] |= 0x20 }
+        if headers.isEmpty { headers.reserveCapacity(12) }
+        headers.append((name: String(decoding: field, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
         field.removeAll(keepingCapacity: true)
         value.removeAll(keepingCapacity: true)
         inValue = false

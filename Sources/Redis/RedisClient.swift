@@ -139,14 +139,18 @@ public final class RedisClient: Sendable {
     /// Sets several keys, all with the same TTL, in one pipelined round trip.
     /// - Throws: `RedisError.server` when any SET was refused (the others may have been applied).
     public func set(_ entries: [(key: String, value: [UInt8])], ttlSeconds: Int? = nil) async throws {
+        try await set(entries.map { (key: Array($0.key.utf8), value: $0.value) }, ttlSeconds: ttlSeconds)
+    }
+
+    /// `set` with binary-safe keys (a hot path builds its key bytes once, with no `String`).
+    public func set(_ entries: [(key: [UInt8], value: [UInt8])], ttlSeconds: Int? = nil) async throws {
         if let ttl = ttlSeconds, ttl < 1 { throw RedisError.invalidArgument("TTL must be at least 1 second") }
         // On every click: the constant arguments are shared, not rebuilt per key.
         let ttl = ttlSeconds.map { Array(String($0).utf8) }
         var commands: [[[UInt8]]] = []
         commands.reserveCapacity(entries.count)
         for entry in entries {
-            commands.append(ttl.map { [Self.setName, Array(entry.key.utf8), entry.value, Self.exName, $0] }
-                ?? [Self.setName, Array(entry.key.utf8), entry.value])
+            commands.append(ttl.map { [Self.setName, entry.key, entry.value, Self.exName, $0] } ?? [Self.setName, entry.key, entry.value])
         }
         for reply in try await pipeline(commands) {
             if let message = reply.errorMessage { throw RedisError.server(reply: message) }

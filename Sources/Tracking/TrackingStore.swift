@@ -22,8 +22,19 @@ public struct TrackingStore: Sendable {
     /// Writes `tracking:{token}` and, when there is an fbclid, `tracking:fbclid:{fbclid}`, in one
     /// pipelined round trip.
     public func storePageView(_ data: TrackingData) async throws {
-        var entries: [(key: String, value: [UInt8])] = [(Self.dataKey(data.token), data.jsonBytes)]
-        if !data.fbclid.isEmpty { entries.append((Self.fbclidKey(data.fbclid), Array(data.token.utf8))) }
+        // Key bytes written once each (no key `String` to copy again), the same keys as
+        // `dataKey` and `fbclidKey`.
+        func key(_ prefix: StaticString, _ suffix: String) -> [UInt8] {
+            var k: [UInt8] = []
+            k.reserveCapacity(prefix.utf8CodeUnitCount + suffix.utf8.count)
+            k.append(contentsOf: UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
+            k.append(contentsOf: suffix.utf8)
+            return k
+        }
+        var entries: [(key: [UInt8], value: [UInt8])] = []
+        entries.reserveCapacity(2)
+        entries.append((key("tracking:", data.token), data.jsonBytes))
+        if !data.fbclid.isEmpty { entries.append((key("tracking:fbclid:", data.fbclid), Array(data.token.utf8))) }
         try await redis.set(entries, ttlSeconds: ttlSeconds)
     }
 

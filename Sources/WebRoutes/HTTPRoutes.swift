@@ -79,6 +79,7 @@ public struct HTTPRoutes: Sendable {
 
     /// Decodes `%XX` escapes of one path segment; nil when malformed or not UTF-8.
     static func percentDecode(_ s: Substring) -> String? {
+        if !s.utf8.contains(UInt8(ascii: "%")) { return String(s) }  // most segments: nothing to decode
         var bytes: [UInt8] = []
         var it = Array(s.utf8)[...]
         while let b = it.popFirst() {
