@@ -104,6 +104,9 @@ final class MessageArena {
         return ProtobufCBinaryData(len: b.count, data: p.bindMemory(to: UInt8.self, capacity: max(b.count, 1)))
     }
 
+    /// Memory for protobuf-c's unpacker (its `ProtobufCAllocator`): uninitialized, 16-aligned.
+    func allocateForC(_ size: Int) -> UnsafeMutableRawPointer { uninitialized(max(size, 1)) }
+
     /// Blocks allocated so far (for the tests: the point of the arena is that this stays small).
     var blockCount: Int { retired.count + (chunk == nil ? 0 : 1) }
 
@@ -162,12 +165,21 @@ enum MessageRuntime {
     /// Unpacks `bytes` as the message `descriptor` describes, lets `read` copy it out, frees it.
     static func unpack<C, M>(_ bytes: [UInt8], _ descriptor: UnsafePointer<ProtobufCMessageDescriptor>?, as type: C.Type,
                              _ name: String, _ read: (UnsafePointer<C>) throws -> M) throws -> M {
-        guard let descriptor,
-              let raw = bytes.withUnsafeBufferPointer({ protobuf_c_message_unpack(descriptor, nil, $0.count, $0.baseAddress) }) else {
-            throw MessageCodingError("invalid wire data for \(name)")
+        guard let descriptor else { throw MessageCodingError("invalid wire data for \(name)") }
+        // protobuf-c allocates the unpacked graph from an arena (one or two blocks, not a malloc
+        // per field and string); the arena frees it all when `read` has copied it out, so its
+        // `free` has nothing to do, also when unpacking fails halfway.
+        let arena = MessageArena()
+        return try withExtendedLifetime(arena) {
+            var allocator = ProtobufCAllocator(
+                alloc: { data, size in Unmanaged<MessageArena>.fromOpaque(data!).takeUnretainedValue().allocateForC(size) },
+                free: { _, _ in },
+                allocator_data: Unmanaged.passUnretained(arena).toOpaque())
+            guard let raw = bytes.withUnsafeBufferPointer({ protobuf_c_message_unpack(descriptor, &allocator, $0.count, $0.baseAddress) }) else {
+                throw MessageCodingError("invalid wire data for \(name)")
+            }
+            return try read(UnsafeRawPointer(raw).assumingMemoryBound(to: C.self))
         }
-        defer { protobuf_c_message_free_unpacked(raw, nil) }
-        return try read(UnsafeRawPointer(raw).assumingMemoryBound(to: C.self))
     }
 
     static func string(_ p: UnsafePointer<CChar>?, _ field: String) throws -> String {
