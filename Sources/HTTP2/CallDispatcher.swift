@@ -50,7 +50,9 @@ final class CallDispatcher: Sendable {
                 result = .failure(RPCError(mapping: error))
                 Self.logUnexpected(error, context: context, logger: logger)
             }
-            c.onLoop { c.handlerAnswered(stream: id, result) }
+            // Checked here rather than through `onLoop`: on the loop (the usual case) no closure
+            // is made for the answer.
+            if c.loop.inLoop { c.handlerAnswered(stream: id, result) } else { c.loop.execute { c.handlerAnswered(stream: id, result) } }
         }
         s.task = onEventLoop ? c.loop.startTask(call) : Task(operation: call)
     }

@@ -383,14 +383,17 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             // executor before their handler starts.
             startHandlerTask { [self] in
                 let response = await handler(request)
-                onLoop { [self] in
-                    h1Busy = false
-                    guard mode == .http1 else { return }
-                    writeHTTP1(response, keepAlive: keepAlive)
-                    pumpHTTP1()
-                }
+                if loop.inLoop { http1Answered(response, keepAlive: keepAlive) } else { loop.execute { [self] in http1Answered(response, keepAlive: keepAlive) } }
             }
         }
+    }
+
+    /// A route's answer, on the loop: written, then the next pipelined request starts.
+    private func http1Answered(_ response: HTTPResponse, keepAlive: Bool) {
+        h1Busy = false
+        guard mode == .http1 else { return }
+        writeHTTP1(response, keepAlive: keepAlive)
+        pumpHTTP1()
     }
 
     /// The executor handler tasks prefer: this connection's loop, unless

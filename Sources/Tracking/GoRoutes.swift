@@ -56,7 +56,9 @@ extension TrackingService {
 
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(7)
-        headers += [("cache-control", "no-store"), ("referrer-policy", "no-referrer"), ("x-content-type-options", "nosniff")]
+        headers.append(("cache-control", "no-store"))
+        headers.append(("referrer-policy", "no-referrer"))
+        headers.append(("x-content-type-options", "nosniff"))
         if !result.setFbpCookie.isEmpty {
             headers.append(("set-cookie", "_fbp=\(result.setFbpCookie); Max-Age=7776000; Path=/; SameSite=Lax"))
         }

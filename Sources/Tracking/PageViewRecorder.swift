@@ -74,10 +74,9 @@ public struct PageViewRecorder: Sendable {
         guard let bot = distributor.pick(route) else {
             throw RPCError(.failedPrecondition, "slug '\(input.slug)' has no enabled bot")
         }
-        let botURL = configuration.telegramBaseURL + "/" + bot.telegramUsername
         if CrawlerDetector.isCrawler(userAgent: input.userAgent) {
             count("crawler")
-            return PageViewResult(route: route, bot: bot, redirectURL: botURL, crawler: true)
+            return PageViewResult(route: route, bot: bot, redirectURL: botURL(bot), crawler: true)
         }
 
         let now = Clock.nowMs()
@@ -120,11 +119,26 @@ public struct PageViewRecorder: Sendable {
             count("degraded")
             logger.error("pageview_queue_failed", ("slug", route.slug), ("bot_id", String(bot.botID)),
                          ("error", String(describing: queueError.cause.map { String(describing: $0) } ?? queueError.message)))
-            return PageViewResult(route: route, bot: bot, data: nil, redirectURL: botURL, degraded: true)
+            return PageViewResult(route: route, bot: bot, data: nil, redirectURL: botURL(bot), degraded: true)
         }
         count("recorded")
-        return PageViewResult(route: route, bot: bot, data: data, redirectURL: botURL + "?start=" + data.token,
+        return PageViewResult(route: route, bot: bot, data: data, redirectURL: botURL(bot, start: data.token),
                               setFbpCookie: setFbp, trackingStored: wasStored)
+    }
+
+    /// `https://t.me/{bot}`, with `?start={token}` when there is one: built in one string.
+    private func botURL(_ bot: RouteBot, start token: String = "") -> String {
+        let base = configuration.telegramBaseURL
+        var url = ""
+        url.reserveCapacity(base.utf8.count + 1 + bot.telegramUsername.utf8.count + (token.isEmpty ? 0 : 7 + token.utf8.count))
+        url += base
+        url += "/"
+        url += bot.telegramUsername
+        if !token.isEmpty {
+            url += "?start="
+            url += token
+        }
+        return url
     }
 
     private func storeTracking(_ data: TrackingData) async -> Bool {

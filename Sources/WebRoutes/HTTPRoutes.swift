@@ -44,7 +44,7 @@ public struct HTTPRoutes: Sendable {
     }
 
     func route(_ request: HTTPRequest) async -> HTTPResponse {
-        let parts = Array(request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
+        let parts = Self.segments(request.path)
         var pathMatched = false
         for r in routes {
             guard r.segments.count == parts.count, let params = Self.match(r.segments, parts) else { continue }
@@ -61,6 +61,25 @@ public struct HTTPRoutes: Sendable {
         }
         if pathMatched { return .jsonError(405, code: "unimplemented", message: "\(request.method) is not allowed on \(request.path)") }
         return .jsonError(404, code: "not_found", message: "no route for \(request.method) \(request.path)")
+    }
+
+    /// The path's segments after its first `/` (what `split(separator: "/")` keeps, empty
+    /// segments included, without its first part), in one array sized up front.
+    static func segments(_ path: String) -> [Substring] {
+        var parts: [Substring] = []
+        parts.reserveCapacity(8)
+        let u = path.utf8
+        guard var start = u.firstIndex(of: UInt8(ascii: "/")).map({ u.index(after: $0) }) else { return parts }
+        var i = start
+        while i < u.endIndex {
+            if u[i] == UInt8(ascii: "/") {
+                parts.append(path[start..<i])
+                start = u.index(after: i)
+            }
+            i = u.index(after: i)
+        }
+        parts.append(path[start..<u.endIndex])
+        return parts
     }
 
     static func match(_ pattern: [Substring], _ path: [Substring]) -> [String: String]? {

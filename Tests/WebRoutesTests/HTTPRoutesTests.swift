@@ -37,6 +37,13 @@ import RPC
         #expect(ConnectGateway.errorResponse(RPCError(.resourceExhausted, "")).status == 429)
     }
 
+    @Test func pathSegmentsAreWhatSplittingAtSlashGives() {
+        for path in ["/go/bench", "/", "", "*", "a/b", "//", "/go//x/", "/t/abc/cookies", "/%2F/é/ü", "no-slash"] {
+            let split = Array(path.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
+            #expect(HTTPRoutes.segments(path) == split, "\(path)")
+        }
+    }
+
     @Test func metricsRenderInPrometheusTextFormat() {
         let m = Metrics()
         m.recordCall(method: "/a.B/C", code: .ok, seconds: 0.003, transport: "grpc")
