@@ -2,13 +2,20 @@
 /// headers, parsed without Foundation. The first occurrence of a name wins; values are raw
 /// bytes so each caller decides how strict to be about UTF-8.
 struct FormFields {
+    /// Cookie values by name.
     private var values: [String: [UInt8]] = [:]
+    /// A query: the text, and where each field's name and value (nil: no `=`) are in its bytes.
+    /// Nothing is decoded until a caller asks for a name: a click's query has a few fields and
+    /// the route asks for a dozen names, most of them absent.
+    private var query = ""
+    private var fields: [(name: Range<Int>, value: Range<Int>?)] = []
 
     /// One pass over the bytes: fields split at `&` (empty ones skipped), name and value at the
     /// first `=`.
     init(query: String?) {
         guard var query, !query.isEmpty else { return }
-        var found: [String: [UInt8]] = [:]
+        var found: [(name: Range<Int>, value: Range<Int>?)] = []
+        found.reserveCapacity(8)
         query.withUTF8 { b in
             var start = 0
             while start < b.count {
@@ -17,15 +24,42 @@ struct FormFields {
                 if end > start {
                     var eq = start
                     while eq < end && b[eq] != UInt8(ascii: "=") { eq += 1 }
-                    let name = String(decoding: Self.decode(UnsafeBufferPointer(rebasing: b[start..<eq])), as: UTF8.self)
-                    if found[name] == nil {
-                        found[name] = eq < end ? Self.decode(UnsafeBufferPointer(rebasing: b[(eq + 1)..<end])) : []
-                    }
+                    found.append((start..<eq, eq < end ? (eq + 1)..<end : nil))
                 }
                 start = end + 1
             }
         }
-        values = found
+        self.query = query
+        fields = found
+    }
+
+    /// Calls `body` with the decoded bytes of the first field called `name`; nil when absent.
+    /// A value without escapes is passed straight from the query's bytes, with no copy.
+    private func value<R>(_ name: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        guard !fields.isEmpty else { return values[name].map { $0.withUnsafeBufferPointer(body) } }
+        var q = query
+        var n = name
+        return q.withUTF8 { b in
+            n.withUTF8 { want -> R? in
+                for f in fields where Self.decodedEquals(UnsafeBufferPointer(rebasing: b[f.name]), want) {
+                    guard let range = f.value else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+                    let encoded = UnsafeBufferPointer(rebasing: b[range])
+                    if !Self.hasEscapes(encoded) { return body(encoded) }
+                    return Self.decode(encoded).withUnsafeBufferPointer(body)
+                }
+                return nil
+            }
+        }
+    }
+
+    private static func hasEscapes(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        b.contains { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }
+    }
+
+    /// Whether `encoded`, percent-decoded, is `want` (decoded only when it holds an escape).
+    private static func decodedEquals(_ encoded: UnsafeBufferPointer<UInt8>, _ want: UnsafeBufferPointer<UInt8>) -> Bool {
+        if !hasEscapes(encoded) { return encoded.elementsEqual(want) }
+        return decode(encoded).elementsEqual(want)
     }
 
     init(cookieHeaders: [String]) {
@@ -43,15 +77,15 @@ struct FormFields {
 
     /// The value as valid UTF-8, nil when absent or not UTF-8.
     func strict(_ name: String) -> String? {
-        values[name].flatMap { String(validating: $0, as: UTF8.self) }
+        value(name) { String(validating: $0, as: UTF8.self) } ?? nil
     }
 
     /// The value with invalid UTF-8 replaced (U+FFFD), "" when absent.
     func lossy(_ name: String) -> String {
-        values[name].map { String(decoding: $0, as: UTF8.self) } ?? ""
+        value(name) { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
-    func has(_ name: String) -> Bool { values[name] != nil }
+    func has(_ name: String) -> Bool { value(name) { _ in true } ?? false }
 
     /// Percent-decoding with `+` as space; a malformed escape is kept literally.
     static func decode(_ u: UnsafeBufferPointer<UInt8>) -> [UInt8] {
