@@ -50,31 +50,45 @@ public enum CrawlerDetector {
     ]
 
     public static func isCrawler(userAgent: String) -> Bool {
-        guard !userAgent.isEmpty else { return false }
-        // Bytes, ASCII case folded as they are compared: on every click, so no String search (which
-        // costs more than the rest of the click's CPU put together) and no lowercased copy.
+        guard userAgent.utf8.count >= shortest else { return false }
+        // One pass over the bytes, on every click: ASCII case is folded as each byte is read, and
+        // only a byte some marker starts with is compared further (no String search, which once
+        // cost more than the rest of the click put together, and no lowercased copy).
         var ua = userAgent
-        return ua.withUTF8 { hay in markerBytes.contains { Self.find($0, in: hay) } }
+        let (table, starts, shortest) = (startsWith, markerStart, shortest)
+        return ua.withUTF8 { hay in
+            markerBytes.withUnsafeBufferPointer { flat in
+                let n = hay.count
+                for i in 0...(n - shortest) {
+                    var set = table[Int(folded(hay[i]))]
+                    while set != 0 {
+                        let m = set.trailingZeroBitCount
+                        set &= set - 1
+                        let (offset, count) = (Int(starts[m]), Int(starts[m + 1] - starts[m]))
+                        guard i + count <= n else { continue }
+                        var j = 1
+                        while j < count && folded(hay[i + j]) == flat[offset + j] { j += 1 }
+                        if j == count { return true }
+                    }
+                }
+                return false
+            }
+        }
     }
 
-    private static let markerBytes = markers.map { Array($0.utf8) }
+    /// The markers' bytes end to end; marker `m` is `markerBytes[markerStart[m]..<markerStart[m + 1]]`.
+    private static let markerBytes = markers.flatMap { Array($0.utf8) }
+    private static let markerStart: [Int32] = markers.reduce(into: [0]) { $0.append($0.last! + Int32($1.utf8.count)) }
+    private static let shortest = markers.map(\.utf8.count).min()!
+    /// For each byte, the markers (as bits) that start with it.
+    private static let startsWith: [UInt16] = {
+        precondition(markers.count <= 16, "one bit per marker")
+        var t = [UInt16](repeating: 0, count: 256)
+        for (m, marker) in markers.enumerated() { t[Int(marker.utf8.first!)] |= 1 << m }
+        return t
+    }()
 
     /// ASCII letters lowercased (the markers are lowercase); every other byte as it is.
     @inline(__always)
     private static func folded(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
-
-    private static func find(_ needle: [UInt8], in hay: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard let first = needle.first, needle.count <= hay.count else { return false }
-        var i = 0
-        let last = hay.count - needle.count
-        while i <= last {
-            if folded(hay[i]) == first {
-                var j = 1
-                while j < needle.count && folded(hay[i + j]) == needle[j] { j += 1 }
-                if j == needle.count { return true }
-            }
-            i += 1
-        }
-        return false
-    }
 }

@@ -200,6 +200,7 @@ public struct PageViewRecorder: Sendable {
 
 extension String {
     func trimmingSpaces() -> String {
-        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+        guard utf8.first == UInt8(ascii: " ") || utf8.last == UInt8(ascii: " ") else { return self }  // the usual case: no copy
+        return String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
     }
 }

@@ -91,10 +91,12 @@ enum IPAddress {
 
     /// `ip:port`, `[ip6]:port` or a bare address → the address text.
     static func host(ofPeer peer: String) -> String {
-        if peer.hasPrefix("["), let close = peer.firstIndex(of: "]") {
-            return normalize(String(peer[peer.index(after: peer.startIndex)..<close]))
+        // Read as bytes: this runs for every click (twice), and a peer is ASCII.
+        let u = peer.utf8
+        if u.first == UInt8(ascii: "["), let close = u.firstIndex(of: UInt8(ascii: "]")) {
+            return normalize(String(peer[u.index(after: u.startIndex)..<close]))
         }
-        if peer.filter({ $0 == ":" }).count == 1, let colon = peer.firstIndex(of: ":") {
+        if let colon = u.firstIndex(of: UInt8(ascii: ":")), !u[u.index(after: colon)...].contains(UInt8(ascii: ":")) {
             return String(peer[..<colon])
         }
         return normalize(peer)
@@ -102,6 +104,8 @@ enum IPAddress {
 
     /// Strips brackets and maps `::ffff:a.b.c.d` to `a.b.c.d`.
     static func normalize(_ s: String) -> String {
+        // Only text that starts with `[` or `:` can change (the usual IPv4 text returns as it is).
+        guard let first = s.utf8.first, first == UInt8(ascii: "[") || first == UInt8(ascii: ":") else { return s }
         var t = s
         if t.hasPrefix("["), t.hasSuffix("]") { t = String(t.dropFirst().dropLast()) }
         if t.lowercased().hasPrefix("::ffff:"), parse4(t.dropFirst(7)) != nil { return String(t.dropFirst(7)) }

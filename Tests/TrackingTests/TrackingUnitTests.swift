@@ -49,6 +49,27 @@ import Testing
         "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0", "", "bingbo", "googlebo", "facebookexternalhi",
     ])
     func people(_ ua: String) { #expect(!CrawlerDetector.isCrawler(userAgent: ua)) }
+
+    /// The one-pass matcher agrees with the plain definition (lowercased, then substring) for
+    /// every marker at every position of a user agent, in mixed case, and for each marker cut
+    /// short by one byte at the very end (the bound the scan must not run past).
+    @Test func agreesWithLowercasedContainsAtEveryPosition() {
+        let base = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Mobile Safari/537.36"
+        let reference = { (ua: String) in CrawlerDetector.markers.contains { ua.lowercased().contains($0) } }
+        var checked = 0
+        for marker in CrawlerDetector.markers {
+            let mixed = String(marker.enumerated().map { $0.offset % 2 == 0 ? Character($0.element.uppercased()) : $0.element })
+            for cut in stride(from: 0, through: base.count, by: 7) {
+                let at = base.index(base.startIndex, offsetBy: cut)
+                for ua in [String(base[..<at]) + mixed + base[at...], String(base[..<at]) + mixed.dropLast()] {
+                    #expect(CrawlerDetector.isCrawler(userAgent: ua) == reference(ua), "\(ua)")
+                    checked += 1
+                }
+            }
+            #expect(CrawlerDetector.isCrawler(userAgent: mixed) && !CrawlerDetector.isCrawler(userAgent: String(mixed.dropLast())))
+        }
+        #expect(checked > 300 && !CrawlerDetector.isCrawler(userAgent: base))
+    }
 }
 
 @Suite struct TrustedProxiesTests {
@@ -77,6 +98,17 @@ import Testing
                     "+1.2.3.4", "1.2.3.1000", "a.b.c.d", "1.2.3.٤", "1.2.3.4\u{0}"] {
             #expect(IPAddress.parse(bad) == nil, "\(bad.debugDescription) is not an IPv4 address")
         }
+    }
+
+    @Test func peerAddressesAndTheirNormalForm() {
+        let cases: [(peer: String, host: String)] = [
+            ("127.0.0.1:5000", "127.0.0.1"), ("[::1]:80", "::1"), ("[::ffff:192.0.2.1]:443", "192.0.2.1"),
+            ("[::FFFF:192.0.2.1]:443", "192.0.2.1"), ("::1", "::1"), ("2001:db8::1", "2001:db8::1"),
+            ("::ffff:198.51.100.2", "198.51.100.2"), ("198.51.100.2", "198.51.100.2"), ("", ""), ("[::1]", "::1"),
+        ]
+        for c in cases { #expect(IPAddress.host(ofPeer: c.peer) == c.host, "\(c.peer)") }
+        #expect(IPAddress.normalize("[2001:db8::1]") == "2001:db8::1" && IPAddress.normalize("::ffff:1.2.3") == "::ffff:1.2.3")
+        #expect(" fb.1.2.x ".trimmingSpaces() == "fb.1.2.x" && "fb.1.2.x".trimmingSpaces() == "fb.1.2.x" && "   ".trimmingSpaces() == "")
     }
 }
 
