@@ -144,7 +144,14 @@ public final class RedisClient: Sendable {
 
     /// `set` with binary-safe keys (a hot path builds its key bytes once, with no `String`).
     public func set(_ entries: [(key: [UInt8], value: [UInt8])], ttlSeconds: Int? = nil) async throws {
-        if let ttl = ttlSeconds, ttl < 1 { throw RedisError.invalidArgument("TTL must be at least 1 second") }
+        try await startSet(entries, ttlSeconds: ttlSeconds).done()
+    }
+
+    /// `set`, sent at once and awaited later (`RedisPendingSet.done()`): the caller goes on with
+    /// other work while Redis answers, without a child task.
+    public func startSet(_ entries: [(key: [UInt8], value: [UInt8])], ttlSeconds: Int? = nil) -> RedisPendingSet {
+        if let ttl = ttlSeconds, ttl < 1 { return RedisPendingSet(RedisPendingReplies(failed: RedisError.invalidArgument("TTL must be at least 1 second"))) }
+        guard !entries.isEmpty else { return RedisPendingSet(nil) }
         // On every click: the constant arguments are shared, not rebuilt per key.
         let ttl = ttlSeconds.map { Array(String($0).utf8) }
         var commands: [[[UInt8]]] = []
@@ -152,10 +159,23 @@ public final class RedisClient: Sendable {
         for entry in entries {
             commands.append(ttl.map { [Self.setName, entry.key, entry.value, Self.exName, $0] } ?? [Self.setName, entry.key, entry.value])
         }
-        for reply in try await pipeline(commands) {
-            if let message = reply.errorMessage { throw RedisError.server(reply: message) }
-            guard case .status = reply else { throw RedisError.protocol("SET got an unexpected reply") }
+        return RedisPendingSet(startPipeline(commands), expected: commands.count)
+    }
+
+    /// `pipeline`, sent at once; its replies are awaited later with `value()` (once).
+    public func startPipeline(_ commands: [[[UInt8]]]) -> RedisPendingReplies {
+        guard !commands.isEmpty, !commands.contains(where: \.isEmpty) else {
+            return RedisPendingReplies(failed: RedisError.invalidArgument(commands.isEmpty ? "empty pipeline" : "empty command in pipeline"))
         }
+        var exclusive = false
+        for args in commands {
+            switch RedisCommandKind(args) {
+            case .refused: return RedisPendingReplies(failed: RedisError.invalidArgument("subscriber and replication commands are not supported"))
+            case .blocking: exclusive = true
+            case .plain: break
+            }
+        }
+        return loop.start(commands, exclusive: exclusive)
     }
 
     /// `PING`, for health and readiness checks.
@@ -195,6 +215,30 @@ public final class RedisClient: Sendable {
     /// the command timeout). Returns when every I/O loop has ended.
     public func close() async {
         for loop in loops { await loop.close() }
+    }
+}
+
+/// The SETs of `RedisClient.startSet`, already sent: `done()` waits for their replies and
+/// checks them as `set` does.
+public struct RedisPendingSet: Sendable {
+    private let replies: RedisPendingReplies?
+    private let expected: Int
+
+    init(_ replies: RedisPendingReplies?, expected: Int = 0) {
+        self.replies = replies
+        self.expected = expected
+    }
+
+    /// - Throws: `RedisError.server` when any SET was refused (the others may have been
+    ///   applied); what `pipeline` throws; `CancellationError`. Await it once.
+    public func done() async throws {
+        guard let replies else { return }
+        let answers = try await replies.value()
+        guard answers.count == expected else { throw RedisError.protocol("Redis answered a pipeline short") }
+        for reply in answers {
+            if let message = reply.errorMessage { throw RedisError.server(reply: message) }
+            guard case .status = reply else { throw RedisError.protocol("SET got an unexpected reply") }
+        }
     }
 }
 

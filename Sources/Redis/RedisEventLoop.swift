@@ -23,7 +23,7 @@ import Synchronization
 /// descriptor to the loop, so a slow connect never stalls commands on the other connections.
 /// Connects are rare (first use, after a failure, never more often than the back-off allows).
 final class RedisEventLoop: @unchecked Sendable {
-    typealias Waiter = CheckedContinuation<[RedisReply], any Error>
+    typealias Waiter = RedisReplyWaiter
 
     struct Call: Sendable {
         let id: UInt64
@@ -180,33 +180,48 @@ final class RedisEventLoop: @unchecked Sendable {
     func run(_ commands: [[[UInt8]]], exclusive: Bool) async throws -> [RedisReply] {
         let id = ids.add(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: Waiter) in
-                enum Outcome { case closed, cancelled, queued, wake, start }
-                let outcome: Outcome = inbox.withLock { box in
-                    if box.closed || box.exited { return .closed }
-                    // Checked under the lock the cancel job also takes: either the cancel job
-                    // comes after this call in the inbox, or this call sees the cancellation.
-                    if Task.isCancelled { return .cancelled }
-                    box.jobs.append(.submit(Call(id: id, commands: commands, exclusive: exclusive, continuation: continuation)))
-                    if !box.started {
-                        box.started = true
-                        box.signalled = true
-                        return .start
-                    }
-                    if box.signalled { return .queued }
-                    box.signalled = true
-                    return .wake
-                }
-                switch outcome {
-                case .closed: continuation.resume(throwing: RedisError.unavailable("the Redis client is closed"))
-                case .cancelled: continuation.resume(throwing: CancellationError())
-                case .queued: break
-                case .wake: signal()
-                case .start: start()
-                }
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RedisReply], any Error>) in
+                // The cancellation is checked under the lock the cancel job also takes: either
+                // the cancel job comes after this call in the inbox, or this call sees it.
+                submit(Call(id: id, commands: commands, exclusive: exclusive, continuation: .task(continuation)), unlessCancelled: true)
             }
         } onCancel: {
             post(.cancel(id))
+        }
+    }
+
+    /// Sends `commands` like `run`, at once, without waiting: the replies are awaited later
+    /// with `RedisPendingReplies.value()` (or never, and dropped).
+    func start(_ commands: [[[UInt8]]], exclusive: Bool) -> RedisPendingReplies {
+        let id = ids.add(1, ordering: .relaxed).newValue
+        let pending = RedisPendingReplies(cancel: { [self] in post(.cancel(id)) })
+        submit(Call(id: id, commands: commands, exclusive: exclusive, continuation: .pending(pending)), unlessCancelled: false)
+        return pending
+    }
+
+    /// Hands `call` to the loop thread (waking it if need be), or fails it at once when the
+    /// client is closed (or, with `unlessCancelled`, the calling task is cancelled).
+    private func submit(_ call: Call, unlessCancelled: Bool) {
+        enum Outcome { case closed, cancelled, queued, wake, start }
+        let outcome: Outcome = inbox.withLock { box in
+            if box.closed || box.exited { return .closed }
+            if unlessCancelled && Task.isCancelled { return .cancelled }
+            box.jobs.append(.submit(call))
+            if !box.started {
+                box.started = true
+                box.signalled = true
+                return .start
+            }
+            if box.signalled { return .queued }
+            box.signalled = true
+            return .wake
+        }
+        switch outcome {
+        case .closed: call.continuation.resume(throwing: RedisError.unavailable("the Redis client is closed"))
+        case .cancelled: call.continuation.resume(throwing: CancellationError())
+        case .queued: break
+        case .wake: signal()
+        case .start: start()
         }
     }
 
@@ -782,6 +797,122 @@ enum RESP {
         for i in stride(from: start + digits - 1, through: start, by: -1) {
             out[i] = UInt8(ascii: "0") + UInt8(v % 10)
             v /= 10
+        }
+    }
+}
+
+/// Whoever waits for a call's replies: a task suspended in `run`, or a call started ahead of
+/// its await (`start`). Resumed exactly once by the loop, like a continuation.
+enum RedisReplyWaiter: Sendable {
+    case task(CheckedContinuation<[RedisReply], any Error>)
+    case pending(RedisPendingReplies)
+
+    func resume(returning replies: [RedisReply]) {
+        switch self {
+        case .task(let k): k.resume(returning: replies)
+        case .pending(let p): p.complete(.success(replies))
+        }
+    }
+
+    func resume(throwing error: any Error) {
+        switch self {
+        case .task(let k): k.resume(throwing: error)
+        case .pending(let p): p.complete(.failure(error))
+        }
+    }
+}
+
+/// The replies of commands already sent (`RedisClient.start…`), to be awaited once with
+/// `value()`. A caller that starts its Redis write, does other work (a click waits for its
+/// PostgreSQL commit) and then awaits usually finds the replies there: no child task and no
+/// suspension for the Redis half.
+///
+/// Cancellation: a task cancelled while it awaits `value()` gets `CancellationError` at once,
+/// and the loop is told to forget the call (replies already on their way are read and dropped),
+/// as for a cancelled `command`. Replies that came first are returned even to a cancelled task.
+public final class RedisPendingReplies: Sendable {
+    private enum State {
+        case sent
+        case awaited(CheckedContinuation<[RedisReply], any Error>)
+        case answered(Result<[RedisReply], any Error>)
+        /// Handed to the awaiting task (or given up by it): later answers are dropped.
+        case finished
+    }
+
+    private let state = Mutex(State.sent)
+    private let cancel: @Sendable () -> Void
+
+    init(cancel: @escaping @Sendable () -> Void) { self.cancel = cancel }
+
+    /// Already failed (a command refused before it was sent).
+    init(failed error: any Error) {
+        state.withLock { $0 = .answered(.failure(error)) }
+        cancel = {}
+    }
+
+    /// The loop's answer; the first one counts.
+    func complete(_ result: Result<[RedisReply], any Error>) {
+        let waiting: CheckedContinuation<[RedisReply], any Error>? = state.withLock { s in
+            switch s {
+            case .sent:
+                s = .answered(result)
+                return nil
+            case .awaited(let k):
+                s = .finished
+                return k
+            case .answered, .finished:
+                return nil
+            }
+        }
+        waiting?.resume(with: result)
+    }
+
+    /// The replies, in order (waits for them if they have not come yet). Await it once.
+    /// - Throws: what `RedisClient.pipeline` throws; `CancellationError`.
+    public func value() async throws -> [RedisReply] {
+        if let ready = takeAnswer() { return try ready.get() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (k: CheckedContinuation<[RedisReply], any Error>) in
+                let ready: Result<[RedisReply], any Error>? = state.withLock { s in
+                    switch s {
+                    case .sent:
+                        s = .awaited(k)
+                        return nil
+                    case .answered(let r):
+                        s = .finished
+                        return r
+                    case .finished:
+                        return .failure(CancellationError())  // cancelled before it got here
+                    case .awaited:
+                        preconditionFailure("RedisPendingReplies.value() awaited twice")
+                    }
+                }
+                if let ready { k.resume(with: ready) }
+            }
+        } onCancel: {
+            let waiting: CheckedContinuation<[RedisReply], any Error>?? = state.withLock { s in
+                switch s {
+                case .sent:
+                    s = .finished
+                    return .some(nil)
+                case .awaited(let k):
+                    s = .finished
+                    return .some(k)
+                case .answered, .finished:
+                    return nil
+                }
+            }
+            guard let waiting else { return }
+            waiting?.resume(throwing: CancellationError())
+            cancel()
+        }
+    }
+
+    private func takeAnswer() -> Result<[RedisReply], any Error>? {
+        state.withLock { s in
+            guard case .answered(let r) = s else { return nil }
+            s = .finished
+            return r
         }
     }
 }

@@ -1,6 +1,7 @@
 import MetaCAPI
 import Postgres
 import RPC
+import Redis
 
 /// One ad click as the web side saw it (already decoded; validated by `record`).
 public struct PageViewInput: Sendable {
@@ -110,10 +111,11 @@ public struct PageViewRecorder: Sendable {
         data.metaPixelID = bot.metaPixelID
 
         let snapshot = data
-        // Redis in a child task, the outbox in this one: both at once, one task made per click.
-        async let stored = storeTracking(snapshot)
+        // Redis and the outbox at once, in this one task: the Redis write is sent first and its
+        // replies, usually back before the outbox's commit, are read after it.
+        let stored = store.startStorePageView(snapshot)
         let queueError = await queuePageView(snapshot, bot: bot)
-        let wasStored = await stored
+        let wasStored = await storeTracking(stored, token: snapshot.token)
         if let queueError {
             guard degradeOnQueueFailure else { throw queueError }
             count("degraded")
@@ -141,14 +143,14 @@ public struct PageViewRecorder: Sendable {
         return url
     }
 
-    private func storeTracking(_ data: TrackingData) async -> Bool {
+    private func storeTracking(_ pending: RedisPendingSet, token: String) async -> Bool {
         do {
-            try await store.storePageView(data)
+            try await pending.done()
             return true
         } catch {
             metrics.increment("pixtrack_tracking_redis_failures_total", help: "Redis operations of the tracking half that failed (the request went on).",
                               labels: [("operation", "record_pageview")])
-            logger.warning("pageview_redis_failed", ("token_prefix", String(data.token.prefix(8))), ("error", String(describing: error)))
+            logger.warning("pageview_redis_failed", ("token_prefix", String(token.prefix(8))), ("error", String(describing: error)))
             return false
         }
     }

@@ -22,6 +22,12 @@ public struct TrackingStore: Sendable {
     /// Writes `tracking:{token}` and, when there is an fbclid, `tracking:fbclid:{fbclid}`, in one
     /// pipelined round trip.
     public func storePageView(_ data: TrackingData) async throws {
+        try await startStorePageView(data).done()
+    }
+
+    /// `storePageView`, sent at once and awaited later with `done()`: a click writes Redis
+    /// while it waits for its PostgreSQL commit, in the same task.
+    public func startStorePageView(_ data: TrackingData) -> RedisPendingSet {
         // Key bytes written once each (no key `String` to copy again), the same keys as
         // `dataKey` and `fbclidKey`.
         func key(_ prefix: StaticString, _ suffix: String) -> [UInt8] {
@@ -35,7 +41,7 @@ public struct TrackingStore: Sendable {
         entries.reserveCapacity(2)
         entries.append((key("tracking:", data.token), data.jsonBytes))
         if !data.fbclid.isEmpty { entries.append((key("tracking:fbclid:", data.fbclid), Array(data.token.utf8))) }
-        try await redis.set(entries, ttlSeconds: ttlSeconds)
+        return redis.startSet(entries, ttlSeconds: ttlSeconds)
     }
 
     /// The payload of `token`, nil when absent (expired or never recorded) or unreadable.
