@@ -191,7 +191,11 @@ public final class MetaOutboxBatcher: Sendable {
             case .success(let rows):
                 let outcomes: Result<[Result<Bool, PGError>], PGError>
                 do {
-                    outcomes = .success(Self.outcomes(events, firstIndex, inserted: try MetaOutbox.insertedKeys(rows)))
+                    // The usual batch: the INSERT's count says every candidate was new, so the
+                    // returned keys need not be read (nor hashed) to tell which.
+                    outcomes = rows.affectedRows == candidates.count
+                        ? .success(Self.allCandidatesNew(events, firstIndex, candidates: candidates.count))
+                        : .success(Self.outcomes(events, firstIndex, inserted: try MetaOutbox.insertedKeys(rows)))
                 } catch {
                     outcomes = .failure(Self.pgError(error))
                 }
@@ -243,6 +247,12 @@ public final class MetaOutboxBatcher: Sendable {
     /// One outcome per request when the batch INSERT ran: new when its candidate was inserted.
     private static func outcomes(_ events: [MetaEvent], _ firstIndex: [MetaEvent.Key: Int], inserted: Set<MetaEvent.Key>) -> [Result<Bool, PGError>] {
         events.enumerated().map { i, e in .success(firstIndex[e.key] == i && inserted.contains(e.key)) }
+    }
+
+    /// One outcome per request when every candidate was inserted: new unless a later duplicate.
+    private static func allCandidatesNew(_ events: [MetaEvent], _ firstIndex: [MetaEvent.Key: Int], candidates: Int) -> [Result<Bool, PGError>] {
+        if candidates == events.count { return Array(repeating: .success(true), count: events.count) }
+        return events.enumerated().map { i, e in .success(firstIndex[e.key] == i) }
     }
 
     /// One outcome per request when the candidates ran one by one: a later duplicate shares its

@@ -119,6 +119,29 @@ import RPC
         await Self.close(batcher, pool)
     }
 
+    /// A batch whose candidates are all new (the INSERT's count alone decides): a repeat inside
+    /// the batch is still answered "not new", and the first of it "new".
+    @Test(arguments: [false, true]) func aRepeatInsideABatchOfNewEventsIsNotNew(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined, maxInFlight: 1)
+        let lock = try Self.lockOutbox(url)
+        let blocker = Task { try await batcher.enqueue(testEvent("blocker")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        var pending: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("x", time: 1_000), testEvent("x", time: 2_000), testEvent("y")].enumerated() {
+            pending.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        try lock.execute("COMMIT")
+        #expect(try await blocker.value)
+        #expect(try await pending[0].value == true)
+        #expect(try await pending[1].value == false)
+        #expect(try await pending[2].value == true)
+        #expect(batcher.statistics.batches == 2 && batcher.statistics.events == 4)
+        #expect(try await Self.rows(pool) == 3)
+        await Self.close(batcher, pool)
+    }
+
     @Test(arguments: [false, true]) func failedBatchFailsEveryWaiterThenTheNextBatchWorks(pipelined: Bool) async throws {
         // The batches fail on the lock held below (lock_timeout), not on a statement timeout
         // that a slow insert on a loaded machine could hit after the lock is gone.
