@@ -42,19 +42,30 @@ final class CallDispatcher: Sendable {
                   onEventLoop: Bool = false) {
         let id = s.id
         let logger = self.logger
-        let call: () async -> Void = {
-            let result: Result<[UInt8], RPCError>
-            do {
-                result = .success(try await handler(request, context))
-            } catch {
-                result = .failure(RPCError(mapping: error))
-                Self.logUnexpected(error, context: context, logger: logger)
-            }
-            // Checked here rather than through `onLoop`: on the loop (the usual case) no closure
-            // is made for the answer.
-            if c.loop.inLoop { c.handlerAnswered(stream: id, result) } else { c.loop.execute { c.handlerAnswered(stream: id, result) } }
+        // Each task's closure is written out here, not passed through a helper: handing a
+        // closure on to `Task` costs a reabstraction thunk and its context on every call.
+        if onEventLoop {
+            let loop = c.loop
+            s.task = loop.inLoop
+                ? Task.immediate(executorPreference: loop) { await Self.call(handler, request, context, stream: id, on: c, logger: logger) }
+                : Task(executorPreference: loop) { await Self.call(handler, request, context, stream: id, on: c, logger: logger) }
+        } else {
+            s.task = Task { await Self.call(handler, request, context, stream: id, on: c, logger: logger) }
         }
-        s.task = onEventLoop ? c.loop.startTask(call) : Task(operation: call)
+    }
+
+    /// A unary call's task: the handler, then its answer handed to the connection (checked here
+    /// rather than through `onLoop`: on the loop, the usual case, no closure is made for it).
+    private static func call(_ handler: UnaryHandler, _ request: [UInt8], _ context: RPCContext, stream id: Int32, on c: H2Connection,
+                             logger: Logger) async {
+        let result: Result<[UInt8], RPCError>
+        do {
+            result = .success(try await handler(request, context))
+        } catch {
+            result = .failure(RPCError(mapping: error))
+            logUnexpected(error, context: context, logger: logger)
+        }
+        if c.loop.inLoop { c.handlerAnswered(stream: id, result) } else { c.loop.execute { c.handlerAnswered(stream: id, result) } }
     }
 
     /// Starts a streaming call's handler (at END_HEADERS): it reads request messages from an

@@ -163,15 +163,6 @@ final class EventLoop: @unchecked Sendable {
         dirty.append(handler)
     }
 
-    /// Starts `operation` in a task that prefers this loop. On the loop's own thread the task
-    /// begins at once and runs here until it first suspends (`Task.immediate`): a handler that
-    /// never suspends answers in the same turn, and one that awaits saves the trip of its first
-    /// job through the inbox. From any other thread it is enqueued like any task.
-    @discardableResult
-    func startTask(_ operation: sending @escaping () async -> Void) -> Task<Void, Never> {
-        inLoop ? Task.immediate(executorPreference: self, operation: operation) : Task(executorPreference: self, operation: operation)
-    }
-
     /// True on this loop's own thread.
     var inLoop: Bool { loopThreadID.load(ordering: .relaxed) == UInt(pthread_self()) }
 

@@ -381,11 +381,19 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             // The task prefers this loop: a route that never blocks (`HTTPRoutes.add(onEventLoop:)`)
             // runs here and its answer is written without a hop; the others move to the global
             // executor before their handler starts.
-            startHandlerTask { [self] in
-                let response = await handler(request)
-                if loop.inLoop { http1Answered(response, keepAlive: keepAlive) } else { loop.execute { [self] in http1Answered(response, keepAlive: keepAlive) } }
+            // (Here, always on this loop: `Task.immediate` when handlers may run on it.)
+            if handlerExecutor != nil {
+                Task.immediate(executorPreference: loop) { [self] in await runHTTP1(handler, request, keepAlive: keepAlive) }
+            } else {
+                Task { [self] in await runHTTP1(handler, request, keepAlive: keepAlive) }
             }
         }
+    }
+
+    /// An HTTP/1.1 route's task: the handler, then its answer back on the loop.
+    private func runHTTP1(_ handler: HTTPHandler, _ request: HTTPRequest, keepAlive: Bool) async {
+        let response = await handler(request)
+        if loop.inLoop { http1Answered(response, keepAlive: keepAlive) } else { loop.execute { [self] in http1Answered(response, keepAlive: keepAlive) } }
     }
 
     /// A route's answer, on the loop: written, then the next pipelined request starts.
@@ -400,13 +408,10 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
     /// `PIXTRACK_HANDLERS_ON_LOOP=0` turned that off.
     private var handlerExecutor: EventLoop? { core.config.handlersOnEventLoop ? loop : nil }
 
-    /// A handler's task: begun at once on this loop (`EventLoop.startTask`), or, with handlers
-    /// kept off the loop, a task on the cooperative pool.
-    @discardableResult
-    private func startHandlerTask(_ operation: sending @escaping () async -> Void) -> Task<Void, Never> {
-        if let loop = handlerExecutor { return loop.startTask(operation) }
-        return Task(operation: operation)
-    }
+    /// The task of a handler: begun at once on this loop and preferring it, or, with handlers
+    /// kept off the loop, on the cooperative pool. Each task's closure is written out at its call
+    /// site (`Task.immediate { … }`), never passed through a helper like this one used to be:
+    /// a closure handed on to `Task` costs a reabstraction thunk and its context per request.
 
     /// Runs `work` now when called on this connection's loop (a task that ran there), else
     /// hands it over.
@@ -705,12 +710,17 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
                                   headers: headers, body: s.httpBody, peer: peer)
         s.httpBody = []
         let id = s.id
-        s.task = startHandlerTask { [self] in
-            let response = await handler(request)
-            onLoop { [self] in
-                guard let st = stream(id) else { return }
-                respondHTTP(st, response)
-            }
+        s.task = handlerExecutor != nil
+            ? Task.immediate(executorPreference: loop) { [self] in await runHTTP2Route(handler, request, stream: id) }
+            : Task { [self] in await runHTTP2Route(handler, request, stream: id) }
+    }
+
+    /// An HTTP/2 route's task: the handler, then its answer on its stream (if still open).
+    private func runHTTP2Route(_ handler: HTTPHandler, _ request: HTTPRequest, stream id: Int32) async {
+        let response = await handler(request)
+        onLoop { [self] in
+            guard let st = stream(id) else { return }
+            respondHTTP(st, response)
         }
     }
 

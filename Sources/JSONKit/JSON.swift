@@ -125,6 +125,21 @@ public enum JSON: Sendable, Hashable {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
+    /// True when none of the eight bytes in `w` may need an escape: no control, `"` or `\`
+    /// (and, script-safe, no `<`, `>`, `&` or 0xE2, the first byte of U+2028/U+2029). Exact, by
+    /// the usual bit tricks: `hasLess` sees a byte below `n` (n ≤ 128), `has` a byte equal to `c`.
+    @inline(__always)
+    static func cleanWord(_ w: UInt64, scriptSafe: Bool) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func hasLess(_ n: UInt64) -> Bool { (w &- ones &* n) & ~w & highs != 0 }
+        @inline(__always) func has(_ c: UInt8) -> Bool {
+            let v = w ^ (ones &* UInt64(c))
+            return (v &- ones) & ~v & highs != 0
+        }
+        if hasLess(0x20) || has(UInt8(ascii: "\"")) || has(UInt8(ascii: "\\")) { return false }
+        return !scriptSafe || !(has(UInt8(ascii: "<")) || has(UInt8(ascii: ">")) || has(UInt8(ascii: "&")) || has(0xE2))
+    }
+
     /// `s` as a JSON string. Works on the UTF-8 bytes: runs that need no escape are copied in
     /// one piece (most strings are one run). A Swift string is valid UTF-8, so the bytes to
     /// escape are exactly the scalars to escape: controls, `"` and `\\`; with `scriptSafe`
@@ -136,7 +151,13 @@ public enum JSON: Sendable, Hashable {
             let n = bytes.count
             var run = 0
             var i = 0
+            let base = bytes.baseAddress
             while i < n {
+                // Eight bytes at a time while none of them needs a look (most text is clean).
+                if i + 8 <= n, let base, Self.cleanWord(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self), scriptSafe: scriptSafe) {
+                    i += 8
+                    continue
+                }
                 let b = bytes[i]
                 var scalar = UInt32(b)
                 var width = 1

@@ -1,4 +1,4 @@
-import JSONKit
+@testable import JSONKit
 import Testing
 
 @Suite struct JSONTests {
@@ -75,12 +75,31 @@ import Testing
                                 "\u{2028}", "\u{2029}", "\u{2027}", "\u{202a}", "\u{e2}", "é", "€", "☃", "😀", "ção", " "]
         var generator = SystemRandomNumberGenerator()
         for round in 0..<3_000 {
-            let count = round < pieces.count ? 1 : Int.random(in: 0...12, using: &generator)
+            let count = round < pieces.count ? 1 : Int.random(in: 0...24, using: &generator)
             let text = round < pieces.count ? pieces[round] : (0..<count).map { _ in pieces.randomElement(using: &generator)! }.joined()
             let value = JSON.object(["k" + text: .string(text)])
             #expect(value.bytes == Self.reference(value, scriptSafe: false), "\(Array(text.unicodeScalars))")
             #expect(Array(value.scriptSafeSerialized.utf8) == Self.reference(value, scriptSafe: true), "\(Array(text.unicodeScalars))")
             #expect(try JSON.parse(value.bytes) == value, "round trip")
+        }
+    }
+
+    /// The eight-bytes-at-once test agrees with looking at each byte, for a clean word with one
+    /// byte of every value at every position.
+    @Test func cleanWordsAreExactlyTheWordsWithNothingToEscape() {
+        let clean = Array("abcdefgh".utf8)
+        for scriptSafe in [false, true] {
+            for position in 0..<8 {
+                for value in 0...255 {
+                    var word = clean
+                    word[position] = UInt8(value)
+                    let w = word.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                    let b = UInt8(value)
+                    let needsLook = b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\")
+                        || scriptSafe && (b == UInt8(ascii: "<") || b == UInt8(ascii: ">") || b == UInt8(ascii: "&") || b == 0xE2)
+                    #expect(JSON.cleanWord(w, scriptSafe: scriptSafe) == !needsLook, "byte \(value) at \(position), scriptSafe \(scriptSafe)")
+                }
+            }
         }
     }
 
