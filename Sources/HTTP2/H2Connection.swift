@@ -647,18 +647,21 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
             return answer(s, s.machine.end(.init(.resourceExhausted, "request data would exceed \(over); retry later")))
         }
         if streaming { s.unconsumed += n } else { consume(id, n) }
-        let messages: [[UInt8]]
+        // A unary call keeps its first message only: the machine ends the call on a second.
+        var unary = 0
         do {
-            messages = try s.deframer.append(bytes)
+            try s.deframer.append(bytes) { m in
+                if streaming {
+                    s.inbound?.yield(m)
+                } else {
+                    if unary == 0 && s.requestMessage == nil { s.requestMessage = m }
+                    unary += 1
+                }
+            }
         } catch {
             return answer(s, s.machine.framingFailed(error, encoding: s.head.encoding))
         }
-        if streaming {
-            for m in messages { s.inbound?.yield(m) }
-        } else if !messages.isEmpty {
-            if s.requestMessages.isEmpty { s.requestMessages = messages } else { s.requestMessages += messages }
-            answer(s, s.machine.unaryMessages(messages.count))
-        }
+        if unary > 0 { answer(s, s.machine.unaryMessages(unary)) }
     }
 
     /// Counts `n` more bytes held by `s` against the connection's and the process's budgets;
@@ -775,7 +778,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         // The memory too, not only the count: a refused stream may stay open (half-closed)
         // for as long as its client likes.
         if s.deframer.pendingBytes > 0 { s.deframer = GRPCDeframer(limit: s.deframer.limit) }
-        s.requestMessages = []
+        s.requestMessage = nil
         unhold(s, s.held)
         if let k = s.writeWaiter {
             s.writeWaiter = nil
@@ -793,9 +796,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         case .finishRequests:
             s.inbound?.finish()
         case .runUnary(let inline):
-            guard let method = s.rpc, let context = s.context, s.requestMessages.count == 1 else { return }
-            let request = s.requestMessages[0]
-            s.requestMessages = []
+            guard let method = s.rpc, let context = s.context, let request = s.requestMessage else { return }
+            s.requestMessage = nil
             if inline, case .unaryInline(let handler) = method.kind {
                 core.dispatcher.runInline(handler, request, context, s, on: self)
             } else if let handler = method.kind.unaryHandler {

@@ -13,7 +13,7 @@ final class H2Stream {
     var head = RequestHead()
     var deframer: GRPCDeframer
     /// A unary call's request message (the machine refuses a second one).
-    var requestMessages: [[UInt8]] = []
+    var requestMessage: [UInt8]?
     /// An HTTP route's request body.
     var httpBody: [UInt8] = []
     /// Request bytes this stream holds against the connection's and the process's budgets:

@@ -126,30 +126,36 @@ public struct GRPCDeframer: Sendable {
     /// Appends bytes and returns every complete message now available.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> [[UInt8]] {
         var messages: [[UInt8]] = []
+        try append(bytes) { messages.append($0) }
+        return messages
+    }
+
+    /// Appends bytes and hands over every complete message now available, in order, as it is
+    /// cut (no array of them is built: a unary call's one message costs one allocation).
+    public mutating func append(_ bytes: UnsafeRawBufferPointer, each deliver: ([UInt8]) -> Void) throws(Failure) {
         var bytes = bytes
         if buffer.count == offset {
             // Nothing pending (the usual case): whole messages are taken straight from `bytes`.
             while bytes.count >= 5 {
                 let len = try Self.header(flag: bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], limit: limit)
                 guard bytes.count - 5 >= len else { break }
-                messages.append(Array(bytes[5..<(5 + len)]))
+                deliver(Array(bytes[5..<(5 + len)]))
                 bytes = UnsafeRawBufferPointer(rebasing: bytes[(5 + len)...])
             }
-            if bytes.isEmpty { return messages }
+            if bytes.isEmpty { return }
         }
         buffer.append(contentsOf: bytes)
         while buffer.count - offset >= 5 {
             let len = try Self.header(flag: buffer[offset], buffer[offset + 1], buffer[offset + 2], buffer[offset + 3],
                                       buffer[offset + 4], limit: limit)
             guard buffer.count - offset - 5 >= len else { break }
-            messages.append(Array(buffer[(offset + 5)..<(offset + 5 + len)]))
+            deliver(Array(buffer[(offset + 5)..<(offset + 5 + len)]))
             offset += 5 + len
         }
         if offset > 0 && (offset == buffer.count || offset > 65_536) {
             buffer.removeFirst(offset)
             offset = 0
         }
-        return messages
     }
 
     /// The length announced by a 5-byte message header, checked against the limit and flags.

@@ -6,6 +6,7 @@ Each case must leave the server running and answering a health check on a fresh 
 import random
 import socket
 import time
+import urllib.parse
 
 import grpc
 import h2.errors
@@ -250,6 +251,27 @@ def test_ping_is_answered(server):
             acked = any(f.type == FRAME_PING and f.flags & 0x1 and f.payload == b"pixtrack"
                         for f in support.parse_frames(data))
     assert acked, "no PING ACK"
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-data-frame", "two-data-frames"])
+def test_two_messages_on_a_unary_call_are_internal(server, split):
+    """A unary method gets exactly one request message: a second, in the same DATA frame or in
+    the next, ends the call with INTERNAL; the connection goes on serving."""
+    first, second = echo_body(text="one"), echo_body(text="two")
+    with support.H2Client(server.port) as c:
+        if split:
+            sid = c.request(ECHO, end_stream=False)
+            c.conn.send_data(sid, first)
+            c.flush()
+            c.conn.send_data(sid, second, end_stream=True)
+            c.flush()
+        else:
+            sid = c.request(ECHO, first + second)
+        st = c.wait(sid)
+        message = urllib.parse.unquote((st.grpc_message_raw or b"").decode())
+        assert st.grpc_status == INTERNAL and "more than one request message" in message, st.describe()
+        ok = c.wait(c.request(ECHO, echo_body(text="after")))
+        assert ok.grpc_status == 0, ok.describe()
 
 
 def test_message_split_across_tiny_data_frames(server):
