@@ -152,14 +152,21 @@ public final class RedisClient: Sendable {
     public func startSet(_ entries: [(key: [UInt8], value: [UInt8])], ttlSeconds: Int? = nil) -> RedisPendingSet {
         if let ttl = ttlSeconds, ttl < 1 { return RedisPendingSet(RedisPendingReplies(failed: RedisError.invalidArgument("TTL must be at least 1 second"))) }
         guard !entries.isEmpty else { return RedisPendingSet(nil) }
-        // On every click: the constant arguments are shared, not rebuilt per key.
-        let ttl = ttlSeconds.map { Array(String($0).utf8) }
-        var commands: [[[UInt8]]] = []
-        commands.reserveCapacity(entries.count)
+        // On every click: the SETs are written in RESP straight away, into one buffer (no array
+        // per command or argument); the loop appends it to the connection's output as it is.
+        var encoded: [UInt8] = []
+        encoded.reserveCapacity(entries.reduce(0) { $0 + $1.key.count + $1.value.count + 64 })
         for entry in entries {
-            commands.append(ttl.map { [Self.setName, entry.key, entry.value, Self.exName, $0] } ?? [Self.setName, entry.key, entry.value])
+            RESP.appendArrayHeader(ttlSeconds == nil ? 3 : 5, to: &encoded)
+            RESP.appendBulk(Self.setName, to: &encoded)
+            RESP.appendBulk(entry.key, to: &encoded)
+            RESP.appendBulk(entry.value, to: &encoded)
+            if let ttl = ttlSeconds {
+                RESP.appendBulk(Self.exName, to: &encoded)
+                RESP.appendBulkDecimal(ttl, to: &encoded)
+            }
         }
-        return RedisPendingSet(startPipeline(commands), expected: commands.count)
+        return RedisPendingSet(loop.start(.encoded(encoded, count: entries.count), exclusive: false), expected: entries.count)
     }
 
     /// `pipeline`, sent at once; its replies are awaited later with `value()` (once).
@@ -175,7 +182,7 @@ public final class RedisClient: Sendable {
             case .plain: break
             }
         }
-        return loop.start(commands, exclusive: exclusive)
+        return loop.start(.args(commands), exclusive: exclusive)
     }
 
     /// `PING`, for health and readiness checks.

@@ -27,9 +27,30 @@ final class RedisEventLoop: @unchecked Sendable {
 
     struct Call: Sendable {
         let id: UInt64
-        let commands: [[[UInt8]]]
+        let commands: Commands
         let exclusive: Bool
         let continuation: Waiter
+    }
+
+    /// A call's commands: as argument lists, or already in RESP (a hot path that writes its
+    /// bytes once, with no array per command or argument).
+    enum Commands: Sendable {
+        case args([[[UInt8]]])
+        case encoded([UInt8], count: Int)
+
+        var count: Int {
+            switch self {
+            case .args(let a): a.count
+            case .encoded(_, let n): n
+            }
+        }
+
+        func write(to out: inout [UInt8]) {
+            switch self {
+            case .args(let a): for command in a { RESP.append(command, to: &out) }
+            case .encoded(let bytes, _): out.append(contentsOf: bytes)
+            }
+        }
     }
 
     enum Job: Sendable {
@@ -183,7 +204,7 @@ final class RedisEventLoop: @unchecked Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RedisReply], any Error>) in
                 // The cancellation is checked under the lock the cancel job also takes: either
                 // the cancel job comes after this call in the inbox, or this call sees it.
-                submit(Call(id: id, commands: commands, exclusive: exclusive, continuation: .task(continuation)), unlessCancelled: true)
+                submit(Call(id: id, commands: .args(commands), exclusive: exclusive, continuation: .task(continuation)), unlessCancelled: true)
             }
         } onCancel: {
             post(.cancel(id))
@@ -192,12 +213,15 @@ final class RedisEventLoop: @unchecked Sendable {
 
     /// Sends `commands` like `run`, at once, without waiting: the replies are awaited later
     /// with `RedisPendingReplies.value()` (or never, and dropped).
-    func start(_ commands: [[[UInt8]]], exclusive: Bool) -> RedisPendingReplies {
+    func start(_ commands: Commands, exclusive: Bool) -> RedisPendingReplies {
         let id = ids.add(1, ordering: .relaxed).newValue
-        let pending = RedisPendingReplies(cancel: { [self] in post(.cancel(id)) })
+        let pending = RedisPendingReplies(loop: self, id: id)
         submit(Call(id: id, commands: commands, exclusive: exclusive, continuation: .pending(pending)), unlessCancelled: false)
         return pending
     }
+
+    /// Tells the loop to forget call `id` (its waiter gave up).
+    func cancel(call id: UInt64) { post(.cancel(id)) }
 
     /// Hands `call` to the loop thread (waking it if need be), or fails it at once when the
     /// client is closed (or, with `unlessCancelled`, the calling task is cancelled).
@@ -518,7 +542,7 @@ final class RedisEventLoop: @unchecked Sendable {
         case .refuse(let error):
             call.continuation.resume(throwing: error)
         case .write, .hold:
-            for command in call.commands { RESP.append(command, to: &link.output) }
+            call.commands.write(to: &link.output)
             link.unsentCommands += call.commands.count
         }
     }
@@ -772,16 +796,36 @@ private final class HostedRedisLoop: HostedPoller {
 /// RESP2 request encoding: `*<n>\r\n` then `$<len>\r\n<bytes>\r\n` per argument (binary-safe).
 enum RESP {
     static func append(_ args: [[UInt8]], to out: inout [UInt8]) {
+        appendArrayHeader(args.count, to: &out)
+        for arg in args { appendBulk(arg, to: &out) }
+    }
+
+    /// `*count\r\n`: a command of `count` arguments follows.
+    static func appendArrayHeader(_ count: Int, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "*"))
-        appendDecimal(args.count, to: &out)
-        out.append(contentsOf: [13, 10])
-        for arg in args {
-            out.append(UInt8(ascii: "$"))
-            appendDecimal(arg.count, to: &out)
-            out.append(contentsOf: [13, 10])
-            out.append(contentsOf: arg)
-            out.append(contentsOf: [13, 10])
-        }
+        appendDecimal(count, to: &out)
+        out.append(13); out.append(10)
+    }
+
+    /// One argument: `$length\r\n`, its bytes, `\r\n`.
+    static func appendBulk(_ arg: [UInt8], to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "$"))
+        appendDecimal(arg.count, to: &out)
+        out.append(13); out.append(10)
+        out.append(contentsOf: arg)
+        out.append(13); out.append(10)
+    }
+
+    /// One argument that is a number, written in decimal.
+    static func appendBulkDecimal(_ value: Int, to out: inout [UInt8]) {
+        var digits = 1
+        var rest = value
+        while rest >= 10 { rest /= 10; digits += 1 }
+        out.append(UInt8(ascii: "$"))
+        appendDecimal(digits, to: &out)
+        out.append(13); out.append(10)
+        appendDecimal(value, to: &out)
+        out.append(13); out.append(10)
     }
 
     static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
@@ -840,14 +884,20 @@ public final class RedisPendingReplies: Sendable {
     }
 
     private let state = Mutex(State.sent)
-    private let cancel: @Sendable () -> Void
+    /// Where the call went, to cancel it (nil: it was refused before it was sent).
+    private let loop: RedisEventLoop?
+    private let id: UInt64
 
-    init(cancel: @escaping @Sendable () -> Void) { self.cancel = cancel }
+    init(loop: RedisEventLoop, id: UInt64) {
+        self.loop = loop
+        self.id = id
+    }
 
     /// Already failed (a command refused before it was sent).
     init(failed error: any Error) {
         state.withLock { $0 = .answered(.failure(error)) }
-        cancel = {}
+        loop = nil
+        id = 0
     }
 
     /// The loop's answer; the first one counts.
@@ -904,7 +954,7 @@ public final class RedisPendingReplies: Sendable {
             }
             guard let waiting else { return }
             waiting?.resume(throwing: CancellationError())
-            cancel()
+            loop?.cancel(call: id)
         }
     }
 

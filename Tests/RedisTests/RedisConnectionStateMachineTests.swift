@@ -140,6 +140,13 @@ import Testing
         RESP.appendDecimal(1_234_567_890, to: &big)
         RESP.appendDecimal(0, to: &big)
         #expect(String(decoding: big, as: UTF8.self) == "12345678900")
+        // A number argument written in place is the same bulk string as its decimal text.
+        for n in [0, 1, 9, 10, 99, 100, 604_800, Int(Int32.max)] {
+            var direct: [UInt8] = [], viaText: [UInt8] = []
+            RESP.appendBulkDecimal(n, to: &direct)
+            RESP.appendBulk(Array(String(n).utf8), to: &viaText)
+            #expect(direct == viaText, "\(n)")
+        }
         #expect(RedisCommandKind([Array("blpop".utf8), Array("k".utf8), Array("1".utf8)]) == .blocking)
         #expect(RedisCommandKind(["XREAD", "block", "0", "STREAMS", "s", "$"].map { Array($0.utf8) }) == .blocking)
         #expect(RedisCommandKind(["XREAD", "COUNT", "1", "STREAMS", "s", "0"].map { Array($0.utf8) }) == .plain)
