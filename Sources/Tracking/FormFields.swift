@@ -13,11 +13,24 @@ struct FormFields {
     /// One pass over the bytes: fields split at `&` (empty ones skipped), name and value at the
     /// first `=`.
     init(query: String?) {
-        guard var query, !query.isEmpty else { return }
+        self.init(text: query ?? "", from: 0)
+    }
+
+    /// The query of a request target (what follows its first `?`), read in place: the target is
+    /// kept as it is, with no copy of its query made.
+    init(target: String) {
+        var t = target
+        let mark = t.withUTF8 { $0.firstIndex(of: UInt8(ascii: "?")) }
+        self.init(text: target, from: mark.map { $0 + 1 } ?? t.utf8.count)
+    }
+
+    private init(text: String, from first: Int) {
+        var query = text
+        guard query.utf8.count > first else { return }
         var found: [(name: Range<Int>, value: Range<Int>?)] = []
         found.reserveCapacity(8)
         query.withUTF8 { b in
-            var start = 0
+            var start = first
             while start < b.count {
                 var end = start
                 while end < b.count && b[end] != UInt8(ascii: "&") { end += 1 }

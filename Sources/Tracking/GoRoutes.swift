@@ -16,7 +16,7 @@ extension TrackingService {
     func go(_ request: HTTPRequest, slug rawSlug: String) async -> HTTPResponse {
         let slug = rawSlug.lowercased()
         guard Slug.isValidName(slug) else { return page(404, LandingPage.notFound(), result: "not_found") }
-        let query = FormFields(query: request.query)
+        let query = FormFields(target: request.target)
         // Most clicks carry neither header: no arrays built for them.
         let cookies = FormFields(cookieHeaders: Self.values(of: "cookie", in: request.headers))
         var input = PageViewInput()
@@ -60,7 +60,11 @@ extension TrackingService {
         headers.append(("referrer-policy", "no-referrer"))
         headers.append(("x-content-type-options", "nosniff"))
         if !result.setFbpCookie.isEmpty {
-            headers.append(("set-cookie", "_fbp=\(result.setFbpCookie); Max-Age=7776000; Path=/; SameSite=Lax"))
+            let (prefix, suffix) = ("_fbp=", "; Max-Age=7776000; Path=/; SameSite=Lax")
+            var cookie = ""
+            cookie.reserveCapacity(prefix.utf8.count + result.setFbpCookie.utf8.count + suffix.utf8.count)
+            cookie += prefix; cookie += result.setFbpCookie; cookie += suffix
+            headers.append(("set-cookie", cookie))
         }
         guard let data = result.data, result.route.mode == .page else {
             countGo(result.crawler ? "crawler" : result.degraded ? "degraded" : "redirect")
@@ -119,7 +123,10 @@ extension TrackingService {
         guard !host.isEmpty, host.utf8.count <= 255, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "/") }) else {
             return ""
         }
-        return "\(scheme)://\(host)\(request.target)"
+        var url = ""  // one allocation, not one per piece
+        url.reserveCapacity(scheme.utf8.count + 3 + host.utf8.count + request.target.utf8.count)
+        url += scheme; url += "://"; url += host; url += request.target
+        return url
     }
 
     private func page(_ status: Int, _ html: String, result: String) -> HTTPResponse {

@@ -172,6 +172,10 @@ import Testing
         let g = FormFields(query: "&&a==b&=x&k%26=v%26w%3D&&")
         #expect(g.strict("a") == "=b" && g.strict("") == "x" && g.strict("k&") == "v&w=")
         #expect(FormFields(query: "").has("") == false && FormFields(query: nil).has("a") == false)
+        // A target's query is read in place, after its first `?` (the path never counts).
+        let t = FormFields(target: "/go/a=b?fbclid=x%3Fy&utm_source=fb?x&a")
+        #expect(t.strict("fbclid") == "x?y" && t.strict("utm_source") == "fb?x" && t.has("a") && !t.has("/go/a"))
+        #expect(!FormFields(target: "/go/s").has("") && !FormFields(target: "/go/s?").has("") && FormFields(target: "/?=1").strict("") == "1")
         let c = FormFields(cookieHeaders: ["_ga=1; _fbp=fb.1.2.3", "_fbc=\"fb.1.2.x\""])
         #expect(c.strict("_fbp") == "fb.1.2.3" && c.strict("_fbc") == "fb.1.2.x")
     }
