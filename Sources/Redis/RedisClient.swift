@@ -133,8 +133,6 @@ public final class RedisClient: Sendable {
         try await set(key, Array(value.utf8), ttlSeconds: ttlSeconds)
     }
 
-    private static let setName = Array("SET".utf8)
-    private static let exName = Array("EX".utf8)
 
     /// Sets several keys, all with the same TTL, in one pipelined round trip.
     /// - Throws: `RedisError.server` when any SET was refused (the others may have been applied).
@@ -150,23 +148,19 @@ public final class RedisClient: Sendable {
     /// `set`, sent at once and awaited later (`RedisPendingSet.done()`): the caller goes on with
     /// other work while Redis answers, without a child task.
     public func startSet(_ entries: [(key: [UInt8], value: [UInt8])], ttlSeconds: Int? = nil) -> RedisPendingSet {
-        if let ttl = ttlSeconds, ttl < 1 { return RedisPendingSet(RedisPendingReplies(failed: RedisError.invalidArgument("TTL must be at least 1 second"))) }
-        guard !entries.isEmpty else { return RedisPendingSet(nil) }
-        // On every click: the SETs are written in RESP straight away, into one buffer (no array
-        // per command or argument); the loop appends it to the connection's output as it is.
-        var encoded: [UInt8] = []
-        encoded.reserveCapacity(entries.reduce(0) { $0 + $1.key.count + $1.value.count + 64 })
-        for entry in entries {
-            RESP.appendArrayHeader(ttlSeconds == nil ? 3 : 5, to: &encoded)
-            RESP.appendBulk(Self.setName, to: &encoded)
-            RESP.appendBulk(entry.key, to: &encoded)
-            RESP.appendBulk(entry.value, to: &encoded)
-            if let ttl = ttlSeconds {
-                RESP.appendBulk(Self.exName, to: &encoded)
-                RESP.appendBulkDecimal(ttl, to: &encoded)
-            }
+        startSet(ttlSeconds: ttlSeconds) { batch in
+            for entry in entries { batch.set(key: entry.key, value: entry.value) }
         }
-        return RedisPendingSet(loop.start(.encoded(encoded, count: entries.count), exclusive: false), expected: entries.count)
+    }
+
+    /// SETs written by `write` straight into the protocol's bytes (`RedisSetBatch`), sent at once
+    /// in one pipeline and awaited later: a click builds no key, argument or command array.
+    public func startSet(ttlSeconds: Int? = nil, _ write: (inout RedisSetBatch) -> Void) -> RedisPendingSet {
+        if let ttl = ttlSeconds, ttl < 1 { return RedisPendingSet(RedisPendingReplies(failed: RedisError.invalidArgument("TTL must be at least 1 second"))) }
+        var batch = RedisSetBatch(ttlSeconds: ttlSeconds)
+        write(&batch)
+        guard batch.count > 0 else { return RedisPendingSet(nil) }
+        return RedisPendingSet(loop.start(.encoded(batch.encoded, count: batch.count), exclusive: false), expected: batch.count)
     }
 
     /// `pipeline`, sent at once; its replies are awaited later with `value()` (once).
@@ -222,6 +216,56 @@ public final class RedisClient: Sendable {
     /// the command timeout). Returns when every I/O loop has ended.
     public func close() async {
         for loop in loops { await loop.close() }
+    }
+}
+
+/// `SET key value [EX ttl]` commands written in RESP as they are added, for
+/// `RedisClient.startSet(ttlSeconds:_:)`: the key may come in two pieces (a constant prefix and
+/// a suffix), so no key is assembled before it is written.
+public struct RedisSetBatch {
+    fileprivate var encoded: [UInt8] = []
+    fileprivate var count = 0
+    fileprivate let ttlSeconds: Int?
+
+    fileprivate init(ttlSeconds: Int?) {
+        self.ttlSeconds = ttlSeconds
+        encoded.reserveCapacity(1024)
+    }
+
+    public mutating func set(key: [UInt8], value: [UInt8]) {
+        head()
+        RESP.appendBulk(key, to: &encoded)
+        RESP.appendBulk(value, to: &encoded)
+        tail()
+    }
+
+    /// `SET {prefix}{suffix} value`.
+    public mutating func set(key prefix: StaticString, _ suffix: String, value: [UInt8]) {
+        head()
+        RESP.appendBulk(prefix, suffix, to: &encoded)
+        RESP.appendBulk(value, to: &encoded)
+        tail()
+    }
+
+    /// `SET {prefix}{suffix} value` with a text value (its UTF-8).
+    public mutating func set(key prefix: StaticString, _ suffix: String, value: String) {
+        head()
+        RESP.appendBulk(prefix, suffix, to: &encoded)
+        RESP.appendBulk("", value, to: &encoded)
+        tail()
+    }
+
+    private mutating func head() {
+        RESP.appendArrayHeader(ttlSeconds == nil ? 3 : 5, to: &encoded)
+        RESP.appendBulk("SET", "", to: &encoded)
+    }
+
+    private mutating func tail() {
+        if let ttl = ttlSeconds {
+            RESP.appendBulk("EX", "", to: &encoded)
+            RESP.appendBulkDecimal(ttl, to: &encoded)
+        }
+        count += 1
     }
 }
 

@@ -816,6 +816,16 @@ enum RESP {
         out.append(13); out.append(10)
     }
 
+    /// One argument given as two pieces, `prefix` then `suffix` (its UTF-8).
+    static func appendBulk(_ prefix: StaticString, _ suffix: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "$"))
+        appendDecimal(prefix.utf8CodeUnitCount + suffix.utf8.count, to: &out)
+        out.append(13); out.append(10)
+        out.append(contentsOf: UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
+        out.append(contentsOf: suffix.utf8)
+        out.append(13); out.append(10)
+    }
+
     /// One argument that is a number, written in decimal.
     static func appendBulkDecimal(_ value: Int, to out: inout [UInt8]) {
         var digits = 1

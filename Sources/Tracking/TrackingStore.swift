@@ -28,20 +28,12 @@ public struct TrackingStore: Sendable {
     /// `storePageView`, sent at once and awaited later with `done()`: a click writes Redis
     /// while it waits for its PostgreSQL commit, in the same task.
     public func startStorePageView(_ data: TrackingData) -> RedisPendingSet {
-        // Key bytes written once each (no key `String` to copy again), the same keys as
-        // `dataKey` and `fbclidKey`.
-        func key(_ prefix: StaticString, _ suffix: String) -> [UInt8] {
-            var k: [UInt8] = []
-            k.reserveCapacity(prefix.utf8CodeUnitCount + suffix.utf8.count)
-            k.append(contentsOf: UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
-            k.append(contentsOf: suffix.utf8)
-            return k
+        // Keys written straight into the command bytes from their two pieces (no key `String` or
+        // array), the same keys as `dataKey` and `fbclidKey`.
+        redis.startSet(ttlSeconds: ttlSeconds) { batch in
+            batch.set(key: "tracking:", data.token, value: data.jsonBytes)
+            if !data.fbclid.isEmpty { batch.set(key: "tracking:fbclid:", data.fbclid, value: data.token) }
         }
-        var entries: [(key: [UInt8], value: [UInt8])] = []
-        entries.reserveCapacity(2)
-        entries.append((key("tracking:", data.token), data.jsonBytes))
-        if !data.fbclid.isEmpty { entries.append((key("tracking:fbclid:", data.fbclid), Array(data.token.utf8))) }
-        return redis.startSet(entries, ttlSeconds: ttlSeconds)
     }
 
     /// The payload of `token`, nil when absent (expired or never recorded) or unreadable.

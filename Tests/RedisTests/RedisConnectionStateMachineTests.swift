@@ -140,6 +140,13 @@ import Testing
         RESP.appendDecimal(1_234_567_890, to: &big)
         RESP.appendDecimal(0, to: &big)
         #expect(String(decoding: big, as: UTF8.self) == "12345678900")
+        // A key in two pieces is the same bulk string as the key in one.
+        for suffix in ["", "abc", "ação 🚀", String(repeating: "x", count: 300)] {
+            var pieces: [UInt8] = [], whole: [UInt8] = []
+            RESP.appendBulk("tracking:", suffix, to: &pieces)
+            RESP.appendBulk(Array("tracking:\(suffix)".utf8), to: &whole)
+            #expect(pieces == whole, "\(suffix)")
+        }
         // A number argument written in place is the same bulk string as its decimal text.
         for n in [0, 1, 9, 10, 99, 100, 604_800, Int(Int32.max)] {
             var direct: [UInt8] = [], viaText: [UInt8] = []

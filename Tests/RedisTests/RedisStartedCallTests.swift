@@ -17,6 +17,14 @@ import SystemTestSupport
         let ttl = try await redis.command(["TTL", "\(p)b"]).integer
         #expect(ttl.map { (1...60).contains($0) } == true)
 
+        // Keys in two pieces, text and byte values, written straight into the command bytes.
+        try await redis.startSet(ttlSeconds: 60) { batch in
+            batch.set(key: "test:", "\(p)ação", value: "texto ✓")
+            batch.set(key: "test:", "\(p)bytes", value: [0, 13, 10, 255])
+        }.done()
+        #expect(try await redis.getString("test:\(p)ação") == "texto ✓")
+        #expect(try await redis.get("test:\(p)bytes") == [0, 13, 10, 255])
+
         // A blocking command holds its reply back: value() suspends until it comes.
         let (replies, elapsed) = try await measure {
             try await redis.startPipeline([["BLPOP", "\(p)empty", "0.3"].map { Array($0.utf8) }]).value()
@@ -26,7 +34,7 @@ import SystemTestSupport
         // Error replies stay in place, as for `pipeline`; `done()` of a SET batch throws them.
         let mixed = try await redis.startPipeline([["SET", "\(p)w", "word"], ["INCR", "\(p)w"]].map { $0.map { Array($0.utf8) } }).value()
         #expect(mixed.count == 2 && mixed[0] == .status("OK") && mixed[1].errorMessage?.hasPrefix("ERR") == true)
-        try await redis.command(["DEL", "\(p)a", "\(p)b", "\(p)w"])
+        try await redis.command(["DEL", "\(p)a", "\(p)b", "\(p)w", "test:\(p)ação", "test:\(p)bytes"])
         await redis.close()
     }
 
