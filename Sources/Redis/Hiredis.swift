@@ -108,11 +108,12 @@ enum Hiredis {
 
     private static func copy(_ reply: UnsafeMutablePointer<redisReply>) -> RedisReply {
         let r = reply.pointee
-        let bytes = { Array(UnsafeRawBufferPointer(start: r.str, count: r.str == nil ? 0 : r.len)) }
+        let raw = UnsafeRawBufferPointer(start: r.str, count: r.str == nil ? 0 : r.len)
         switch r.type {
-        case REDIS_REPLY_STRING: return .bulk(bytes())
-        case REDIS_REPLY_STATUS: return .status(String(decoding: bytes(), as: UTF8.self))
-        case REDIS_REPLY_ERROR: return .error(String(decoding: bytes(), as: UTF8.self))
+        case REDIS_REPLY_STRING: return .bulk(Array(raw))
+        // Text straight from hiredis's buffer: a short status ("OK") costs no allocation at all.
+        case REDIS_REPLY_STATUS: return .status(String(decoding: raw, as: UTF8.self))
+        case REDIS_REPLY_ERROR: return .error(String(decoding: raw, as: UTF8.self))
         case REDIS_REPLY_INTEGER: return .integer(Int64(r.integer))
         case REDIS_REPLY_NIL: return .null
         case REDIS_REPLY_ARRAY:
