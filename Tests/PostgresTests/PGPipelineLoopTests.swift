@@ -110,7 +110,9 @@ import Testing
         #expect(first?.code == .unavailable)
         let (second, elapsed): (PGError?, Duration) = await measure { await Self.error { try await loop.query("SELECT 1") } }
         #expect(second?.code == .unavailable && second?.message.contains("not retrying yet") == true, "\(String(describing: second))")
-        #expect(elapsed < .seconds(1), "refused without a connect (\(elapsed))")
+        // That no connect was tried is shown by the counters below; the time bound is only a
+        // wide one (CI once took 1.13 s here on a loaded machine, against an old 1 s bound).
+        #expect(elapsed < .seconds(10), "refused at once, well inside the 30 s back-off (\(elapsed))")
         let c = await Self.counters(loop) { $0.failed == 2 }
         #expect(c.connectFailures == 1 && c.connects == 0 && c.failed == 2, "\(c)")
         let text = second.map { String(describing: $0) } ?? ""

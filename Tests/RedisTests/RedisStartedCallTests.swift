@@ -65,14 +65,14 @@ import SystemTestSupport
             Issue.record("expected CancellationError, got \(outcome)")
             return
         }
-        #expect(elapsed < .seconds(2), "cancelled at once, not after the 5 s BLPOP (\(elapsed))")
+        #expect(elapsed < .seconds(4), "cancelled at once, not after the 5 s BLPOP (\(elapsed))")
         // Already cancelled before it awaits: CancellationError without waiting either.
         let early = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return try await redis.startPipeline([["BLPOP", "\(p)never2", "5"].map { Array($0.utf8) }]).value()
         }
         let (second, elapsed2) = await measure { await early.result }
-        #expect((try? second.get()) == nil && elapsed2 < .seconds(2))
+        #expect((try? second.get()) == nil && elapsed2 < .seconds(4))
         #expect(try await redis.command(["PING"]) == .status("PONG"))
         await redis.close()
     }
