@@ -89,16 +89,7 @@ public final class RedisClient: Sendable {
     /// replies stay in place as `.error`; only connection-level failures throw.
     public func pipeline(_ commands: [[[UInt8]]]) async throws -> [RedisReply] {
         guard !commands.isEmpty else { return [] }
-        guard !commands.contains(where: \.isEmpty) else { throw RedisError.invalidArgument("empty command in pipeline") }
-        var exclusive = false
-        for args in commands {
-            switch RedisCommandKind(args) {
-            case .refused: throw RedisError.invalidArgument("subscriber and replication commands are not supported")
-            case .blocking: exclusive = true
-            case .plain: break
-            }
-        }
-        let replies = try await loop.run(commands, exclusive: exclusive)
+        let replies = try await loop.run(commands, exclusive: try Self.needsOwnConnection(commands).get())
         guard replies.count == commands.count else { throw RedisError.protocol("Redis answered a pipeline short") }
         return replies
     }
@@ -133,7 +124,6 @@ public final class RedisClient: Sendable {
         try await set(key, Array(value.utf8), ttlSeconds: ttlSeconds)
     }
 
-
     /// Sets several keys, all with the same TTL, in one pipelined round trip.
     /// - Throws: `RedisError.server` when any SET was refused (the others may have been applied).
     public func set(_ entries: [(key: String, value: [UInt8])], ttlSeconds: Int? = nil) async throws {
@@ -165,18 +155,26 @@ public final class RedisClient: Sendable {
 
     /// `pipeline`, sent at once; its replies are awaited later with `value()` (once).
     public func startPipeline(_ commands: [[[UInt8]]]) -> RedisPendingReplies {
-        guard !commands.isEmpty, !commands.contains(where: \.isEmpty) else {
-            return RedisPendingReplies(failed: RedisError.invalidArgument(commands.isEmpty ? "empty pipeline" : "empty command in pipeline"))
+        guard !commands.isEmpty else { return RedisPendingReplies(failed: RedisError.invalidArgument("empty pipeline")) }
+        switch Self.needsOwnConnection(commands) {
+        case .success(let exclusive): return loop.start(.args(commands), exclusive: exclusive)
+        case .failure(let error): return RedisPendingReplies(failed: error)
         }
+    }
+
+    /// Whether a pipeline must have a connection to itself (it holds a blocking command), or
+    /// why it is refused (an empty command; a subscriber or replication one).
+    private static func needsOwnConnection(_ commands: [[[UInt8]]]) -> Result<Bool, RedisError> {
+        guard !commands.contains(where: \.isEmpty) else { return .failure(.invalidArgument("empty command in pipeline")) }
         var exclusive = false
         for args in commands {
             switch RedisCommandKind(args) {
-            case .refused: return RedisPendingReplies(failed: RedisError.invalidArgument("subscriber and replication commands are not supported"))
+            case .refused: return .failure(.invalidArgument("subscriber and replication commands are not supported"))
             case .blocking: exclusive = true
             case .plain: break
             }
         }
-        return loop.start(.args(commands), exclusive: exclusive)
+        return .success(exclusive)
     }
 
     /// `PING`, for health and readiness checks.
