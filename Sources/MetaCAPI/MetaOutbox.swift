@@ -43,13 +43,33 @@ public enum MetaOutbox {
 
     /// The multi-row INSERT for `events` (not empty) and its parameters, 6 per event.
     static func batchInsert(_ events: [MetaEvent]) -> (sql: String, params: [PGValue?]) {
+        (BatchInsertTexts.text(rows: events.count), batchParams(events))
+    }
+
+    /// The batch INSERTs' parameters: 6 per event, in column order.
+    private static func batchParams(_ events: [MetaEvent]) -> [PGValue?] {
         var params: [PGValue?] = []
         params.reserveCapacity(events.count * 6)
         for e in events {
             params += [.text(e.pixelID), .text(e.eventName), .text(e.eventID), .int(e.eventTime),
                        .text(e.payloadText), .text(e.testEventCode)]
         }
-        return (BatchInsertTexts.text(rows: events.count), params)
+        return params
+    }
+
+    /// Batches of up to this many events run their plain INSERT as a prepared statement (one per
+    /// row count, on the pipelined connection); larger ones, rare, are parsed at each run.
+    static let preparedBatchRows = 48
+
+    /// The plain multi-row INSERT for `events` (not empty): no `ON CONFLICT`, so PostgreSQL checks
+    /// each key once, while inserting it, instead of probing the unique index first and then
+    /// inserting. A key already queued fails the whole statement (SQLSTATE 23505, nothing
+    /// inserted): the caller then writes the batch again with `batchInsert`. `name`: the prepared
+    /// statement to run it as (nil past `preparedBatchRows`).
+    static func plainBatchInsert(_ events: [MetaEvent]) -> (name: String?, sql: String, params: [PGValue?]) {
+        let rows = events.count
+        return (rows <= preparedBatchRows ? "pixtrack_outbox_insert_\(rows)" : nil, BatchInsertTexts.text(rows: rows, onConflict: false),
+                batchParams(events))
     }
 
     /// The keys the batch INSERT's `RETURNING` named: the rows that were new.
@@ -127,21 +147,24 @@ extension MetaOutbox {
     }
 }
 
-/// The multi-row INSERT texts of `MetaOutbox.enqueueReturningNew`, one per row count, made once
-/// each (up to `cached` rows; larger batches, which a configuration may allow, are made per call).
+/// The multi-row INSERT texts of the outbox's batches, one per row count and form, made once
+/// each (up to `cached` rows; larger batches, which a configuration may allow, are made per call):
+/// with `ON CONFLICT … DO NOTHING RETURNING` the keys (`MetaOutbox.enqueueReturningNew`), or plain
+/// (`MetaOutbox.plainBatchInsert`).
 enum BatchInsertTexts {
     static let cached = 256
-    private static let texts = Mutex<[String?]>(Array(repeating: nil, count: cached + 1))
+    private static let texts = Mutex<[String?]>(Array(repeating: nil, count: 2 * (cached + 1)))
 
-    static func text(rows: Int) -> String {
-        if rows <= cached, let known = texts.withLock({ $0[rows] }) { return known }
+    static func text(rows: Int, onConflict: Bool = true) -> String {
+        let slot = rows + (onConflict ? 0 : cached + 1)
+        if rows <= cached, let known = texts.withLock({ $0[slot] }) { return known }
         var sql = "INSERT INTO meta_events (pixel_id, event_name, event_id, event_time, payload, test_event_code) VALUES "
         for i in 0..<rows {
             let n = i * 6
             sql += (i == 0 ? "" : ", ") + "($\(n + 1), $\(n + 2), $\(n + 3), $\(n + 4), $\(n + 5)::jsonb, $\(n + 6))"
         }
-        sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id"
-        if rows <= cached { texts.withLock { $0[rows] = sql } }
+        if onConflict { sql += " ON CONFLICT (pixel_id, event_name, event_id) DO NOTHING RETURNING pixel_id, event_name, event_id" }
+        if rows <= cached { texts.withLock { $0[slot] = sql } }
         return sql
     }
 }

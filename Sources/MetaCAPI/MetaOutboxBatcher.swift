@@ -33,6 +33,9 @@ public final class MetaOutboxBatcher: Sendable {
         public var pending = 0
         /// Batches being written now.
         public var inFlight = 0
+        /// Pipelined batches whose plain INSERT met a key already queued and were written again
+        /// keeping the queued row.
+        public var conflictRetries = 0
     }
 
     private struct Waiter {
@@ -59,6 +62,11 @@ public final class MetaOutboxBatcher: Sendable {
     private let maxBatchSize: Int
     private let maxInFlight: Int
     private let state = Mutex(State())
+    /// Pipelined batches still to be written with `ON CONFLICT` first, after a plain INSERT met
+    /// a queued key: a caller that repeats event ids costs one failed INSERT per this many
+    /// batches, not one per batch.
+    private let keepQueuedBatchesLeft = Atomic<Int>(0)
+    static let keepQueuedAfterConflict = 64
 
     /// - Parameters:
     ///   - maxBatchSize: the most events in one INSERT (6 parameters each).
@@ -182,9 +190,43 @@ public final class MetaOutboxBatcher: Sendable {
     /// Writes one batch on the pipelined connection, answers it from the connection's thread
     /// and goes on with the next batch from there. The same outcomes as the pooled path: a
     /// refused statement is retried event by event (those statements travel in one pipeline).
+    ///
+    /// The usual batch, all new events, goes as a plain prepared INSERT: PostgreSQL neither
+    /// parses and plans it again nor probes the unique index before each row (measured on the
+    /// outbox table: about a third less server CPU per row than the unnamed `ON CONFLICT`
+    /// form). When a key was already queued that INSERT fails whole (SQLSTATE 23505) and the
+    /// batch is written again with `ON CONFLICT DO NOTHING RETURNING`, which keeps the queued
+    /// row and tells which events were new; the next `keepQueuedAfterConflict` batches go that
+    /// way at once.
     private func write(_ batch: [Waiter], on pipeline: PGPipelineLoop) {
         let events = batch.map(\.event)
         let (firstIndex, candidates) = Self.candidates(events)
+        guard plainInsertFirst() else { return writeKeepingQueued(batch, events, firstIndex, candidates, on: pipeline) }
+        let (name, sql, params) = MetaOutbox.plainBatchInsert(candidates)
+        pipeline.submit(sql, params, preparedAs: name) { result in
+            switch result {
+            case .success:
+                self.written(batch, .success(Self.allCandidatesNew(events, firstIndex, candidates: candidates.count)), on: pipeline)
+            case .failure(let error) where error.sqlState == "23505":
+                self.keepQueuedBatchesLeft.store(Self.keepQueuedAfterConflict, ordering: .relaxed)
+                self.state.withLock { $0.statistics.conflictRetries += 1 }
+                self.writeKeepingQueued(batch, events, firstIndex, candidates, on: pipeline)
+            case .failure(let error):
+                self.refused(batch, events, firstIndex, candidates, error, on: pipeline)
+            }
+        }
+    }
+
+    /// Whether the next pipelined batch tries the plain INSERT (no recent conflict).
+    private func plainInsertFirst() -> Bool {
+        guard keepQueuedBatchesLeft.load(ordering: .relaxed) > 0 else { return true }
+        keepQueuedBatchesLeft.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    /// Writes a pipelined batch with `ON CONFLICT DO NOTHING RETURNING`: what was queued stays.
+    private func writeKeepingQueued(_ batch: [Waiter], _ events: [MetaEvent], _ firstIndex: [MetaEvent.Key: Int],
+                                    _ candidates: [MetaEvent], on pipeline: PGPipelineLoop) {
         let (sql, params) = MetaOutbox.batchInsert(candidates)
         pipeline.submit(sql, params) { result in
             switch result {
@@ -200,17 +242,24 @@ public final class MetaOutboxBatcher: Sendable {
                     outcomes = .failure(Self.pgError(error))
                 }
                 self.written(batch, outcomes, on: pipeline)
-            case .failure(let error) where candidates.count > 1 && Self.isStatementRefusal(error):
-                let singles = SingleOutcomes(expected: candidates.count)
-                for e in candidates {
-                    let (sql, params) = MetaOutbox.batchInsert([e])
-                    pipeline.submit(sql, params) { one in
-                        guard let all = singles.record(e.key, one.map { $0.affectedRows == 1 }) else { return }
-                        self.written(batch, .success(Self.outcomes(events, firstIndex, single: all)), on: pipeline)
-                    }
-                }
             case .failure(let error):
-                self.written(batch, .failure(error), on: pipeline)
+                self.refused(batch, events, firstIndex, candidates, error, on: pipeline)
+            }
+        }
+    }
+
+    /// A pipelined batch's INSERT failed with `error`: a statement the server refused (bad data)
+    /// is retried event by event, each keeping what is queued (those statements travel in one
+    /// pipeline); any other failure fails the batch.
+    private func refused(_ batch: [Waiter], _ events: [MetaEvent], _ firstIndex: [MetaEvent.Key: Int],
+                         _ candidates: [MetaEvent], _ error: PGError, on pipeline: PGPipelineLoop) {
+        guard candidates.count > 1 && Self.isStatementRefusal(error) else { return written(batch, .failure(error), on: pipeline) }
+        let singles = SingleOutcomes(expected: candidates.count)
+        for e in candidates {
+            let (sql, params) = MetaOutbox.batchInsert([e])
+            pipeline.submit(sql, params) { one in
+                guard let all = singles.record(e.key, one.map { $0.affectedRows == 1 }) else { return }
+                self.written(batch, .success(Self.outcomes(events, firstIndex, single: all)), on: pipeline)
             }
         }
     }

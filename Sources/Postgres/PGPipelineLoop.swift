@@ -23,8 +23,10 @@ import SystemCalls
 /// `connectTimeout`, so a slow connect never stalls the host's loop.
 ///
 /// Every statement runs on its own (autocommit, its own Sync): one that fails affects no other.
-/// Statements are sent unnamed (parsed at each run), which suits texts made up per call such
-/// as a multi-row INSERT sized to its batch.
+/// Statements are sent unnamed (parsed at each run), or, when the caller names them
+/// (`preparedAs`), prepared once per connection and then only bound and executed: a statement
+/// run often with the same text skips PostgreSQL's parse and plan (the state machine keeps the
+/// names and their bound).
 public final class PGPipelineLoop: @unchecked Sendable {
     /// Called once per statement, on the loop's thread: keep it short (resume a continuation,
     /// submit the next statement).
@@ -53,10 +55,14 @@ public final class PGPipelineLoop: @unchecked Sendable {
         /// Statements on the wire now, and held while connecting.
         public var outstanding = 0
         public var waiting = 0
+        /// Statements prepared (a named statement's first run on a connection).
+        public var prepares = 0
     }
 
     struct Request: Sendable {
         let statement: PGConnection.Statement
+        /// The prepared statement's name (`submit(_:_:preparedAs:completion:)`); nil: unnamed.
+        let name: String?
         let completion: Completion
     }
 
@@ -101,6 +107,10 @@ public final class PGPipelineLoop: @unchecked Sendable {
     private var headRows: PGRows?
     private var headError: PGError?
     private var awaitingSync = false
+    /// Whether the oldest statement's prepare group (`prepareThenRun`) has been read, and
+    /// whether it failed.
+    private var headPrepareRead = false
+    private var headPrepareFailed = false
     private var connectInFlight = false
     private var closing = false
     private var finished = false
@@ -159,11 +169,14 @@ public final class PGPipelineLoop: @unchecked Sendable {
 
     /// Runs one parameterized statement; `completion` gets its rows or its error, on the loop's
     /// thread (or at once, on this one, when it is refused before reaching the loop).
+    /// - Parameter name: run it as this prepared statement (prepared on the connection at its
+    ///   first use). One name should always carry the same text and parameter types; a caller
+    ///   that breaks that rule gets its statement run unnamed, never another one.
     /// - Errors: `.invalidArgument` (a NUL byte), `.poolClosed`, `.poolTimeout` (too many
     ///   waiting), `.unavailable` (down, or the connection broke before the answer: the statement
     ///   may or may not have run), `.timeout` (no answer within the client deadline; likewise), or
     ///   the statement's own error.
-    public func submit(_ sql: String, _ params: [PGValue?], completion: @escaping Completion) {
+    public func submit(_ sql: String, _ params: [PGValue?], preparedAs name: String? = nil, completion: @escaping Completion) {
         let statement: PGConnection.Statement
         do {
             statement = try PGConnection.Statement(sql, params, prepare: false)
@@ -173,7 +186,7 @@ public final class PGPipelineLoop: @unchecked Sendable {
             return completion(.failure(PGError(.invalidArgument, "statement could not be encoded")))
         }
         enum Outcome { case closed, queued, wake, start }
-        let request = Request(statement: statement, completion: completion)
+        let request = Request(statement: statement, name: name, completion: completion)
         let onLoop = inTurnOnThisThread
         let outcome: Outcome = inbox.withLock { box in
             if box.closed || box.exited { return .closed }
@@ -197,9 +210,9 @@ public final class PGPipelineLoop: @unchecked Sendable {
     }
 
     /// Runs one statement and returns its rows (`submit`, awaited).
-    public func query(_ sql: String, _ params: [PGValue?] = []) async throws -> PGRows {
+    public func query(_ sql: String, _ params: [PGValue?] = [], preparedAs name: String? = nil) async throws -> PGRows {
         try await withCheckedThrowingContinuation { (k: CheckedContinuation<PGRows, any Error>) in
-            submit(sql, params) { k.resume(with: $0.mapError { $0 as any Error }) }
+            submit(sql, params, preparedAs: name) { k.resume(with: $0.mapError { $0 as any Error }) }
         }
     }
 
@@ -381,8 +394,9 @@ public final class PGPipelineLoop: @unchecked Sendable {
         switch job {
         case .submit(let request):
             if closing { return request.completion(.failure(PGError(.poolClosed, "the PostgreSQL pipeline is closed"))) }
-            switch machine.submit(request, now: now) {
-            case .send(let r): send(r)
+            let prepared = request.name.map { PGPipelineStateMachine<Request>.Prepared(name: $0, sql: request.statement.sql, types: request.statement.types) }
+            switch machine.submit(request, prepared: prepared, now: now) {
+            case .send(let s): send(s)
             case .hold: break
             case .connect: startConnect()
             case .refuse(let r, let error):
@@ -445,19 +459,32 @@ public final class PGPipelineLoop: @unchecked Sendable {
         conn = handle
         socketFD = fd
         counts.connects += 1
-        for r in machine.connected(now: now) {
+        for s in machine.connected(now: now) {
             guard conn != nil else { break }  // broke while sending: the rest already failed
-            send(r)
+            send(s)
         }
     }
 
     // MARK: I/O
 
-    private func send(_ r: Request) {
+    private func send(_ outgoing: PGPipelineStateMachine<Request>.Send) {
         guard let conn else { return }
-        let s = r.statement
-        let queued = withCStringArray(s.texts) { values in LibPQ.sendQueryParams(conn, s.sql, s.types, values) } && LibPQ.pipelineSync(conn)
-        if !queued { breakConnection(PGError(.unavailable, "a statement could not be queued on the PostgreSQL connection")) }
+        let s = outgoing.request.statement
+        let queued: Bool
+        switch outgoing.way {
+        case .unnamed:
+            queued = withCStringArray(s.texts) { values in LibPQ.sendQueryParams(conn, s.sql, s.types, values) }
+        case .prepared(let name):
+            queued = withCStringArray(s.texts) { values in LibPQ.sendQueryPrepared(conn, name, s.texts.count, values) }
+        case .prepareThenRun(let name):
+            counts.prepares += 1
+            queued = LibPQ.sendPrepare(conn, name, s.sql, s.types)
+                && withCStringArray(s.texts) { values in LibPQ.sendQueryPrepared(conn, name, s.texts.count, values) }
+        }
+        if !queued { return breakConnection(PGError(.unavailable, "a statement could not be queued on the PostgreSQL connection")) }
+        if !LibPQ.pipelineSync(conn) {
+            breakConnection(PGError(.unavailable, "a statement could not be queued on the PostgreSQL connection"))
+        }
     }
 
     /// Sends what libpq holds; watches for writability while some is left.
@@ -498,24 +525,37 @@ public final class PGPipelineLoop: @unchecked Sendable {
                 guard kind == .pipelineSync else { return breakConnection(PGError(.unavailable, "PostgreSQL pipeline out of step")) }
                 let outcome: Result<PGRows, PGError> = headError.map { .failure($0) }
                     ?? .success(headRows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: ""))
+                let prepareFailed = headPrepareFailed
                 headRows = nil
                 headError = nil
                 awaitingSync = false
-                guard let request = machine.answered(now: now) else { return }
+                headPrepareRead = false
+                headPrepareFailed = false
+                guard let request = machine.answered(prepareFailed: prepareFailed, now: now) else { return }
                 counts.answered += 1
                 request.completion(outcome)
                 continue
             }
+            // A statement sent `prepareThenRun` answers with the prepare's group first.
+            let inPrepare: Bool
+            if !headPrepareRead, case .prepareThenRun = machine.oldestWay { inPrepare = true } else { inPrepare = false }
             guard let result else {
-                awaitingSync = true  // this statement's results are over; its Sync comes next
+                if inPrepare {
+                    headPrepareRead = true  // the prepare's group is over; the statement's comes next
+                } else {
+                    awaitingSync = true  // this statement's results are over; its Sync comes next
+                }
                 continue
             }
             defer { LibPQ.clear(result) }
             switch LibPQ.resultKind(result) {
             case .commandOK, .tuples:
-                if headRows == nil, headError == nil { headRows = PGConnection.copyRows(result) }
+                if !inPrepare, headRows == nil, headError == nil { headRows = PGConnection.copyRows(result) }
             case .error:
-                if headError == nil { headError = PGError(result: result, connection: conn) }
+                if headError == nil {
+                    headError = PGError(result: result, connection: conn)
+                    headPrepareFailed = inPrepare
+                }
             case .pipelineAborted:
                 if headError == nil { headError = PGError(.queryFailed, "statement skipped by PostgreSQL (pipeline aborted)") }
             case .pipelineSync, .unexpected:
@@ -542,6 +582,8 @@ public final class PGPipelineLoop: @unchecked Sendable {
         headRows = nil
         headError = nil
         awaitingSync = false
+        headPrepareRead = false
+        headPrepareFailed = false
     }
 
     private func publish() {

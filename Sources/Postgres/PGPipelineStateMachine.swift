@@ -17,8 +17,54 @@
 ///   (PostgreSQL is down: no caller waits for a connect that will fail the same way);
 /// - at most `capacity` requests are sent or held at once; more are refused, never queued
 ///   without bound;
+/// - a request may name a prepared statement (`Prepared`): the first time a name is sent on a
+///   connection it goes out as Parse + Bind/Execute under one Sync (`prepareThenRun`), later
+///   ones as Bind/Execute alone (`prepared`). The names are the connection's: a new connection
+///   knows none. A failed prepare forgets its name (the next request prepares again); a name
+///   whose text or parameter types differ from those it was prepared with, or one past `maxPrepared` names, is
+///   sent unnamed (parsed at each run), so a caller's mistake costs speed, never a wrong
+///   statement, and the server holds a bounded number of statements per connection;
 /// - once closed it stays closed.
 struct PGPipelineStateMachine<Request> {
+    /// A statement a request asks to run prepared under `name`: its text and parameter types
+    /// (what it is prepared with).
+    struct Prepared: Equatable, Sendable {
+        let name: String
+        let sql: String
+        var types: [UInt32] = []
+
+        /// What a name stands for on a connection.
+        var body: Body { Body(sql: sql, types: types) }
+    }
+
+    struct Body: Equatable, Sendable {
+        let sql: String
+        let types: [UInt32]
+    }
+
+    /// How a sent request goes on the wire.
+    enum Way: Equatable, Sendable {
+        /// Parsed at each run (`PQsendQueryParams`).
+        case unnamed
+        /// Already prepared on this connection: Bind/Execute only (`PQsendQueryPrepared`).
+        case prepared(String)
+        /// Parse then Bind/Execute (`PQsendPrepare` + `PQsendQueryPrepared`) under one Sync: its
+        /// answer has two result groups, the prepare's and the statement's.
+        case prepareThenRun(String)
+    }
+
+    /// A request to write now, and how.
+    struct Send {
+        let request: Request
+        let way: Way
+    }
+
+    private struct Entry {
+        let request: Request
+        let prepared: Prepared?
+        var way: Way = .unnamed
+    }
+
     enum State: Equatable, Sendable {
         /// No connection: the next request connects (or, inside the back-off, is refused).
         case idle
@@ -30,9 +76,11 @@ struct PGPipelineStateMachine<Request> {
 
     private(set) var state: State = .idle
     /// Sent, in order; the first is the one whose answer comes next.
-    private var sent: [Request] = []
+    private var sent: [Entry] = []
     /// Held while connecting, in arrival order.
-    private var held: [Request] = []
+    private var held: [Entry] = []
+    /// The statements prepared on this connection (or on their way): name → text and types.
+    private(set) var preparedNames: [String: Body] = [:]
     /// When the next answer is due (nil: nothing outstanding).
     private(set) var deadline: ContinuousClock.Instant?
     /// Until when requests are refused after a failed connect.
@@ -41,12 +89,19 @@ struct PGPipelineStateMachine<Request> {
     let answerTimeout: Duration?
     let backoff: Duration
     let capacity: Int
+    /// The most statements prepared on one connection.
+    let maxPrepared: Int
 
-    init(answerTimeout: Duration?, backoff: Duration, capacity: Int) {
+    init(answerTimeout: Duration?, backoff: Duration, capacity: Int, maxPrepared: Int = 64) {
         self.answerTimeout = answerTimeout
         self.backoff = backoff
         self.capacity = max(1, capacity)
+        self.maxPrepared = max(0, maxPrepared)
     }
+
+    /// How the oldest sent request went (nil: none is outstanding): the reader of its answer
+    /// needs to know whether a prepare's result comes first.
+    var oldestWay: Way? { sent.first?.way }
 
     /// Requests sent and not yet answered.
     var outstanding: Int { sent.count }
@@ -54,8 +109,8 @@ struct PGPipelineStateMachine<Request> {
     var waiting: Int { held.count }
 
     enum SubmitAction {
-        /// Write it to the connection now.
-        case send(Request)
+        /// Write it to the connection now, this way.
+        case send(Send)
         /// Held: start a connect (the first request of an idle connection).
         case connect
         /// Held until the connect under way ends.
@@ -64,7 +119,8 @@ struct PGPipelineStateMachine<Request> {
         case refuse(Request, PGError)
     }
 
-    mutating func submit(_ request: Request, now: ContinuousClock.Instant) -> SubmitAction {
+    mutating func submit(_ request: Request, prepared: Prepared? = nil, now: ContinuousClock.Instant) -> SubmitAction {
+        let entry = Entry(request: request, prepared: prepared)
         switch state {
         case .closed:
             return .refuse(request, PGError(.poolClosed, "the PostgreSQL pipeline is closed"))
@@ -72,31 +128,46 @@ struct PGPipelineStateMachine<Request> {
             return .refuse(request, PGError(.poolTimeout, "too many PostgreSQL statements waiting (\(capacity))"))
         case .ready:
             if sent.isEmpty { deadline = answerTimeout.map { now + $0 } }
-            sent.append(request)
-            return .send(request)
+            let outgoing = planned(entry)
+            sent.append(outgoing)
+            return .send(Send(request: request, way: outgoing.way))
         case .connecting:
-            held.append(request)
+            held.append(entry)
             return .hold
         case .idle:
             if let downUntil, now < downUntil {
                 return .refuse(request, PGError(.unavailable, "PostgreSQL is down (a recent connect failed); not retrying yet"))
             }
             downUntil = nil
-            held.append(request)
+            held.append(entry)
             state = .connecting
             return .connect
         }
     }
 
-    /// The connect succeeded: what was held is to be sent, in order.
-    mutating func connected(now: ContinuousClock.Instant) -> [Request] {
+    /// Decides how `entry` goes on the wire of the current connection, noting a name it prepares.
+    private mutating func planned(_ entry: Entry) -> Entry {
+        var entry = entry
+        guard let p = entry.prepared else { return entry }
+        if let known = preparedNames[p.name] {
+            entry.way = known == p.body ? .prepared(p.name) : .unnamed
+        } else if preparedNames.count < maxPrepared {
+            preparedNames[p.name] = p.body
+            entry.way = .prepareThenRun(p.name)
+        }
+        return entry
+    }
+
+    /// The connect succeeded: what was held is to be sent, in order (a new connection: no
+    /// statement is prepared on it yet).
+    mutating func connected(now: ContinuousClock.Instant) -> [Send] {
         guard state == .connecting else { return [] }
         state = .ready
-        let toSend = held
+        preparedNames = [:]
+        sent = held.map { planned($0) }
         held = []
-        sent = toSend
-        deadline = toSend.isEmpty ? nil : answerTimeout.map { now + $0 }
-        return toSend
+        deadline = sent.isEmpty ? nil : answerTimeout.map { now + $0 }
+        return sent.map { Send(request: $0.request, way: $0.way) }
     }
 
     /// The connect failed: what was held fails with it, and requests are refused for `backoff`.
@@ -106,16 +177,22 @@ struct PGPipelineStateMachine<Request> {
         downUntil = backoff > .zero ? now + backoff : nil
         let failed = held
         held = []
-        return failed
+        return failed.map(\.request)
     }
 
-    /// The oldest sent request got its whole answer (its results and its Sync).
-    /// Nil when nothing was outstanding: the caller treats that as a protocol failure.
-    mutating func answered(now: ContinuousClock.Instant) -> Request? {
+    /// The oldest sent request got its whole answer (its results and its Sync);
+    /// `prepareFailed`: it was sent `prepareThenRun` and the prepare itself was refused (the
+    /// name is forgotten, so the next request prepares again; a statement that failed after its
+    /// prepare succeeded leaves the name prepared). Nil when nothing was outstanding: the caller
+    /// treats that as a protocol failure.
+    mutating func answered(prepareFailed: Bool = false, now: ContinuousClock.Instant) -> Request? {
         guard !sent.isEmpty else { return nil }
-        let request = sent.removeFirst()
+        let entry = sent.removeFirst()
+        if prepareFailed, case .prepareThenRun(let name) = entry.way, preparedNames[name] == entry.prepared?.body {
+            preparedNames[name] = nil
+        }
         deadline = sent.isEmpty ? nil : answerTimeout.map { now + $0 }
-        return request
+        return entry.request
     }
 
     /// The connection broke (EOF, a socket error, a protocol failure, the deadline): everything
@@ -124,10 +201,11 @@ struct PGPipelineStateMachine<Request> {
         guard state == .ready || state == .connecting else { return [] }
         state = .idle
         deadline = nil
+        preparedNames = [:]
         let failed = sent + held
         sent = []
         held = []
-        return failed
+        return failed.map(\.request)
     }
 
     /// True when the next answer is overdue at `now`: the caller then breaks the connection with
@@ -142,8 +220,11 @@ struct PGPipelineStateMachine<Request> {
         let failed = sent + held
         sent = []
         held = []
+        preparedNames = [:]
         deadline = nil
         state = .closed
-        return failed
+        return failed.map(\.request)
     }
 }
+
+extension PGPipelineStateMachine.Send: Equatable where Request: Equatable {}

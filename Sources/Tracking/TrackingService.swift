@@ -54,6 +54,10 @@ public final class TrackingService: Sendable {
         metrics.gauge("pixtrack_pageview_outbox_events_total", help: "Click PageViews those INSERTs carried.") {
             [([], Double(outbox.statistics.events))]
         }
+        metrics.gauge("pixtrack_pageview_outbox_conflict_retries_total",
+                      help: "Batches written again keeping a PageView already queued (a repeated event id).") {
+            [([], Double(outbox.statistics.conflictRetries))]
+        }
         binder = StartBinder(pool: pool, store: store, metrics: metrics, logger: logger)
         resolver = TokenResolver(pool: pool, store: store, metrics: metrics, logger: logger)
     }

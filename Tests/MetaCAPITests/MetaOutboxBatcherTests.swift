@@ -111,6 +111,9 @@ import RPC
         #expect(try await pending[2].value == false)
         let stats = batcher.statistics
         #expect(stats.batches == 5 && stats.events == 7)   // 2 alone, 2 blockers, 1 batch of 3
+        // Pipelined: the repeat of "old" failed its plain INSERT and was written again keeping
+        // the queued row; the batches after it went with ON CONFLICT at once.
+        #expect(stats.conflictRetries == (pipelined ? 1 : 0))
         let time = try await pool.withConnection {
             try $0.query("SELECT event_time FROM meta_events WHERE event_id = 'dup'").first?.int("event_time")
         }
@@ -226,6 +229,55 @@ import RPC
         try lock.execute("COMMIT")
         #expect(try await task.value)
         #expect(try await Self.rows(pool) == 1)
+        await Self.close(batcher, pool)
+    }
+
+    /// Two writers (two servers) queueing the same events at once: each event is queued once
+    /// and exactly one of its two requests is told "new", whichever INSERT got there first.
+    @Test(arguments: [false, true]) func twoWritersRacingTheSameEventsQueueEachOnce(pipelined: Bool) async throws {
+        let (_, pool, poolURL) = try await Self.isolated()
+        let a = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
+        let b = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
+        let news = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+            for i in 0..<300 {
+                group.addTask { (i, try await a.enqueue(testEvent("r\(i)", time: 1_000))) }
+                group.addTask { (i, try await b.enqueue(testEvent("r\(i)", time: 2_000))) }
+            }
+            return try await group.reduce(into: [Int: Int]()) { counts, answer in counts[answer.0, default: 0] += answer.1 ? 1 : 0 }
+        }
+        #expect(news.count == 300 && news.values.allSatisfy { $0 == 1 }, "each event: one 'new' of its two requests")
+        #expect(try await Self.rows(pool) == 300)
+        await a.pipeline?.close()
+        await Self.close(b, pool)
+    }
+
+    /// Pipelined, the usual batch is a prepared plain INSERT (one prepared statement per row
+    /// count, run again and again); after a conflict the next `keepQueuedAfterConflict` batches
+    /// go with ON CONFLICT, then plain inserts resume.
+    @Test func pipelinedBatchesArePreparedPlainInsertsAndAConflictHoldsThemOffForAWhile() async throws {
+        let (_, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: true)
+        let pipeline = try #require(batcher.pipeline)
+        // Runs of the one-row plain INSERT, asked on the pipeline's own connection.
+        func plainRuns() async throws -> Int {
+            let rows = try await pipeline.query("""
+                SELECT coalesce(sum(generic_plans + custom_plans), 0)::int AS n FROM pg_prepared_statements
+                WHERE name = 'pixtrack_outbox_insert_1'
+                """)
+            return try rows[0].int("n") ?? -1
+        }
+        for i in 0..<3 { #expect(try await batcher.enqueue(testEvent("p\(i)"))) }
+        #expect(try await plainRuns() == 3)
+        #expect(pipeline.counters.prepares == 1, "prepared once, run three times")
+        #expect(try await batcher.enqueue(testEvent("p0")) == false, "already queued: the plain INSERT fails, the retry keeps the row")
+        #expect(batcher.statistics.conflictRetries == 1)
+        let afterConflict = try await plainRuns()
+        for i in 0..<MetaOutboxBatcher.keepQueuedAfterConflict { #expect(try await batcher.enqueue(testEvent("h\(i)"))) }
+        #expect(try await plainRuns() == afterConflict, "held off: these went with ON CONFLICT")
+        #expect(try await batcher.enqueue(testEvent("resumed")))
+        #expect(try await plainRuns() == afterConflict + 1)
+        #expect(try await Self.rows(pool) == 3 + MetaOutboxBatcher.keepQueuedAfterConflict + 1)
+        #expect(batcher.statistics.failedBatches == 0)
         await Self.close(batcher, pool)
     }
 }

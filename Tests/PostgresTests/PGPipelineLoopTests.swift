@@ -68,6 +68,67 @@ import Testing
         await loop.close()
     }
 
+    /// Named statements: prepared once per connection (the prepare and the first run share one
+    /// Sync), then only bound and executed; interleaved with unnamed ones, each still gets its
+    /// own answer in order.
+    @Test func aNamedStatementIsPreparedOnceAndRunsInterleavedWithUnnamedOnes() async throws {
+        let loop = try Self.loop()
+        let answers = try await withThrowingTaskGroup(of: (Int, Int?).self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    let rows = i % 3 == 0
+                        ? try await loop.query("SELECT $1::int + 1000 AS v", [.int(Int64(i))])
+                        : try await loop.query("SELECT $1::int AS v", [.int(Int64(i))], preparedAs: "pl_echo")
+                    return (i % 3 == 0 ? i + 1000 : i, try rows[0].int("v"))
+                }
+            }
+            return try await group.reduce(into: [(Int, Int?)]()) { $0.append($1) }
+        }
+        #expect(answers.count == 200 && answers.allSatisfy { $0.0 == $0.1 })
+        let c = await Self.counters(loop) { $0.answered == 200 }
+        #expect(c.prepares == 1 && c.connects == 1 && c.failed == 0, "\(c)")
+        let listed = try await loop.query("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'pl_echo'")
+        #expect(try listed[0].int("n") == 1, "the server holds it once")
+        await loop.close()
+    }
+
+    /// A prepare the server refuses fails its statement with the server's own error (not "no
+    /// such statement"), and the next use prepares again; a statement that fails after its
+    /// prepare succeeded keeps the name (no "already exists" on the next run).
+    @Test func aRefusedPrepareIsRetriedAndAFailedRunKeepsItsStatement() async throws {
+        let loop = try Self.loop()
+        for _ in 0..<2 {
+            let e = await Self.error { try await loop.query("SELEC 1", preparedAs: "pl_bad") }
+            #expect(e?.code == .queryFailed && e?.sqlState == "42601", "\(String(describing: e))")
+        }
+        #expect(await Self.counters(loop) { $0.answered == 2 }.prepares == 2)
+        let e = await Self.error { try await loop.query("SELECT 1 / $1::int AS v", [.int(0)], preparedAs: "pl_div") }
+        #expect(e?.sqlState == "22012", "\(String(describing: e))")
+        #expect(try await loop.query("SELECT 1 / $1::int AS v", [.int(1)], preparedAs: "pl_div")[0].int("v") == 1)
+        let c = await Self.counters(loop) { $0.answered == 4 }
+        #expect(c.prepares == 3 && c.connects == 1, "\(c)")
+        await loop.close()
+    }
+
+    /// A new connection knows no prepared statements: after a backend is killed, the same name
+    /// is prepared again on the next connection.
+    @Test func aNamedStatementIsPreparedAgainOnANewConnection() async throws {
+        let loop = try Self.loop()
+        #expect(try await loop.query("SELECT pg_backend_pid() AS pid", preparedAs: "pl_pid")[0].int("pid") != nil)
+        let pid = try await Self.backendPID(loop)
+        let pool = try PGTestEnv.pool(maxConnections: 1)
+        try await pool.withConnection { c in try c.execute("SELECT pg_terminate_backend($1::int)", [.int(Int64(pid))]) }
+        await pool.close()
+        var fresh: Int? = nil
+        for _ in 0..<3 where fresh == nil {  // the first may meet the dead connection
+            fresh = try? await loop.query("SELECT pg_backend_pid() AS pid", preparedAs: "pl_pid")[0].int("pid")
+        }
+        #expect(fresh != nil && fresh != Int(pid))
+        let c = await Self.counters(loop) { $0.connects == 2 }
+        #expect(c.connects == 2 && c.prepares == 2, "\(c)")
+        await loop.close()
+    }
+
     @Test func aKilledBackendFailsWhatWasOnItAndTheNextStatementReconnects() async throws {
         let loop = try Self.loop()
         let pid = try await Self.backendPID(loop)

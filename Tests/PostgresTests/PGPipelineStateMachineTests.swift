@@ -15,9 +15,9 @@ import Testing
         guard case .connect = m.submit(1, now: t0) else { Issue.record("first request connects"); return }
         guard case .hold = m.submit(2, now: t0) else { Issue.record("second is held"); return }
         #expect(m.state == .connecting && m.waiting == 2 && m.deadline == nil, "no deadline while connecting (the connect has its own)")
-        #expect(m.connected(now: t0 + .seconds(1)) == [1, 2])
+        #expect(m.connected(now: t0 + .seconds(1)).map(\.request) == [1, 2])
         #expect(m.state == .ready && m.outstanding == 2 && m.deadline == t0 + .seconds(11))
-        guard case .send(3) = m.submit(3, now: t0 + .seconds(2)) else { Issue.record("ready: sent at once"); return }
+        guard case .send(.init(request: 3, way: .unnamed)) = m.submit(3, now: t0 + .seconds(2)) else { Issue.record("ready: sent at once"); return }
         #expect(m.deadline == t0 + .seconds(11), "a request behind others does not move the deadline")
         #expect(m.answered(now: t0 + .seconds(3)) == 1)
         #expect(m.deadline == t0 + .seconds(13), "each answer restarts the clock")
@@ -76,7 +76,7 @@ import Testing
         _ = m.connected(now: t0)
         guard case .refuse = m.submit(4, now: t0) else { Issue.record("still full when sent"); return }
         _ = m.answered(now: t0)
-        guard case .send(5) = m.submit(5, now: t0) else { Issue.record("room again after an answer"); return }
+        guard case .send(.init(request: 5, way: .unnamed)) = m.submit(5, now: t0) else { Issue.record("room again after an answer"); return }
     }
 
     @Test func noTimeoutMeansNoDeadline() {
@@ -95,13 +95,89 @@ import Testing
         #expect(m.state == .closed)
         guard case .refuse(3, let e) = m.submit(3, now: t0) else { Issue.record("closed refuses"); return }
         #expect(e.code == .poolClosed)
-        #expect(m.connected(now: t0) == [] && m.connectFailed(now: t0) == [] && m.broken() == [], "late connect results change nothing")
+        #expect(m.connected(now: t0).isEmpty && m.connectFailed(now: t0) == [] && m.broken() == [], "late connect results change nothing")
         #expect(m.state == .closed)
     }
 
     @Test func aLateConnectResultWithNothingConnectingIsIgnored() {
         var m = machine()
-        #expect(m.connected(now: t0) == [])
+        #expect(m.connected(now: t0).isEmpty)
         #expect(m.state == .idle)
+    }
+
+    // MARK: Prepared statements
+
+    typealias Prepared = Machine.Prepared
+
+    func way(_ action: Machine.SubmitAction) -> Machine.Way? {
+        if case .send(let s) = action { return s.way }
+        return nil
+    }
+
+    @Test func aNameIsPreparedOnceAndThenOnlyRun() {
+        var m = machine()
+        let p = Prepared(name: "ins1", sql: "INSERT 1", types: [25])
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.submit(2, prepared: p, now: t0)
+        #expect(m.connected(now: t0).map(\.way) == [.prepareThenRun("ins1"), .prepared("ins1")],
+                "held requests: the first prepares, the second only runs")
+        #expect(m.oldestWay == .prepareThenRun("ins1"))
+        #expect(way(m.submit(3, prepared: p, now: t0)) == .prepared("ins1"))
+        #expect(way(m.submit(4, now: t0)) == .unnamed)
+        #expect(m.answered(now: t0) == 1)
+        #expect(m.oldestWay == .prepared("ins1"))
+        #expect(m.preparedNames.count == 1)
+    }
+
+    @Test func aFailedPrepareIsForgottenAndTheNextRequestPreparesAgain() {
+        var m = machine()
+        let p = Prepared(name: "bad", sql: "SELEC 1")
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.connected(now: t0)
+        #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("bad"), "sent before the prepare's answer came back")
+        #expect(m.answered(prepareFailed: true, now: t0) == 1)
+        #expect(m.preparedNames["bad"] == nil)
+        #expect(m.answered(now: t0) == 2, "the one sent behind it fails on its own (no such statement)")
+        #expect(way(m.submit(3, prepared: p, now: t0)) == .prepareThenRun("bad"))
+    }
+
+    @Test func aStatementThatFailsAfterItsPrepareKeepsTheName() {
+        var m = machine()
+        let p = Prepared(name: "ins", sql: "INSERT 1")
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.connected(now: t0)
+        #expect(m.answered(prepareFailed: false, now: t0) == 1)  // e.g. a unique violation
+        #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("ins"), "preparing it again would clash with the server's copy")
+    }
+
+    @Test func aNewConnectionKnowsNoNames() {
+        var m = machine()
+        let p = Prepared(name: "ins", sql: "INSERT 1")
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.connected(now: t0)
+        _ = m.answered(now: t0)
+        #expect(m.broken().isEmpty && m.preparedNames.isEmpty)
+        _ = m.submit(2, prepared: p, now: t0)
+        #expect(m.connected(now: t0).map(\.way) == [.prepareThenRun("ins")])
+    }
+
+    @Test func aNameWithAnotherTextOrTypesRunsUnnamed() {
+        var m = machine()
+        _ = m.submit(1, prepared: Prepared(name: "n", sql: "SELECT $1", types: [25]), now: t0)
+        _ = m.connected(now: t0)
+        #expect(way(m.submit(2, prepared: Prepared(name: "n", sql: "SELECT $1 + 1", types: [25]), now: t0)) == .unnamed)
+        #expect(way(m.submit(3, prepared: Prepared(name: "n", sql: "SELECT $1", types: [20]), now: t0)) == .unnamed)
+        #expect(way(m.submit(4, prepared: Prepared(name: "n", sql: "SELECT $1", types: [25]), now: t0)) == .prepared("n"))
+    }
+
+    @Test func namesPastTheBoundRunUnnamed() {
+        var m = Machine(answerTimeout: nil, backoff: .zero, capacity: 16, maxPrepared: 2)
+        _ = m.submit(0, now: t0)
+        _ = m.connected(now: t0)
+        #expect(way(m.submit(1, prepared: Prepared(name: "a", sql: "A"), now: t0)) == .prepareThenRun("a"))
+        #expect(way(m.submit(2, prepared: Prepared(name: "b", sql: "B"), now: t0)) == .prepareThenRun("b"))
+        #expect(way(m.submit(3, prepared: Prepared(name: "c", sql: "C"), now: t0)) == .unnamed)
+        #expect(way(m.submit(4, prepared: Prepared(name: "a", sql: "A"), now: t0)) == .prepared("a"))
+        #expect(m.preparedNames.count == 2)
     }
 }
