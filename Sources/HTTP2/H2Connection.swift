@@ -887,9 +887,9 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         case .startResponse:
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
             _ = nghttp2_submit_response(session, s.id, StaticHeaders.responseStart.pointer, StaticHeaders.responseStart.count, &provider)
-            GRPCWire.appendFrame(message, to: &s.outbound)
+            s.queueMessage(message)
         case .queue(let resume):
-            GRPCWire.appendFrame(message, to: &s.outbound)
+            s.queueMessage(message)
             if resume { _ = nghttp2_session_resume_data(session, s.id) }
         }
         scheduleFlush()
@@ -927,16 +927,8 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         guard let s = lookup(id), let session else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
-        let n = min(buf.count, s.pendingOutbound)
+        let n = s.takeOutbound(into: buf)
         if n > 0 {
-            s.outbound.withUnsafeBytes { src in
-                buf.baseAddress!.copyMemory(from: src.baseAddress! + s.outboundOffset, byteCount: n)
-            }
-            s.outboundOffset += n
-            if s.outboundOffset == s.outbound.count {
-                s.outbound.removeAll(keepingCapacity: false)
-                s.outboundOffset = 0
-            }
             if let k = s.writeWaiter, s.pendingOutbound <= core.config.streamWriteHighWater {
                 s.writeWaiter = nil
                 k.resume()

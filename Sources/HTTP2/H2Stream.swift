@@ -32,7 +32,13 @@ final class H2Stream {
     var deadlineTask: Task<Void, Never>?
     var inbound: AsyncStream<[UInt8]>.Continuation?
 
-    // Response bytes queued for the data source (framed messages, or an HTTP route's body).
+    // Response bytes queued for the data source: `framePrefix` (the 5-byte gRPC frame header
+    // of the message in `outbound`, when a message was queued alone), then `outbound` (that
+    // message, framed messages, or an HTTP route's body). A message queued while nothing
+    // waits is kept as it came, its header apart: no copy of it into a framed buffer.
+    var framePrefix: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
+    /// How much of `framePrefix` is still to go (5 down to 0).
+    var framePrefixLeft = 0
     var outbound: [UInt8] = []
     var outboundOffset = 0
     /// A streaming handler's `send`, waiting for the client to read what is queued.
@@ -43,5 +49,42 @@ final class H2Stream {
         self.deframer = GRPCDeframer(limit: messageLimit)
     }
 
-    var pendingOutbound: Int { outbound.count - outboundOffset }
+    var pendingOutbound: Int { framePrefixLeft + outbound.count - outboundOffset }
+
+    /// Queues one gRPC message (length-prefixed) behind whatever is pending.
+    func queueMessage(_ message: [UInt8]) {
+        guard pendingOutbound == 0 else { return GRPCWire.appendFrame(message, to: &outbound) }
+        let n = UInt32(message.count)
+        framePrefix = (0, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF))
+        framePrefixLeft = 5
+        outbound = message
+        outboundOffset = 0
+    }
+
+    /// Copies up to `buf.count` pending bytes into `buf` (the frame header first) and drops
+    /// them from the queue. Returns how many.
+    func takeOutbound(into buf: UnsafeMutableRawBufferPointer) -> Int {
+        var copied = 0
+        if framePrefixLeft > 0 {
+            let k = min(framePrefixLeft, buf.count)
+            withUnsafeBytes(of: framePrefix) { header in
+                buf.baseAddress!.copyMemory(from: header.baseAddress! + (5 - framePrefixLeft), byteCount: k)
+            }
+            framePrefixLeft -= k
+            copied = k
+        }
+        let n = min(buf.count - copied, outbound.count - outboundOffset)
+        if n > 0 {
+            outbound.withUnsafeBytes { src in
+                (buf.baseAddress! + copied).copyMemory(from: src.baseAddress! + outboundOffset, byteCount: n)
+            }
+            outboundOffset += n
+            copied += n
+        }
+        if framePrefixLeft == 0, outboundOffset == outbound.count, outboundOffset > 0 {
+            outbound.removeAll(keepingCapacity: false)
+            outboundOffset = 0
+        }
+        return copied
+    }
 }
