@@ -742,8 +742,7 @@ final class H2Connection: EventLoopHandler, @unchecked Sendable {
         if head || r.body.isEmpty {
             _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, nil) }
         } else {
-            s.outbound = r.body
-            s.outboundOffset = 0
+            s.setBody(r.body)
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadResponse)
             _ = withHeaderList(h) { nghttp2_submit_response(session, s.id, $0, $1, &provider) }
         }

@@ -51,6 +51,13 @@ final class H2Stream {
 
     var pendingOutbound: Int { framePrefixLeft + outbound.count - outboundOffset }
 
+    /// Queues an HTTP route's whole body (nothing else is queued on such a stream).
+    func setBody(_ body: [UInt8]) {
+        framePrefixLeft = 0
+        outbound = body
+        outboundOffset = 0
+    }
+
     /// Queues one gRPC message (length-prefixed) behind whatever is pending.
     func queueMessage(_ message: [UInt8]) {
         guard pendingOutbound == 0 else { return GRPCWire.appendFrame(message, to: &outbound) }

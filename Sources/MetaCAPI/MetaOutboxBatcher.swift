@@ -283,6 +283,8 @@ public final class MetaOutboxBatcher: Sendable {
     }
 
     /// The earliest request per key is the candidate; later ones are duplicates (first wins).
+    /// The candidates are in key order: every writer (every server) inserts keys in the same
+    /// order, so two batches sharing keys wait for each other instead of deadlocking.
     private static func candidates(_ events: [MetaEvent]) -> (firstIndex: [MetaEvent.Key: Int], candidates: [MetaEvent]) {
         var firstIndex: [MetaEvent.Key: Int] = [:]
         var candidates: [MetaEvent] = []
@@ -290,6 +292,7 @@ public final class MetaOutboxBatcher: Sendable {
             firstIndex[e.key] = i
             candidates.append(e)
         }
+        if candidates.count > 1 { candidates.sort { $0.key.precedes($1.key) } }
         return (firstIndex, candidates)
     }
 
@@ -327,11 +330,36 @@ public final class MetaOutboxBatcher: Sendable {
 }
 
 extension MetaEvent {
-    /// The outbox's unique key.
+    /// The outbox's unique key, compared as PostgreSQL compares it: byte for byte (Swift's
+    /// `String` equality would take two canonically equivalent ids for one, and the second
+    /// event would be answered "duplicate" without being stored).
     struct Key: Hashable, Sendable {
         let pixelID: String
         let eventName: String
         let eventID: String
+
+        static func == (a: Key, b: Key) -> Bool {
+            a.eventID.utf8.elementsEqual(b.eventID.utf8) && a.eventName.utf8.elementsEqual(b.eventName.utf8)
+                && a.pixelID.utf8.elementsEqual(b.pixelID.utf8)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            func combine(_ part: String) {
+                var part = part
+                part.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+                hasher.combine(0xFF as UInt8)  // no UTF-8 byte: parts cannot run into each other
+            }
+            combine(eventID)
+            combine(eventName)
+            combine(pixelID)
+        }
+
+        /// Byte order, event id first (the insert order of a batch).
+        func precedes(_ other: Key) -> Bool {
+            if !eventID.utf8.elementsEqual(other.eventID.utf8) { return eventID.utf8.lexicographicallyPrecedes(other.eventID.utf8) }
+            if !eventName.utf8.elementsEqual(other.eventName.utf8) { return eventName.utf8.lexicographicallyPrecedes(other.eventName.utf8) }
+            return pixelID.utf8.lexicographicallyPrecedes(other.pixelID.utf8)
+        }
     }
 
     var key: Key { Key(pixelID: pixelID, eventName: eventName, eventID: eventID) }

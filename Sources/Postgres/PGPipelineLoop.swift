@@ -526,12 +526,13 @@ public final class PGPipelineLoop: @unchecked Sendable {
                 let outcome: Result<PGRows, PGError> = headError.map { .failure($0) }
                     ?? .success(headRows ?? PGRows(columns: PGColumns(names: [], typeOIDs: []), cells: [], affectedRows: 0, commandTag: ""))
                 let prepareFailed = headPrepareFailed
+                let sqlState = headError?.sqlState
                 headRows = nil
                 headError = nil
                 awaitingSync = false
                 headPrepareRead = false
                 headPrepareFailed = false
-                guard let request = machine.answered(prepareFailed: prepareFailed, now: now) else { return }
+                guard let request = machine.answered(prepareFailed: prepareFailed, sqlState: sqlState, now: now) else { return }
                 counts.answered += 1
                 request.completion(outcome)
                 continue

@@ -20,8 +20,9 @@
 /// - a request may name a prepared statement (`Prepared`): the first time a name is sent on a
 ///   connection it goes out as Parse + Bind/Execute under one Sync (`prepareThenRun`), later
 ///   ones as Bind/Execute alone (`prepared`). The names are the connection's: a new connection
-///   knows none. A failed prepare forgets its name (the next request prepares again); a name
-///   whose text or parameter types differ from those it was prepared with, or one past `maxPrepared` names, is
+///   knows none. A failed prepare forgets its name (the next request prepares again; see
+///   `answered` for the server's answers that say more); a name whose text or parameter types
+///   differ from those it was prepared with, or one past `maxPrepared` names, is
 ///   sent unnamed (parsed at each run), so a caller's mistake costs speed, never a wrong
 ///   statement, and the server holds a bounded number of statements per connection;
 /// - once closed it stays closed.
@@ -180,20 +181,40 @@ struct PGPipelineStateMachine<Request> {
         return failed.map(\.request)
     }
 
-    /// The oldest sent request got its whole answer (its results and its Sync);
-    /// `prepareFailed`: it was sent `prepareThenRun` and the prepare itself was refused (the
-    /// name is forgotten, so the next request prepares again; a statement that failed after its
-    /// prepare succeeded leaves the name prepared). Nil when nothing was outstanding: the caller
-    /// treats that as a protocol failure.
-    mutating func answered(prepareFailed: Bool = false, now: ContinuousClock.Instant) -> Request? {
+    /// The oldest sent request got its whole answer (its results and its Sync).
+    /// - `prepareFailed`: it was sent `prepareThenRun` and the prepare itself was refused;
+    /// - `sqlState`: the answer's error, if any.
+    ///
+    /// What the answer says of its name: a refused prepare is forgotten, so the next request
+    /// prepares again, unless the server said the name is taken (42P05, prepared by someone
+    /// else): the name then runs unnamed on this connection. A statement the server no longer
+    /// has (26000, e.g. after `DEALLOCATE`) is forgotten and prepared again next time; one whose
+    /// cached plan no longer fits (0A000, a schema change) runs unnamed from then on. A statement
+    /// that failed otherwise after its prepare succeeded keeps its name (the server keeps a
+    /// prepared statement when its transaction fails). Nil when nothing was outstanding: the
+    /// caller treats that as a protocol failure.
+    mutating func answered(prepareFailed: Bool = false, sqlState: String? = nil, now: ContinuousClock.Instant) -> Request? {
         guard !sent.isEmpty else { return nil }
         let entry = sent.removeFirst()
-        if prepareFailed, case .prepareThenRun(let name) = entry.way, preparedNames[name] == entry.prepared?.body {
-            preparedNames[name] = nil
+        let name: String?
+        switch entry.way {
+        case .prepared(let n), .prepareThenRun(let n): name = preparedNames[n] == entry.prepared?.body ? n : nil
+        case .unnamed: name = nil
+        }
+        if let name {
+            if sqlState == "42P05" || sqlState == "0A000" {
+                preparedNames[name] = Self.unusable
+            } else if prepareFailed || sqlState == "26000" {
+                preparedNames[name] = nil
+            }
         }
         deadline = sent.isEmpty ? nil : answerTimeout.map { now + $0 }
         return entry.request
     }
+
+    /// What a name that must not be prepared on this connection stands for: no request's text
+    /// (SQL cannot hold a NUL), so its requests go unnamed.
+    static var unusable: Body { Body(sql: "\u{0}", types: []) }
 
     /// The connection broke (EOF, a socket error, a protocol failure, the deadline): everything
     /// sent or held fails. The next request connects again at once.

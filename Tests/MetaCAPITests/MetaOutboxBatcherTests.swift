@@ -280,4 +280,105 @@ import RPC
         #expect(batcher.statistics.failedBatches == 0)
         await Self.close(batcher, pool)
     }
+
+    /// The plain INSERT's first conflict in a batch of several: an already-queued key and a
+    /// repeat inside the batch; the retry answers each request as the ON CONFLICT form would.
+    @Test func aMixedBatchThatMeetsAQueuedKeyIsWrittenAgainWithTheRightAnswers() async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: true)
+        #expect(try await batcher.enqueue(testEvent("old")))
+        let lock = try Self.lockOutbox(url)
+        let blocker = Task { try await batcher.enqueue(testEvent("blocker")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        var pending: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("x", time: 1_000), testEvent("x", time: 2_000), testEvent("old"), testEvent("y")].enumerated() {
+            pending.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        #expect(batcher.statistics.conflictRetries == 0, "no conflict before this batch: it goes plain first")
+        try lock.execute("COMMIT")
+        #expect(try await blocker.value)
+        var answers: [Bool] = []
+        for t in pending { answers.append(try await t.value) }
+        #expect(answers == [true, false, false, true])
+        #expect(batcher.statistics.conflictRetries == 1 && batcher.statistics.failedBatches == 0)
+        #expect(try await Self.rows(pool) == 4)
+        await Self.close(batcher, pool)
+    }
+
+    /// A statement the server refuses (a CHECK the test adds) on the plain prepared INSERT: the
+    /// bad event fails alone, the others of its batch are queued.
+    @Test(arguments: [false, true]) func anEventTheServerRefusesFailsAloneInItsBatch(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        try await pool.withConnection { try $0.execute("ALTER TABLE meta_events ADD CONSTRAINT test_refuse CHECK (event_id <> 'refused')") }
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
+        let lock = try Self.lockOutbox(url)
+        let blocker = Task { try await batcher.enqueue(testEvent("blocker")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        var tasks: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("g1"), testEvent("refused"), testEvent("g2")].enumerated() {
+            tasks.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        try lock.execute("COMMIT")
+        #expect(try await blocker.value)
+        #expect(try await tasks[0].value)
+        let refused = await #expect(throws: PGError.self) { try await tasks[1].value }
+        #expect(refused?.sqlState == "23514", "\(String(describing: refused))")
+        #expect(try await tasks[2].value)
+        #expect(try await Self.rows(pool) == 3)
+        await Self.close(batcher, pool)
+    }
+
+    /// The pipelined connection killed while its batch waits: the batch fails (`.unavailable`:
+    /// it may or may not have run), and the next batch reconnects and is queued.
+    @Test func aKilledOutboxConnectionFailsItsBatchAndTheNextOneReconnects() async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: true)
+        #expect(try await batcher.enqueue(testEvent("before")))
+        let pipeline = try #require(batcher.pipeline)
+        let pid = try #require(try await pipeline.query("SELECT pg_backend_pid() AS pid")[0].int("pid"))
+        let lock = try Self.lockOutbox(url)
+        let waiting = Task { try await batcher.enqueue(testEvent("lost")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        let killer = try PGConnection.connect(url: url)
+        var killed = 0
+        for _ in 0..<200 where killed == 0 {
+            killed = try killer.query("""
+                SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+                WHERE pid = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO meta_events%'
+                """, [.int(Int64(pid))]).first?.int("n") ?? 0
+            if killed == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(killed == 1)
+        let lost = await #expect(throws: PGError.self) { try await waiting.value }
+        #expect(lost?.code == .unavailable, "\(String(describing: lost))")
+        try lock.execute("COMMIT")
+        #expect(try await batcher.enqueue(testEvent("after")))
+        #expect(try await Self.rows(pool) == 2)
+        #expect(pipeline.counters.connects == 2)
+        await Self.close(batcher, pool)
+    }
+
+    /// Two event ids that Swift's `String` takes for equal (canonically equivalent) but
+    /// PostgreSQL does not: both are new, both are queued.
+    @Test(arguments: [false, true]) func canonicallyEquivalentIdsAreTwoEvents(pipelined: Bool) async throws {
+        let (url, pool, poolURL) = try await Self.isolated()
+        let batcher = try Self.batcher(pool: pool, url: poolURL, pipelined: pipelined)
+        #expect("e\u{301}" == "\u{e9}", "the premise: Swift compares them equal")
+        let lock = try Self.lockOutbox(url)
+        let blocker = Task { try await batcher.enqueue(testEvent("blocker")) }
+        try await Self.until(batcher) { $0.inFlight == 1 }
+        var tasks: [Task<Bool, any Error>] = []
+        for (i, event) in [testEvent("e\u{301}"), testEvent("\u{e9}")].enumerated() {
+            tasks.append(Task { try await batcher.enqueue(event) })
+            try await Self.until(batcher) { $0.pending == i + 1 }
+        }
+        try lock.execute("COMMIT")
+        #expect(try await blocker.value)
+        let both = (try await tasks[0].value, try await tasks[1].value)
+        #expect(both == (true, true))
+        #expect(try await Self.rows(pool) == 3)
+        await Self.close(batcher, pool)
+    }
 }

@@ -110,6 +110,26 @@ import Testing
         await loop.close()
     }
 
+    /// What the server says of a name it no longer has, or has from elsewhere: after
+    /// `DEALLOCATE` the next run fails (26000) and the one after prepares again; a name already
+    /// taken on the session (42P05) fails its prepare once, then runs unnamed.
+    @Test func aDeallocatedOrTakenNameRecovers() async throws {
+        let loop = try Self.loop()
+        #expect(try await loop.query("SELECT $1::int AS v", [.int(1)], preparedAs: "pl_gone")[0].int("v") == 1)
+        _ = try await loop.query("DEALLOCATE pl_gone")
+        let gone = await Self.error { try await loop.query("SELECT $1::int AS v", [.int(2)], preparedAs: "pl_gone") }
+        #expect(gone?.sqlState == "26000", "\(String(describing: gone))")
+        #expect(try await loop.query("SELECT $1::int AS v", [.int(3)], preparedAs: "pl_gone")[0].int("v") == 3)
+
+        _ = try await loop.query("PREPARE pl_taken AS SELECT 'theirs'::text AS v")
+        let taken = await Self.error { try await loop.query("SELECT 'ours'::text AS v", preparedAs: "pl_taken") }
+        #expect(taken?.sqlState == "42P05", "\(String(describing: taken))")
+        for _ in 0..<2 { #expect(try await loop.query("SELECT 'ours'::text AS v", preparedAs: "pl_taken")[0].string("v") == "ours") }
+        let c = await Self.counters(loop) { $0.answered == 8 }
+        #expect(c.prepares == 3 && c.connects == 1, "pl_gone twice, pl_taken once: \(c)")
+        await loop.close()
+    }
+
     /// A new connection knows no prepared statements: after a backend is killed, the same name
     /// is prepared again on the next connection.
     @Test func aNamedStatementIsPreparedAgainOnANewConnection() async throws {

@@ -180,4 +180,32 @@ import Testing
         #expect(way(m.submit(4, prepared: Prepared(name: "a", sql: "A"), now: t0)) == .prepared("a"))
         #expect(m.preparedNames.count == 2)
     }
+
+    @Test func theServersAnswersSayWhatANameIsNow() {
+        var m = machine()
+        let p = Prepared(name: "n", sql: "SELECT 1")
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.connected(now: t0)
+        _ = m.answered(now: t0)
+        // 26000: the server no longer has it (DEALLOCATE): prepared again next time.
+        #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("n"))
+        _ = m.answered(sqlState: "26000", now: t0)
+        #expect(way(m.submit(3, prepared: p, now: t0)) == .prepareThenRun("n"))
+        // 42P05: the name is taken by a statement we did not prepare: unnamed from then on.
+        _ = m.answered(prepareFailed: true, sqlState: "42P05", now: t0)
+        #expect(way(m.submit(4, prepared: p, now: t0)) == .unnamed)
+        _ = m.answered(now: t0)
+        // 0A000: the cached plan no longer fits (schema change): unnamed from then on.
+        let q = Prepared(name: "q", sql: "SELECT * FROM t")
+        _ = m.submit(5, prepared: q, now: t0)
+        _ = m.answered(now: t0)
+        #expect(way(m.submit(6, prepared: q, now: t0)) == .prepared("q"))
+        _ = m.answered(sqlState: "0A000", now: t0)
+        #expect(way(m.submit(7, prepared: q, now: t0)) == .unnamed)
+        // Any other error after a good prepare keeps the name.
+        let r = Prepared(name: "r", sql: "INSERT")
+        _ = m.submit(8, prepared: r, now: t0)
+        _ = m.answered(sqlState: "23505", now: t0)
+        #expect(way(m.submit(9, prepared: r, now: t0)) == .prepared("r"))
+    }
 }
