@@ -60,6 +60,8 @@ public enum MetaOutbox {
     /// Batches of up to this many events run their plain INSERT as a prepared statement (one per
     /// row count, on the pipelined connection); larger ones, rare, are parsed at each run.
     static let preparedBatchRows = 48
+    /// The prepared statements' names, by row count (made once, not per batch).
+    private static let preparedBatchNames = (0...preparedBatchRows).map { "pixtrack_outbox_insert_\($0)" }
 
     /// The plain multi-row INSERT for `events` (not empty): no `ON CONFLICT`, so PostgreSQL checks
     /// each key once, while inserting it, instead of probing the unique index first and then
@@ -68,7 +70,7 @@ public enum MetaOutbox {
     /// statement to run it as (nil past `preparedBatchRows`).
     static func plainBatchInsert(_ events: [MetaEvent]) -> (name: String?, sql: String, params: [PGValue?]) {
         let rows = events.count
-        return (rows <= preparedBatchRows ? "pixtrack_outbox_insert_\(rows)" : nil, BatchInsertTexts.text(rows: rows, onConflict: false),
+        return (rows <= preparedBatchRows ? preparedBatchNames[rows] : nil, BatchInsertTexts.text(rows: rows, onConflict: false),
                 batchParams(events))
     }
 

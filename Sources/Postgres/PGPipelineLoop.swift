@@ -481,8 +481,7 @@ public final class PGPipelineLoop: @unchecked Sendable {
             queued = LibPQ.sendPrepare(conn, name, s.sql, s.types)
                 && withCStringArray(s.texts) { values in LibPQ.sendQueryPrepared(conn, name, s.texts.count, values) }
         }
-        if !queued { return breakConnection(PGError(.unavailable, "a statement could not be queued on the PostgreSQL connection")) }
-        if !LibPQ.pipelineSync(conn) {
+        if !(queued && LibPQ.pipelineSync(conn)) {
             breakConnection(PGError(.unavailable, "a statement could not be queued on the PostgreSQL connection"))
         }
     }

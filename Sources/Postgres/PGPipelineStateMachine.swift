@@ -31,16 +31,14 @@ struct PGPipelineStateMachine<Request> {
     /// (what it is prepared with).
     struct Prepared: Equatable, Sendable {
         let name: String
-        let sql: String
-        var types: [UInt32] = []
+        /// What the name stands for on a connection (the same key `PGConnection`'s statement
+        /// cache uses).
+        let body: PGConnection.Statement.Key
 
-        /// What a name stands for on a connection.
-        var body: Body { Body(sql: sql, types: types) }
-    }
-
-    struct Body: Equatable, Sendable {
-        let sql: String
-        let types: [UInt32]
+        init(name: String, sql: String, types: [UInt32] = []) {
+            self.name = name
+            body = PGConnection.Statement.Key(sql: sql, types: types)
+        }
     }
 
     /// How a sent request goes on the wire.
@@ -81,7 +79,7 @@ struct PGPipelineStateMachine<Request> {
     /// Held while connecting, in arrival order.
     private var held: [Entry] = []
     /// The statements prepared on this connection (or on their way): name → text and types.
-    private(set) var preparedNames: [String: Body] = [:]
+    private(set) var preparedNames: [String: PGConnection.Statement.Key] = [:]
     /// When the next answer is due (nil: nothing outstanding).
     private(set) var deadline: ContinuousClock.Instant?
     /// Until when requests are refused after a failed connect.
@@ -214,7 +212,7 @@ struct PGPipelineStateMachine<Request> {
 
     /// What a name that must not be prepared on this connection stands for: no request's text
     /// (SQL cannot hold a NUL), so its requests go unnamed.
-    static var unusable: Body { Body(sql: "\u{0}", types: []) }
+    static var unusable: PGConnection.Statement.Key { PGConnection.Statement.Key(sql: "\u{0}", types: []) }
 
     /// The connection broke (EOF, a socket error, a protocol failure, the deadline): everything
     /// sent or held fails. The next request connects again at once.

@@ -109,6 +109,14 @@ import Testing
 
     typealias Prepared = Machine.Prepared
 
+    /// A machine whose connection is up, with request 1 (naming `p`) sent on it.
+    func ready(preparing p: Prepared) -> Machine {
+        var m = machine()
+        _ = m.submit(1, prepared: p, now: t0)
+        _ = m.connected(now: t0)
+        return m
+    }
+
     func way(_ action: Machine.SubmitAction) -> Machine.Way? {
         if case .send(let s) = action { return s.way }
         return nil
@@ -130,10 +138,8 @@ import Testing
     }
 
     @Test func aFailedPrepareIsForgottenAndTheNextRequestPreparesAgain() {
-        var m = machine()
         let p = Prepared(name: "bad", sql: "SELEC 1")
-        _ = m.submit(1, prepared: p, now: t0)
-        _ = m.connected(now: t0)
+        var m = ready(preparing: p)
         #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("bad"), "sent before the prepare's answer came back")
         #expect(m.answered(prepareFailed: true, now: t0) == 1)
         #expect(m.preparedNames["bad"] == nil)
@@ -142,19 +148,15 @@ import Testing
     }
 
     @Test func aStatementThatFailsAfterItsPrepareKeepsTheName() {
-        var m = machine()
         let p = Prepared(name: "ins", sql: "INSERT 1")
-        _ = m.submit(1, prepared: p, now: t0)
-        _ = m.connected(now: t0)
+        var m = ready(preparing: p)
         #expect(m.answered(prepareFailed: false, now: t0) == 1)  // e.g. a unique violation
         #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("ins"), "preparing it again would clash with the server's copy")
     }
 
     @Test func aNewConnectionKnowsNoNames() {
-        var m = machine()
         let p = Prepared(name: "ins", sql: "INSERT 1")
-        _ = m.submit(1, prepared: p, now: t0)
-        _ = m.connected(now: t0)
+        var m = ready(preparing: p)
         _ = m.answered(now: t0)
         #expect(m.broken().isEmpty && m.preparedNames.isEmpty)
         _ = m.submit(2, prepared: p, now: t0)
@@ -182,10 +184,8 @@ import Testing
     }
 
     @Test func theServersAnswersSayWhatANameIsNow() {
-        var m = machine()
         let p = Prepared(name: "n", sql: "SELECT 1")
-        _ = m.submit(1, prepared: p, now: t0)
-        _ = m.connected(now: t0)
+        var m = ready(preparing: p)
         _ = m.answered(now: t0)
         // 26000: the server no longer has it (DEALLOCATE): prepared again next time.
         #expect(way(m.submit(2, prepared: p, now: t0)) == .prepared("n"))
