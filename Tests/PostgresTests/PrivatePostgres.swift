@@ -8,7 +8,8 @@ import SystemTestSupport
 final class PrivatePostgres {
     let bin: String
     let dir: String
-    let port: Int
+    /// Chosen free before the server binds it; `launch` takes another if someone took it meanwhile.
+    private(set) var port: Int
 
     var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
     /// ssl=on with these files (copied into the cluster's folder, key mode 0600 as PostgreSQL demands).
@@ -39,7 +40,17 @@ final class PrivatePostgres {
             }
             try check(await server.asPostgres("\(server.bin)/initdb", ["-D", "\(server.dir)/data", "--auth=trust",
                                                                       "-U", "postgres", "--encoding=UTF8", "--no-locale", "--no-sync"]), "initdb")
-            try await server.start()
+            // The port was free when chosen, but another test's server may bind it first:
+            // then the start fails on it and a fresh port is tried (other failures are thrown,
+            // with the server's log).
+            for attempt in 1... {
+                do {
+                    try await server.start()
+                    break
+                } catch is CommandFailed where attempt < 3 && server.logTail.contains("could not bind") {
+                    server.port = spareTCPPort()
+                }
+            }
         } catch {
             await server.destroy()
             throw error
@@ -48,8 +59,15 @@ final class PrivatePostgres {
     }
 
     func start() async throws {
-        try Self.check(await asPostgres("\(bin)/pg_ctl", ["-D", "\(dir)/data", "-l", "\(dir)/postgres.log", "-w", "-t", "30",
-                                               "-o", options, "start"]), "pg_ctl start")
+        let result = try await asPostgres("\(bin)/pg_ctl", ["-D", "\(dir)/data", "-l", "\(dir)/postgres.log", "-w", "-t", "30",
+                                                           "-o", options, "start"])
+        guard result.status == 0 else { throw CommandFailed(what: "pg_ctl start", output: result.output + "\nserver log:\n" + logTail) }
+    }
+
+    /// The end of the server's log (why a start failed).
+    var logTail: String {
+        let log = (try? String(contentsOfFile: "\(dir)/postgres.log", encoding: .utf8)) ?? ""
+        return String(log.suffix(2000))
     }
 
     func stop() async throws {
